@@ -1,0 +1,168 @@
+"""The `modelfleet` command: thin over spec, submit, status, local and the registry."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from producer.local import LocalWorkers, RedisServer
+from producer.spec import SpecError, load_batch
+from producer.status import BatchStatus, batch_status, leaderboard
+from producer.submit import BatchHandle, BrokerUnavailable, submit
+from workers.app import create_app
+from workers.runtime import Runtime
+from workers.settings import STAGES, Settings
+
+console = Console()
+err = Console(stderr=True)
+
+
+class UserError(click.ClickException):
+    """A mistake the user can fix: message, exit code 2, no traceback."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        err.print(f"[bold red]error:[/] {self.message}", markup=True, highlight=False)
+
+
+@contextmanager
+def broker(settings: Settings, workers: int = 0) -> Iterator[Settings]:
+    """The configured broker, or an embedded Redis (and k local workers) for this command."""
+    if settings.broker_url is not None:
+        if workers:
+            with LocalWorkers(settings, workers, settings.local_redis_dir.parent / "logs"):
+                yield settings
+        else:
+            yield settings
+        return
+    with RedisServer(settings.local_redis_dir) as server:
+        local = settings.with_broker(server.url)
+        if workers:
+            with LocalWorkers(local, workers, settings.local_redis_dir.parent / "logs"):
+                yield local
+        else:
+            yield local
+
+
+def _load(spec: Path, settings: Settings) -> Any:
+    try:
+        return load_batch(spec, settings)
+    except SpecError as exc:
+        raise UserError(f"invalid batch spec ({len(exc.problems)} problem(s)); nothing was "
+                        f"submitted:\n" + "\n".join(f"  {p}" for p in exc.problems)) from exc
+
+
+def _submit(batch: Any, settings: Settings, no_cache: bool) -> tuple[BatchHandle, Any]:
+    app = create_app(settings)
+    try:
+        return submit(batch, app, Runtime.from_settings(settings), no_cache=no_cache), app
+    except BrokerUnavailable as exc:
+        raise UserError(f"{exc}; nothing was submitted") from exc
+
+
+def _watch(handle: BatchHandle, timeout: float | None) -> BatchStatus:
+    """Progress bar per stage until the batch is done, then the leaderboard."""
+    total = len(handle.status().rows)
+    with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        bars = {s: progress.add_task(s, total=total) for s in STAGES}
+
+        def update(status: BatchStatus) -> None:
+            for stage, bar in bars.items():
+                progress.update(bar, completed=status.stages_done[stage])
+
+        status = handle.wait(timeout=timeout, on_progress=update)
+    console.print(leaderboard(status))
+    return status
+
+
+def _exit_for(status: BatchStatus) -> None:
+    failed = status.counts.get("failed", 0) + status.counts.get("cancelled", 0)
+    if failed:
+        err.print(f"{failed} of {len(status.rows)} models did not deploy")
+        sys.exit(1)
+
+
+@click.group()
+def main() -> None:
+    """Train, evaluate and deploy many models at once on Celery workers over Redis."""
+
+
+@main.command()
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--workers", "-w", default=2, show_default=True, help="Local worker processes.")
+@click.option("--no-cache", is_flag=True, help="Recompute every stage.")
+@click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
+def run(spec: Path, workers: int, no_cache: bool, timeout: float | None) -> None:
+    """Run a batch end to end on local workers (and an embedded Redis if none is configured)."""
+    settings = Settings()
+    batch = _load(spec, settings)
+    console.print(f"batch [bold]{batch.name}[/]: {len(batch.models)} models, {workers} workers")
+    with broker(settings, workers=workers) as live:
+        handle, _ = _submit(batch, live, no_cache)
+        status = _watch(handle, timeout)
+    _exit_for(status)
+
+
+@main.command("submit")
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--wait", is_flag=True, help="Watch progress until the batch is done.")
+@click.option("--no-cache", is_flag=True, help="Recompute every stage.")
+@click.option("--timeout", type=float, default=None)
+def submit_cmd(spec: Path, wait: bool, no_cache: bool, timeout: float | None) -> None:
+    """Submit a batch to the configured broker (MODELFLEET_BROKER_URL)."""
+    settings = Settings()
+    batch = _load(spec, settings)
+    if settings.broker_url is None:
+        raise UserError("no broker configured: set MODELFLEET_BROKER_URL (or use `modelfleet run`)")
+    handle, _ = _submit(batch, settings, no_cache)
+    console.print(f"submitted batch [bold]{handle.batch_id}[/] ({len(batch.models)} models)")
+    if wait:
+        _exit_for(_watch(handle, timeout))
+
+
+@main.command()
+@click.argument("batch_id")
+@click.option("--json", "as_json", is_flag=True)
+def status(batch_id: str, as_json: bool) -> None:
+    """A batch's progress per state and stage, and its leaderboard."""
+    with broker(Settings()) as live:
+        try:
+            st = batch_status(Runtime.from_settings(live), batch_id)
+        except KeyError as exc:
+            raise UserError(str(exc.args[0])) from exc
+    if as_json:
+        click.echo(json.dumps(st.to_json(), indent=1))
+        return
+    console.print(leaderboard(st))
+    console.print("stages done: " + ", ".join(f"{s} {n}" for s, n in st.stages_done.items()))
+    if st.eta is not None:
+        console.print(f"ETA {st.eta:.0f}s")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--queues", "-Q", default=",".join(STAGES), show_default=True)
+@click.option("--concurrency", "-c", type=int, default=None)
+@click.pass_context
+def worker(ctx: click.Context, queues: str, concurrency: int | None) -> None:
+    """Run a Celery worker for the configured broker (extra args go to `celery worker`)."""
+    settings = Settings()
+    if settings.broker_url is None:
+        raise UserError("no broker configured: set MODELFLEET_BROKER_URL")
+    app = create_app(settings)
+    argv = ["worker", "-Q", queues, "-c", str(concurrency or settings.worker_concurrency),
+            *ctx.args]
+    app.worker_main(argv)
+
+
+if __name__ == "__main__":
+    main()

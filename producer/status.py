@@ -1,0 +1,104 @@
+"""A batch's progress and leaderboard, read from the tracking records."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rich.table import Table
+
+from workers.contracts import LOWER_IS_BETTER
+from workers.runtime import Runtime
+from workers.settings import STAGES
+from workers.tracking import TERMINAL
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    name: str
+    status: str
+    stage: str
+    metric: str | None
+    value: float | None
+    version: int | None
+    promoted: bool
+    reason: str
+    error: str
+    worker: str
+    seconds: float | None
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    batch_id: str
+    name: str
+    rows: list[ModelRow]
+    counts: dict[str, int]
+    stages_done: dict[str, int]
+    elapsed: float
+    eta: float | None
+    done: bool = field(default=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def batch_status(runtime: Runtime, batch_id: str) -> BatchStatus:
+    record = runtime.tracker.get_batch(batch_id)
+    if record is None:
+        raise KeyError(f"no batch {batch_id!r}")
+    metrics_of = _primary_metrics(record)
+    states = runtime.tracker.model_states(batch_id, record["models"])
+    rows = [_row(name, state, metrics_of.get(name), record["created"])
+            for name, state in states.items()]
+    counts = Counter(r.status for r in rows)
+    stages_done = {s: sum(1 for st in states.values() if st.get(f"done_{s}")) for s in STAGES}
+    finished = sum(counts[s] for s in TERMINAL)
+    elapsed = time.time() - record["created"]
+    eta = elapsed / finished * (len(rows) - finished) if 0 < finished < len(rows) else None
+    return BatchStatus(batch_id, record["name"], rows, dict(counts), stages_done, elapsed, eta,
+                       done=finished == len(rows))
+
+
+def _primary_metrics(record: dict[str, Any]) -> dict[str, str]:
+    """Each model's primary metric; stored in the batch record at submit time."""
+    return dict(record.get("primary_metrics", {}))
+
+
+def _row(name: str, state: dict[str, str], metric: str | None, created: float) -> ModelRow:
+    metrics = json.loads(state["metrics"]) if state.get("metrics") else {}
+    if metric is None and metrics:
+        metric = next(iter(metrics))
+    end = state.get("done_deploy") or (state.get("updated") if state.get("status") in TERMINAL else None)
+    return ModelRow(
+        name=name, status=state.get("status", "unknown"), stage=state.get("stage", ""),
+        metric=metric, value=metrics.get(metric) if metric else None,
+        version=int(state["version"]) if state.get("version") else None,
+        promoted=state.get("promoted") == "1", reason=state.get("reason", ""),
+        error=state.get("error", ""), worker=state.get("worker", ""),
+        seconds=float(end) - created if end else None)
+
+
+def leaderboard(status: BatchStatus) -> Table:
+    """Models best-first by their primary metric; failures last with their error."""
+    def rank(r: ModelRow) -> tuple[int, float]:
+        if r.value is None:
+            return (1, 0.0)
+        return (0, r.value if r.metric in LOWER_IS_BETTER else -r.value)
+
+    table = Table(title=f"batch {status.batch_id}: {_summary(status)}")
+    for col in ("model", "metric", "value", "version", "promoted", "status", "worker", "time"):
+        table.add_column(col, justify="right" if col in ("value", "version", "time") else "left")
+    for r in sorted(status.rows, key=rank):
+        detail = r.status if not r.error or r.status == "deployed" else f"{r.status}: {r.error[:80]}"
+        table.add_row(r.name, r.metric or "", f"{r.value:.4f}" if r.value is not None else "",
+                      str(r.version or ""), "yes" if r.promoted else ("no" if r.version else ""),
+                      detail, r.worker, f"{r.seconds:.1f}s" if r.seconds is not None else "")
+    return table
+
+
+def _summary(status: BatchStatus) -> str:
+    return ", ".join(f"{n} {s}" for s, n in sorted(status.counts.items()))

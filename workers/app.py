@@ -1,0 +1,73 @@
+"""The Celery app factory: broker, queues, routes and the reliability settings.
+
+`celery -A workers.app worker` finds `app` here; it is built on first access
+(PEP 562), so importing this module reads no environment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from workers.settings import STAGES, Settings
+
+TASK_NAMES = {stage: f"modelfleet.{stage}" for stage in STAGES}
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or Settings()
+    app = Celery("modelfleet", broker=settings.broker(), backend=settings.backend(),
+                 include=["workers.stages"])
+    app.conf.update(
+        # JSON only: a pickled message is refused by the worker, never deserialised.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        # Ack after the stage finishes, and requeue when the worker dies mid-stage:
+        # a killed worker loses no model (stages are idempotent through the cache).
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # ML stages are long: a worker holds one message at a time, so an idle
+        # worker can take the next model instead of it waiting in a busy one's buffer.
+        worker_prefetch_multiplier=1,
+        # Events on, so Flower sees every task from sent to done.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        broker_connection_retry_on_startup=True,
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        # Keep a long fit running through a broker blip; acks_late + idempotent
+        # stages make the possible redelivery harmless.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        broker_transport_options={
+            # Must exceed the longest stage, else Redis redelivers a running task.
+            "visibility_timeout": settings.visibility_timeout,
+            # A dead worker's unacked messages return after about
+            # visibility_timeout + restore_interval * restore_throttle seconds.
+            "unacked_restore_interval": settings.restore_interval,
+            "unacked_restore_throttle": settings.restore_throttle,
+            "socket_connect_timeout": settings.broker_connect_timeout,
+        },
+        result_backend_transport_options={"socket_connect_timeout": settings.broker_connect_timeout},
+        result_expires=7 * 24 * 3600,
+        task_queues=[Queue(stage) for stage in STAGES],
+        task_default_queue=STAGES[0],
+        task_routes={name: {"queue": stage} for stage, name in TASK_NAMES.items()},
+        task_time_limit=settings.stage_time_limit,
+        worker_concurrency=settings.worker_concurrency,
+        # Transient errors (I/O, connection) are retried with backoff; see stages.py.
+        task_annotations={"*": {"max_retries": settings.transient_max_retries}},
+    )
+    app.modelfleet_settings = settings  # type: ignore[attr-defined]
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        globals()["app"] = created = create_app()
+        return created
+    raise AttributeError(name)

@@ -1,0 +1,198 @@
+"""Pydantic messages: the model spec and the contracts passed between stages.
+
+Everything here crosses a process boundary, so every model forbids unknown
+fields and its JSON is the wire format. Messages carry references to artifacts
+(content digests), never arrays or pickles.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,79}(\.[a-z0-9_-]+)*$")
+JsonScalar = str | int | float | bool | None
+JsonParam = JsonScalar | list[JsonScalar] | dict[str, JsonScalar]
+
+CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "precision_macro",
+                          "recall_macro")
+REGRESSION_METRICS = ("r2", "mae", "rmse", "mape")
+# Metrics where lower is better; the gate and the promotion rule flip for them.
+LOWER_IS_BETTER = frozenset({"mae", "rmse", "mape"})
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SklearnDataset(Strict):
+    """A dataset that scikit-learn ships (no download)."""
+
+    kind: Literal["sklearn"]
+    name: Literal["iris", "wine", "breast_cancer", "digits", "diabetes"]
+
+
+class SyntheticDataset(Strict):
+    """make_classification / make_regression, chosen by the model's task."""
+
+    kind: Literal["synthetic"]
+    n_samples: int = Field(500, ge=20, le=1_000_000)
+    n_features: int = Field(20, ge=2, le=10_000)
+    n_informative: int = Field(10, ge=1)
+    n_classes: int = Field(2, ge=2, le=100)
+    noise: float = Field(0.1, ge=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _informative_fits(self) -> SyntheticDataset:
+        if self.n_informative > self.n_features:
+            raise ValueError("n_informative must be <= n_features")
+        return self
+
+
+class CsvDataset(Strict):
+    """A CSV file under the data root; `segment_by` makes one model per value."""
+
+    kind: Literal["csv"]
+    path: str = Field(min_length=1)
+    target: str = Field(min_length=1)
+    features: list[str] | None = None
+    segment_by: str | None = None
+    # Filled in by segment expansion: this model trains on rows where segment_by == segment.
+    segment: str | None = None
+
+
+Dataset = Annotated[SklearnDataset | SyntheticDataset | CsvDataset, Field(discriminator="kind")]
+
+
+class PreprocessSpec(Strict):
+    test_size: float = Field(0.25, gt=0, lt=1)
+    impute: Literal["none", "mean", "median", "most_frequent"] = "mean"
+    scale: Literal["none", "standard", "minmax"] = "standard"
+    seed: int = 0
+
+
+class EstimatorSpec(Strict):
+    """A scikit-learn estimator by dotted class path; params checked at submit time."""
+
+    class_path: str = Field(min_length=3, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
+    params: dict[str, JsonParam] = Field(default_factory=dict)
+
+
+class EvaluationSpec(Strict):
+    metrics: list[str] = Field(default_factory=list)
+    primary: str | None = None
+
+
+class GateSpec(Strict):
+    """Promote only if the metric clears the threshold (and beats the incumbent by min_improvement)."""
+
+    metric: str | None = None
+    threshold: float | None = None
+    min_improvement: float | None = Field(None, ge=0)
+
+
+class DeploySpec(Strict):
+    alias: str = Field("production", pattern=r"^[a-z][a-z0-9_-]{0,39}$")
+    gate: GateSpec = Field(default_factory=GateSpec)
+
+
+class ModelSpec(Strict):
+    """One model of a batch: data, preprocessing, estimator, evaluation and deploy rule."""
+
+    name: str
+    task: Literal["classification", "regression"]
+    dataset: Dataset
+    preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
+    estimator: EstimatorSpec
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    deploy: DeploySpec = Field(default_factory=DeploySpec)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_slug(cls, v: str) -> str:
+        # The name becomes a path segment and a Redis key part: keep it boring.
+        if not SLUG.match(v) or ".." in v:
+            raise ValueError(
+                "must be a safe slug: lowercase letters, digits, '-', '_' and single dots, "
+                "starting with a letter or digit, at most 80 characters"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _metrics_fit_task(self) -> ModelSpec:
+        allowed = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        for m in self.metric_names:
+            if m not in allowed:
+                raise ValueError(f"metric {m!r} is not a {self.task} metric; choose from {allowed}")
+        if self.primary_metric not in self.metric_names:
+            raise ValueError(f"evaluation.primary {self.primary_metric!r} must be one of the metrics")
+        if self.gate_metric not in self.metric_names:
+            raise ValueError(f"deploy.gate.metric {self.gate_metric!r} must be one of the metrics")
+        return self
+
+    @property
+    def metric_names(self) -> list[str]:
+        default = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        return self.evaluation.metrics or [default[0]]
+
+    @property
+    def primary_metric(self) -> str:
+        return self.evaluation.primary or self.metric_names[0]
+
+    @property
+    def gate_metric(self) -> str:
+        return self.deploy.gate.metric or self.primary_metric
+
+
+class ModelJob(Strict):
+    """The first message of a chain: which batch, which model, and how."""
+
+    batch_id: str
+    model: ModelSpec
+    no_cache: bool = False
+
+
+class PreparedInfo(Strict):
+    dataset_digest: str
+    data_digest: str
+    n_train: int
+    n_test: int
+    n_features: int
+    run_id: str
+
+
+class TrainedInfo(Strict):
+    model_digest: str
+    run_id: str
+
+
+class EvaluatedInfo(Strict):
+    report_digest: str
+    metrics: dict[str, float]
+    run_id: str
+
+
+class DeployedInfo(Strict):
+    version: int
+    promoted: bool
+    alias: str
+    reason: str
+    run_id: str
+
+
+class ChainState(Strict):
+    """The one message a chain passes along: each stage adds its section.
+
+    At the end it holds the model's whole lineage: spec, data digests, run ids,
+    artifacts, metrics and the registered version.
+    """
+
+    job: ModelJob
+    prepared: PreparedInfo | None = None
+    trained: TrainedInfo | None = None
+    evaluated: EvaluatedInfo | None = None
+    deployed: DeployedInfo | None = None

@@ -1,0 +1,62 @@
+"""Redis key names, in one place so producer and workers agree."""
+
+PREFIX = "mf"
+
+
+def batch(batch_id: str) -> str:
+    return f"{PREFIX}:batch:{batch_id}"
+
+
+def batch_model(batch_id: str, model: str) -> str:
+    return f"{PREFIX}:batch:{batch_id}:model:{model}"
+
+
+def batch_runs(batch_id: str) -> str:
+    return f"{PREFIX}:batch:{batch_id}:runs"
+
+
+BATCHES = f"{PREFIX}:batches"
+RUNS = f"{PREFIX}:runs"
+
+
+def run(run_id: str) -> str:
+    return f"{PREFIX}:run:{run_id}"
+
+
+def model_runs(model: str) -> str:
+    return f"{PREFIX}:model:{model}:runs"
+
+
+CACHE = f"{PREFIX}:cache"
+CACHE_STATS = f"{PREFIX}:cache:stats"
+
+
+def lease(cache_key: str) -> str:
+    return f"{PREFIX}:lease:{cache_key}"
+
+
+def deliveries(task_id: str) -> str:
+    return f"{PREFIX}:deliveries:{task_id}"
+
+
+MODELS = f"{PREFIX}:models"
+
+
+def versions(name: str) -> str:
+    return f"{PREFIX}:reg:{name}:versions"
+
+
+def version_by_digest(name: str) -> str:
+    return f"{PREFIX}:reg:{name}:by_digest"
+
+
+def aliases(name: str) -> str:
+    return f"{PREFIX}:reg:{name}:aliases"
+
+
+def alias_history(name: str, alias: str) -> str:
+    return f"{PREFIX}:reg:{name}:history:{alias}"
+
+
+def cancelled(batch_id: str) -> str:
+    return f"{PREFIX}:batch:{batch_id}:cancelled"

@@ -1,0 +1,1 @@
+"""Pure ML steps: plain typed functions, no Celery, no Redis, no settings."""

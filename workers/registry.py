@@ -1,0 +1,146 @@
+"""Model registry: numbered versions per model name, aliases, promotion rules.
+
+Version numbers are allocated inside one Lua script (atomic in Redis), keyed by
+the evaluated artifact, so concurrent deploys never duplicate or skip a number
+and re-deploying the same artifact registers nothing new.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from workers import keys
+from workers.contracts import LOWER_IS_BETTER, GateSpec
+from workers.store import ArtifactStore
+
+# KEYS: by_digest, versions, models. ARGV: artifact digest, record JSON (no version), name.
+_REGISTER = """
+local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if existing then return {tonumber(existing), 0} end
+local n = redis.call('HLEN', KEYS[2]) + 1
+local rec = '{"version": ' .. n .. ', ' .. string.sub(ARGV[2], 2)
+redis.call('HSET', KEYS[2], n, rec)
+redis.call('HSET', KEYS[1], ARGV[1], n)
+redis.call('SADD', KEYS[3], ARGV[3])
+return {n, 1}
+"""
+# KEYS: aliases, history. ARGV: alias, expected current ('' = none), new version, push history.
+_MOVE_ALIAS = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+if cur ~= ARGV[2] then return 0 end
+if cur ~= '' and ARGV[4] == '1' then redis.call('RPUSH', KEYS[2], cur) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def decide(gate: GateSpec, metrics: dict[str, float],
+           incumbent: dict[str, float] | None) -> Decision:
+    """Whether a new version may take the alias: pass the threshold, then beat the incumbent."""
+    metric = gate.metric
+    assert metric is not None, "ModelSpec fills the gate metric"
+    value = metrics[metric]
+    lower = metric in LOWER_IS_BETTER
+    if gate.threshold is not None:
+        ok = value <= gate.threshold if lower else value >= gate.threshold
+        if not ok:
+            op = "<=" if lower else ">="
+            return Decision(False, f"gate failed: {metric}={value:.4g} not {op} {gate.threshold}")
+    if gate.min_improvement is not None and incumbent is not None and metric in incumbent:
+        gain = (incumbent[metric] - value) if lower else (value - incumbent[metric])
+        if gain < gate.min_improvement:
+            return Decision(False, f"does not beat the incumbent by {gate.min_improvement} on "
+                                   f"{metric} ({value:.4g} vs {incumbent[metric]:.4g})")
+    return Decision(True, "gate passed")
+
+
+class Registry:
+    def __init__(self, client: redis.Redis, store: ArtifactStore) -> None:
+        self.r = client
+        self.store = store
+        self._register = client.register_script(_REGISTER)
+        self._move = client.register_script(_MOVE_ALIAS)
+
+    def register(self, name: str, artifact: str, record: dict[str, Any]) -> tuple[int, bool]:
+        """(version, created): a new version for a new artifact, the old one otherwise."""
+        body = json.dumps({**record, "name": name, "artifact": artifact, "created": time.time()})
+        version, created = self._register(
+            keys=[keys.version_by_digest(name), keys.versions(name), keys.MODELS],
+            args=[artifact, body, name])
+        if created:
+            self.store.write_record(f"registry/{name}/{version}.json", self.version(name, version))
+        return int(version), bool(created)
+
+    def version(self, name: str, version: int) -> dict[str, Any]:
+        raw = self.r.hget(keys.versions(name), str(version))
+        if raw is None:
+            raise KeyError(f"{name} has no version {version}")
+        return dict(json.loads(raw))
+
+    def annotate(self, name: str, version: int, **fields: Any) -> None:
+        """Add fields (e.g. the promotion decision) to a version record."""
+        rec = {**self.version(name, version), **fields}
+        self.r.hset(keys.versions(name), str(version), json.dumps(rec))
+        self.store.write_record(f"registry/{name}/{version}.json", rec)
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        raws = self.r.hvals(keys.versions(name))
+        return sorted((json.loads(v) for v in raws), key=lambda v: v["version"])
+
+    def names(self) -> list[str]:
+        return sorted(n.decode() for n in self.r.smembers(keys.MODELS))
+
+    def aliases(self, name: str) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.r.hgetall(keys.aliases(name)).items()}
+
+    def resolve(self, ref: str) -> dict[str, Any]:
+        """A version record from `NAME@alias`, `NAME/version` or `NAME` (latest)."""
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            version = self.aliases(name).get(alias)
+            if version is None:
+                raise KeyError(f"{name} has no alias {alias!r}")
+            return self.version(name, version)
+        if "/" in ref:
+            name, num = ref.split("/", 1)
+            return self.version(name, int(num))
+        versions = self.versions(ref)
+        if not versions:
+            raise KeyError(f"no model named {ref!r}")
+        return versions[-1]
+
+    def move_alias(self, name: str, alias: str, version: int, expected: int | None,
+                   keep_history: bool = True) -> bool:
+        """Point alias at version if it still points at `expected` (compare-and-set)."""
+        self.version(name, version)  # must exist
+        done = self._move(keys=[keys.aliases(name), keys.alias_history(name, alias)],
+                          args=[alias, "" if expected is None else str(expected), str(version),
+                                "1" if keep_history else "0"])
+        return bool(done)
+
+    def promote(self, name: str, version: int, alias: str) -> None:
+        """Point alias at version by hand, whatever it points at now."""
+        while not self.move_alias(name, alias, version, self.aliases(name).get(alias)):
+            pass  # someone moved it between our read and write; read again
+
+    def rollback(self, name: str, alias: str) -> int:
+        """Point alias back at the version it pointed at before; returns that version."""
+        current = self.aliases(name).get(alias)
+        previous = self.r.rpop(keys.alias_history(name, alias))
+        if previous is None or current is None:
+            raise KeyError(f"{name}@{alias} has no earlier version to roll back to")
+        if not self.move_alias(name, alias, int(previous), current, keep_history=False):
+            self.r.rpush(keys.alias_history(name, alias), previous)
+            raise RuntimeError(f"{name}@{alias} moved during rollback; try again")
+        return int(previous)

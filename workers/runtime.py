@@ -1,0 +1,33 @@
+"""The services a worker or a producer command uses, built once from settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from workers.cache import StepCache
+from workers.registry import Registry
+from workers.settings import Settings
+from workers.store import ArtifactStore
+from workers.tracking import Tracker
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    redis: redis.Redis
+    store: ArtifactStore
+    tracker: Tracker
+    cache: StepCache
+    registry: Registry
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        client = redis.Redis.from_url(
+            settings.backend(), socket_connect_timeout=settings.broker_connect_timeout,
+            health_check_interval=30, retry_on_timeout=True)
+        store = ArtifactStore(settings.artifact_root)
+        return cls(settings, client, store, Tracker(client, store),
+                   StepCache(client, store, settings.lease_ttl, settings.lease_wait_timeout),
+                   Registry(client, store))

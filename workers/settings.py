@@ -1,0 +1,87 @@
+"""The one settings class, read from `MODELFLEET_*` by producer and workers alike.
+
+Settings are built once at an edge (the Celery app factory, the CLI) and passed
+down as values; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STAGES: tuple[str, ...] = ("preprocess", "train", "evaluate", "deploy")
+
+
+class Settings(BaseSettings):
+    """Everything configurable about modelfleet, with defaults for real workloads."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELFLEET_", extra="ignore", frozen=True)
+
+    # None means "no broker configured": the local commands start an embedded Redis.
+    broker_url: SecretStr | None = None
+    # Defaults to the broker URL; also where runs, cache index and registry live.
+    result_backend: SecretStr | None = None
+    artifact_root: Path = Path(".modelfleet/artifacts")
+    # Where the embedded Redis keeps its append-only file, so the cache, runs and
+    # registry of local runs survive between commands.
+    local_redis_dir: Path = Path(".modelfleet/redis")
+    data_root: Path = Path(".")
+    allowed_estimator_prefixes: list[str] = Field(default_factory=lambda: ["sklearn."])
+    max_models_per_batch: int = 10_000
+
+    # Reliability. Rule: visibility_timeout > the longest stage, else Redis hands
+    # a still-running task to a second worker (the lease then keeps it from
+    # computing twice, but it wastes a worker slot while it waits).
+    visibility_timeout: int = 3600
+    # How often a worker sweeps for unacked messages of dead workers; a killed
+    # worker's task comes back after about visibility_timeout + this.
+    restore_interval: int = 10
+    restore_throttle: int = 1
+    # A task that kills its worker every time is failed after this many deliveries.
+    max_deliveries: int = 3
+    # Single-flight lease on a cache key: renewed every lease_ttl/3 by heartbeat,
+    # so a dead holder's lease runs out within lease_ttl seconds.
+    lease_ttl: float = 15.0
+    # How long a stage waits for another worker computing the same key.
+    lease_wait_timeout: float = 7200.0
+    transient_max_retries: int = 5
+    stage_time_limit: int | None = None
+    broker_connect_timeout: float = 5.0
+    worker_concurrency: int = 1
+
+    flower_user: str = "admin"
+    flower_password: SecretStr | None = None
+
+    def broker(self) -> str:
+        """The broker URL; raises if none is configured (local commands set one)."""
+        if self.broker_url is None:
+            raise RuntimeError(
+                "no broker configured: set MODELFLEET_BROKER_URL or use `modelfleet run`/`up`, "
+                "which start an embedded Redis"
+            )
+        return self.broker_url.get_secret_value()
+
+    def backend(self) -> str:
+        """The result backend URL (the broker's Redis unless set apart)."""
+        if self.result_backend is not None:
+            return self.result_backend.get_secret_value()
+        return self.broker()
+
+    def with_broker(self, url: str) -> Settings:
+        """A copy pointing at another broker (used by the local launcher)."""
+        return self.model_copy(update={"broker_url": SecretStr(url), "result_backend": None})
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as MODELFLEET_* variables, for processes we start."""
+        env = {}
+        for name, value in self.model_dump(mode="json").items():
+            field_value = getattr(self, name)
+            if field_value is None:
+                continue
+            if isinstance(field_value, SecretStr):
+                value = field_value.get_secret_value()
+            env[f"MODELFLEET_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+        return env
