@@ -4,53 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from producer.local import LocalWorkers, RedisServer
+from producer.cli_common import UserError, broker, console, err
 from producer.spec import SpecError, load_batch
 from producer.status import BatchStatus, batch_status, leaderboard
 from producer.submit import BatchHandle, BrokerUnavailable, submit
 from workers.app import create_app
 from workers.runtime import Runtime
 from workers.settings import STAGES, Settings
-
-console = Console()
-err = Console(stderr=True)
-
-
-class UserError(click.ClickException):
-    """A mistake the user can fix: message, exit code 2, no traceback."""
-
-    exit_code = 2
-
-    def show(self, file: Any = None) -> None:
-        err.print(f"[bold red]error:[/] {self.message}", markup=True, highlight=False)
-
-
-@contextmanager
-def broker(settings: Settings, workers: int = 0) -> Iterator[Settings]:
-    """The configured broker, or an embedded Redis (and k local workers) for this command."""
-    if settings.broker_url is not None:
-        if workers:
-            with LocalWorkers(settings, workers, settings.local_redis_dir.parent / "logs"):
-                yield settings
-        else:
-            yield settings
-        return
-    with RedisServer(settings.local_redis_dir) as server:
-        local = settings.with_broker(server.url)
-        if workers:
-            with LocalWorkers(local, workers, settings.local_redis_dir.parent / "logs"):
-                yield local
-        else:
-            yield local
 
 
 def _load(spec: Path, settings: Settings) -> Any:

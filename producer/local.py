@@ -6,6 +6,7 @@ an error; processes run in their own session so their whole tree is stopped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -180,10 +181,8 @@ class LocalWorkers:
     def stop(self, grace: float = 20.0) -> None:
         for proc in self.procs:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         for proc in self.procs:
             stop_process(proc, grace)
         self.procs = []

@@ -9,6 +9,7 @@ holder stops renewing, so its lease expires within `lease_ttl` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -84,10 +85,9 @@ class StepCache:
             self.r.hincrby(keys.CACHE_STATS, "misses", 1)
             return value, False
         finally:
-            try:
+            # If the lease expired under us the result is stored anyway.
+            with contextlib.suppress(LockError):
                 lock.release()
-            except LockError:
-                pass  # the lease expired under us; the result is stored anyway
 
     def _hit(self, key: str) -> dict[str, Any] | None:
         value = self.get(key)
@@ -100,7 +100,7 @@ class StepCache:
 
     def stats(self) -> dict[str, int]:
         raw = self.r.hgetall(keys.CACHE_STATS)
-        return {k.decode(): int(v) for k, v in raw.items()}
+        return {k: int(v) for k, v in raw.items()}
 
     def prune(self, older_than: float, keep: set[str]) -> tuple[int, int]:
         """Drop entries older than `older_than` seconds and objects nobody references.

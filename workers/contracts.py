@@ -96,7 +96,7 @@ class GateSpec(Strict):
 
 class DeploySpec(Strict):
     alias: str = Field("production", pattern=r"^[a-z][a-z0-9_-]{0,39}$")
-    gate: GateSpec = Field(default_factory=GateSpec)
+    gate: GateSpec = GateSpec()
 
 
 class ModelSpec(Strict):
@@ -105,10 +105,10 @@ class ModelSpec(Strict):
     name: str
     task: Literal["classification", "regression"]
     dataset: Dataset
-    preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
+    preprocess: PreprocessSpec = PreprocessSpec()
     estimator: EstimatorSpec
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    deploy: DeploySpec = Field(default_factory=DeploySpec)
+    evaluation: EvaluationSpec = EvaluationSpec()
+    deploy: DeploySpec = DeploySpec()
     tags: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")

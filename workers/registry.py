@@ -45,11 +45,12 @@ class Decision:
     reason: str
 
 
-def decide(gate: GateSpec, metrics: dict[str, float],
+def decide(gate: GateSpec, metric: str, metrics: dict[str, float],
            incumbent: dict[str, float] | None) -> Decision:
-    """Whether a new version may take the alias: pass the threshold, then beat the incumbent."""
-    metric = gate.metric
-    assert metric is not None, "ModelSpec fills the gate metric"
+    """Whether a new version may take the alias: pass the threshold, then beat the incumbent.
+
+    `metric` is the gate's metric (ModelSpec.gate_metric: the gate's own or the primary).
+    """
     value = metrics[metric]
     lower = metric in LOWER_IS_BETTER
     if gate.threshold is not None:
@@ -99,10 +100,10 @@ class Registry:
         return sorted((json.loads(v) for v in raws), key=lambda v: v["version"])
 
     def names(self) -> list[str]:
-        return sorted(n.decode() for n in self.r.smembers(keys.MODELS))
+        return sorted(n for n in self.r.smembers(keys.MODELS))
 
     def aliases(self, name: str) -> dict[str, int]:
-        return {k.decode(): int(v) for k, v in self.r.hgetall(keys.aliases(name)).items()}
+        return {k: int(v) for k, v in self.r.hgetall(keys.aliases(name)).items()}
 
     def resolve(self, ref: str) -> dict[str, Any]:
         """A version record from `NAME@alias`, `NAME/version` or `NAME` (latest)."""

@@ -26,7 +26,8 @@ class Runtime:
     def from_settings(cls, settings: Settings) -> Runtime:
         client = redis.Redis.from_url(
             settings.backend(), socket_connect_timeout=settings.broker_connect_timeout,
-            health_check_interval=30, retry_on_timeout=True)
+            health_check_interval=30, retry_on_timeout=True,
+            decode_responses=True)
         store = ArtifactStore(settings.artifact_root)
         return cls(settings, client, store, Tracker(client, store),
                    StepCache(client, store, settings.lease_ttl, settings.lease_wait_timeout),

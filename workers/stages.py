@@ -19,9 +19,8 @@ from celery.utils.log import get_task_logger
 from threadpoolctl import threadpool_limits
 
 from workers import keys
-from workers.cache import STAGE_VERSIONS, LIBRARY_VERSIONS, LeaseTimeout, cache_key
-from workers.contracts import (ChainState, DeployedInfo, EvaluatedInfo, PreparedInfo,
-                               TrainedInfo)
+from workers.cache import LIBRARY_VERSIONS, STAGE_VERSIONS, LeaseTimeout, cache_key
+from workers.contracts import ChainState, DeployedInfo, EvaluatedInfo, PreparedInfo, TrainedInfo
 from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import compute_metrics
@@ -231,7 +230,7 @@ def _promote_once(rt: Runtime, state: ChainState, version: int) -> tuple[bool, s
     while True:
         current = rt.registry.aliases(name).get(alias)
         incumbent = rt.registry.version(name, current)["metrics"] if current not in (None, version) else None
-        decision = decide(job.model.deploy.gate, ev.metrics, incumbent)
+        decision = decide(job.model.deploy.gate, job.model.gate_metric, ev.metrics, incumbent)
         if not decision.promote or current == version:
             break
         if rt.registry.move_alias(name, alias, version, current):

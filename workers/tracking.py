@@ -51,7 +51,7 @@ class Tracker:
         self.store.write_record(f"batches/{batch_id}.json", record)
 
     def list_batches(self, limit: int = 50) -> list[str]:
-        return [b.decode() for b in self.r.zrevrange(keys.BATCHES, 0, limit - 1)]
+        return [b for b in self.r.zrevrange(keys.BATCHES, 0, limit - 1)]
 
     def set_model_state(self, batch_id: str, model: str, **fields: Any) -> None:
         mapping = {k: json.dumps(v) if isinstance(v, dict | list) else ("" if v is None else v)
@@ -63,7 +63,7 @@ class Tracker:
         pipe = self.r.pipeline(transaction=False)
         for name in models:
             pipe.hgetall(keys.batch_model(batch_id, name))
-        return {name: {k.decode(): v.decode() for k, v in raw.items()}
+        return {name: dict(raw)
                 for name, raw in zip(models, pipe.execute(), strict=True)}
 
     # --- runs ----------------------------------------------------------------
@@ -85,7 +85,7 @@ class Tracker:
         ids = self.r.zrange(index, 0, limit - 1)
         if not ids:
             return []
-        raws = self.r.mget([keys.run(i.decode()) for i in ids])
+        raws = self.r.mget([keys.run(i) for i in ids])
         out = [json.loads(r) for r in raws if r]
         return [r for r in out
                 if (model is None or r["model"] == model)

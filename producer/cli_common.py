@@ -1,0 +1,38 @@
+"""What every `modelfleet` subcommand shares: consoles, user errors, the broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import click
+from rich.console import Console
+
+from producer.local import LocalWorkers, RedisServer
+from workers.settings import Settings
+
+console = Console()
+err = Console(stderr=True)
+
+
+class UserError(click.ClickException):
+    """A mistake the user can fix: message, exit code 2, no traceback."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        err.print(f"[bold red]error:[/] {self.message}", markup=True, highlight=False)
+
+
+@contextmanager
+def broker(settings: Settings, workers: int = 0) -> Iterator[Settings]:
+    """The configured broker, or an embedded Redis, plus k local workers if asked for."""
+    with ExitStack() as stack:
+        if settings.broker_url is None:
+            server = stack.enter_context(RedisServer(settings.local_redis_dir))
+            settings = settings.with_broker(server.url)
+        if workers:
+            log_dir = settings.local_redis_dir.parent / "logs"
+            stack.enter_context(LocalWorkers(settings, workers, log_dir))
+        yield settings
