@@ -9,6 +9,7 @@ import time
 from types import FrameType
 
 import click
+from kombu.utils.url import maybe_sanitize_url
 
 from producer.cli_common import broker, console, err
 from producer.local import LocalFlower
@@ -49,11 +50,16 @@ def up(workers: int, flower_port: int | None) -> None:
         with broker(settings, workers=workers) as live:
             log_dir = live.local_redis_dir.parent / "logs"
             with LocalFlower(live, log_dir, port=flower_port) as flower:
-                url = live.broker()
                 # Plain echo, not rich: no wrapping, so the lines can be copied and parsed.
-                click.echo(f"broker    {url}")
-                click.echo(f"          export MODELFLEET_BROKER_URL={shlex.quote(url)}"
-                           "  # then `modelfleet submit SPEC` from another shell")
+                if settings.broker_url is None:
+                    url = live.broker()  # the embedded Redis: loopback, no password
+                    click.echo(f"broker    {url}")
+                    click.echo(f"          export MODELFLEET_BROKER_URL={shlex.quote(url)}"
+                               "  # then `modelfleet submit SPEC` from another shell")
+                else:
+                    # Configured by the user: never echo its password.
+                    click.echo(f"broker    {maybe_sanitize_url(live.broker())}  "
+                               "(from MODELFLEET_BROKER_URL)")
                 click.echo(f"artifacts {live.artifact_root.resolve()}")
                 click.echo(f"flower    {flower.url}/  user {flower.user}")
                 if flower.generated:

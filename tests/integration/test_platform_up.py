@@ -6,6 +6,7 @@ import contextlib
 import os
 import queue
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from producer.local import wait_for
+from producer.local import RedisServer, wait_for
 from tests.conftest import REPO, SHARED_DATA, write_spec
 
 pytestmark = pytest.mark.integration
@@ -49,6 +50,13 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2] != "Z"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def _mentioning(needle: str) -> list[int]:
@@ -94,16 +102,17 @@ class Output:
         return found[0]
 
 
-@pytest.fixture
-def up_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Output]]:
+@contextlib.contextmanager
+def start_up(tmp_path: Path, workers: int, **extra_env: str
+             ) -> Iterator[tuple[subprocess.Popen[str], Output]]:
+    """`python -m producer up --workers K` in its own session; killed (tree too) if it outlives us."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELFLEET_")}
     env.update(MODELFLEET_LOCAL_REDIS_DIR=str(tmp_path / "redis"),
                MODELFLEET_ARTIFACT_ROOT=str(tmp_path / "artifacts"),
-               MODELFLEET_DATA_ROOT=str(SHARED_DATA), PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "producer", "up", "--workers", "2"], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    tree: set[int] = set()
+               MODELFLEET_DATA_ROOT=str(SHARED_DATA), **extra_env)
+    proc = subprocess.Popen([sys.executable, "-m", "producer", "up", "--workers", str(workers)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
     try:
         yield proc, Output(proc)
     finally:
@@ -114,6 +123,12 @@ def up_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Output]]
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
             proc.wait(10)
+
+
+@pytest.fixture
+def up_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Output]]:
+    with start_up(tmp_path, 2) as started:
+        yield started
 
 
 def test_up_serves_submit_from_another_shell_and_stops_on_ctrl_c(
@@ -152,3 +167,21 @@ def test_up_serves_submit_from_another_shell_and_stops_on_ctrl_c(
     wait_for(lambda: not any(_alive(pid) for pid in started), 30, "children of up to exit")
     port = broker_url.rsplit(":", 1)[1].split("/")[0]
     assert _mentioning(broker_url) == [] and _mentioning(f"127.0.0.1:{port}") == []
+
+
+def test_up_uses_a_configured_broker_and_never_prints_its_password(tmp_path: Path) -> None:
+    password = secrets.token_hex(12)
+    with RedisServer(tmp_path / "own-redis", password=password) as server, \
+            start_up(tmp_path, 1, MODELFLEET_BROKER_URL=server.url) as (proc, out):
+        out.wait_for(r"^up \(pid \d+\)", 180)
+        started = _descendants(proc.pid)
+        # No embedded Redis of its own: the configured one is used ...
+        assert not any("redis-server" in _cmdline(pid) for pid in started)
+        assert f"127.0.0.1:{server.port}" in out.text() and "(from MODELFLEET_BROKER_URL)" in out.text()
+        # ... and its password is masked.
+        assert password not in out.text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 0, out.text()
+        wait_for(lambda: not any(_alive(pid) for pid in started), 30, "children of up to exit")
+        # A broker that up did not start, up does not stop.
+        assert server.proc is not None and server.proc.poll() is None
