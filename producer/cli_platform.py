@@ -69,6 +69,10 @@ def up(workers: int, flower_port: int | None) -> None:
                 code = _wait_until_interrupted(flower)
     except KeyboardInterrupt:
         code = 0
+    except (RuntimeError, TimeoutError) as exc:
+        # A process that would not start (e.g. Flower's port taken): say which, no traceback.
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        code = 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
