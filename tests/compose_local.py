@@ -24,11 +24,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import yaml
 from dockerfile_parse import DockerfileParser
 
 from producer.local import stop_process
+from workers.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -90,6 +92,14 @@ def _interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
 def load_compose(env: Mapping[str, str], path: Path = COMPOSE_FILE) -> dict[str, Any]:
     """The compose file with anchors merged and every `${VAR}` interpolated from `env`."""
     return dict(_interpolate_tree(yaml.safe_load(path.read_text()), env))
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    """The Settings a process with exactly this environment builds."""
+    only = {k: str(v) for k, v in env.items() if k.startswith("MODELFLEET_")}
+    # Settings reads os.environ (the one place that does); swap it in for the call only.
+    with mock.patch.dict(os.environ, only, clear=True):
+        return Settings()
 
 
 def image_env(dockerfile: Path = DOCKERFILE) -> dict[str, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import urllib.error
 import urllib.request
@@ -23,25 +22,14 @@ import pytest
 from producer.local import RedisServer, free_port, wait_for
 from producer.spec import load_batch
 from producer.status import batch_status
-from tests.compose_local import ENV_EXAMPLE, LocalCompose, read_env_file
+from tests.compose_local import ENV_EXAMPLE, LocalCompose, read_env_file, settings_from_env
 from workers.app import create_app
 from workers.runtime import Runtime
-from workers.settings import STAGES, Settings
+from workers.settings import STAGES
 
 pytestmark = pytest.mark.integration
 
 SCALE = 3
-
-
-def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The Settings a process with this environment builds (only MODELFLEET_* count)."""
-    with monkeypatch.context() as m:
-        for key in [k for k in os.environ if k.startswith("MODELFLEET_")]:
-            m.delenv(key)
-        for key, value in env.items():
-            if key.startswith("MODELFLEET_"):
-                m.setenv(key, value)
-        return Settings()
 
 
 @pytest.fixture
@@ -60,13 +48,13 @@ def stack(tmp_path: Path) -> Iterator[tuple[LocalCompose, RedisServer]]:
 
 
 def test_compose_services_complete_a_batch_across_three_workers(
-        stack: tuple[LocalCompose, RedisServer], monkeypatch: pytest.MonkeyPatch) -> None:
+        stack: tuple[LocalCompose, RedisServer]) -> None:
     compose, server = stack
     # Given: `docker compose up --scale worker=3` and flower, as local processes.
     hostnames = [compose.start("worker", replica=i)[1] for i in range(1, SCALE + 1)]
     nodes = {compose.node_name(h) for h in hostnames}
     compose.start("flower")
-    settings = settings_from(compose.environment("producer", "probe"), monkeypatch)
+    settings = settings_from_env(compose.environment("producer", "probe"))
     assert settings.broker().endswith(f"@{server.host}:{server.port}/0")
     app = create_app(settings)
     answered: set[str] = set()
