@@ -164,6 +164,7 @@ def test_redis_is_persistent_never_evicts_and_needs_the_password(services: dict[
     assert redis["image"].split(":") == ["redis", "7"]
     assert flag(argv, "--appendonly") == "yes"
     assert flag(argv, "--maxmemory-policy") == "noeviction"
+    assert flag(argv, "--maxmemory") not in ("0", ""), "noeviction only bites under a memory cap"
     assert flag(argv, "--requirepass") == ENV["MODELFLEET_REDIS_PASSWORD"]
     assert any(v.endswith(":/data") for v in redis["volumes"]), "the AOF needs a volume"
 
