@@ -50,6 +50,10 @@ def stack(tmp_path: Path) -> Iterator[tuple[LocalCompose, RedisServer]]:
 def test_compose_services_complete_a_batch_across_three_workers(
         stack: tuple[LocalCompose, RedisServer]) -> None:
     compose, server = stack
+    # The redis service's password is the one our stand-in requires; the image's ENV applies.
+    redis_argv = compose.services["redis"]["command"]
+    assert redis_argv[redis_argv.index("--requirepass") + 1] == server.password
+    assert compose.environment("worker", "w")["OMP_NUM_THREADS"] == "1"
     # Given: `docker compose up --scale worker=3` and flower, as local processes.
     hostnames = [compose.start("worker", replica=i)[1] for i in range(1, SCALE + 1)]
     nodes = {compose.node_name(h) for h in hostnames}
