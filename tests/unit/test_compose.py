@@ -95,8 +95,8 @@ def docker_compose() -> list[str] | None:
 def real_compose() -> list[str]:
     exe = docker_compose()
     if exe is None:
-        pytest.skip("no docker-compose executable (set MODELFLEET_DOCKER_COMPOSE, e.g. to a "
-                    "venv's bin/docker-compose from `pip install docker-compose==1.29.2`)")
+        pytest.skip("no docker-compose executable: set MODELFLEET_DOCKER_COMPOSE "
+                    "(see docs/scale-out.md, 'How this is checked')")
     return exe
 
 
