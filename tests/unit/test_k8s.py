@@ -1,0 +1,283 @@
+"""deploy/k8s/: every manifest parses and validates, and the references between them hold.
+
+No cluster is needed: built-in kinds are validated against Kubernetes' own schemas
+(kubernetes-validate), and the cross-references a typo would silently break
+(labels, Secrets, ConfigMaps, claims, KEDA targets, queue names) are checked here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.compose_local import ENV_EXAMPLE, load_compose, read_env_file, settings_from_env
+from workers.app import create_app
+from workers.settings import STAGES, Settings
+
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+NAMESPACE = "modelfleet"
+IMAGE_UID = 10001  # deploy/Dockerfile's USER
+# Applied by hand, not by `kubectl apply -k`: the Secret template and the one-shot Job.
+NOT_IN_KUSTOMIZATION = {"secret.example.yaml", "producer-job.yaml"}
+Manifest = dict[str, Any]
+
+
+def load_manifests() -> list[tuple[str, Manifest]]:
+    out = []
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        out += [(path.name, doc) for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return out
+
+
+MANIFESTS = load_manifests()
+
+
+def of_kind(kind: str) -> dict[str, Manifest]:
+    return {name_of(m): m for _, m in MANIFESTS if m["kind"] == kind}
+
+
+def name_of(manifest: Manifest) -> str:
+    meta = manifest["metadata"]
+    return str(meta.get("name") or meta["generateName"])
+
+
+def workloads() -> dict[str, Manifest]:
+    return {**of_kind("Deployment"), **of_kind("StatefulSet"), **of_kind("Job")}
+
+
+def pod_specs() -> Iterator[tuple[str, Manifest]]:
+    for name, workload in workloads().items():
+        yield name, workload["spec"]["template"]
+
+
+def containers() -> Iterator[tuple[str, Manifest, Manifest]]:
+    for name, template in pod_specs():
+        for container in template["spec"]["containers"]:
+            yield name, template["spec"], container
+
+
+def workers() -> dict[str, Manifest]:
+    return {n: d for n, d in of_kind("Deployment").items()
+            if d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component") == "worker"}
+
+
+def queues_of(deployment: Manifest) -> list[str]:
+    argv = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+    return list(argv[argv.index("--queues") + 1].split(","))
+
+
+def env_of(container: Manifest) -> dict[str, str]:
+    """The container's environment as the app sees it: ConfigMaps, then env with
+    $(VAR) expanded (Secrets resolved to their template values)."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(of_kind("ConfigMap")[source["configMapRef"]["name"]]["data"])
+    for var in container.get("env", []):
+        if "value" in var:
+            value = re.sub(r"\$\((\w+)\)", lambda m: env[m[1]], var["value"])
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            value = of_kind("Secret")[ref["name"]]["stringData"][ref["key"]]
+        env[var["name"]] = value
+    return env
+
+
+def config() -> Settings:
+    return settings_from_env(of_kind("ConfigMap")["modelfleet-config"]["data"])
+
+
+# --- each manifest on its own ---------------------------------------------------------------
+@pytest.mark.parametrize("source,manifest", MANIFESTS,
+                         ids=[f"{f}:{m['kind']}/{name_of(m)}"
+                              for f, m in MANIFESTS])
+def test_manifest_is_valid_kubernetes(source: str, manifest: Manifest) -> None:
+    if manifest["apiVersion"].startswith("keda.sh/"):
+        assert manifest["kind"] in ("ScaledObject", "TriggerAuthentication")
+        return  # a CRD: no schema ships with kubernetes-validate; checked by the tests below
+    kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)
+    if manifest["kind"] != "Namespace":
+        assert manifest["metadata"]["namespace"] == NAMESPACE, source
+
+
+def test_validation_is_not_vacuous() -> None:
+    broken = yaml.safe_load(yaml.safe_dump(next(iter(workers().values()))))
+    broken["spec"]["template"]["spec"]["terminationGracePeriodSecond"] = 1
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_names_are_unique_per_kind() -> None:
+    seen = [(m["kind"], name_of(m)) for _, m in MANIFESTS]
+    assert len(seen) == len(set(seen))
+    assert NAMESPACE in of_kind("Namespace")
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization["resources"]) == files - NOT_IN_KUSTOMIZATION
+    images = {i["name"] for i in kustomization["images"]}
+    assert {c["image"].split(":")[0] for _, _, c in containers() if "modelfleet" in c["image"]} == images
+
+
+# --- references between manifests ---------------------------------------------------------
+def test_selectors_match_their_pod_templates() -> None:
+    for name, workload in {**of_kind("Deployment"), **of_kind("StatefulSet")}.items():
+        selector = workload["spec"]["selector"]["matchLabels"]
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items(), name
+    # No two workloads' selectors overlap (a pod would count for both).
+    selectors = [frozenset(w["spec"]["selector"]["matchLabels"].items())
+                 for w in {**of_kind("Deployment"), **of_kind("StatefulSet")}.values()]
+    assert len(selectors) == len(set(selectors))
+
+
+def test_services_select_existing_pods_on_existing_ports() -> None:
+    for name, service in of_kind("Service").items():
+        selector = service["spec"]["selector"]
+        matching = [t for _, t in pod_specs() if selector.items() <= t["metadata"]["labels"].items()]
+        assert len(matching) == 1, f"service {name} selects {len(matching)} pod templates"
+        ports = {p.get("name") for c in matching[0]["spec"]["containers"] for p in c["ports"]}
+        ports |= {p["containerPort"] for c in matching[0]["spec"]["containers"] for p in c["ports"]}
+        assert all(p["targetPort"] in ports for p in service["spec"]["ports"]), name
+
+
+def test_secret_configmap_and_claim_references_resolve() -> None:
+    secrets, config_maps = of_kind("Secret"), of_kind("ConfigMap")
+    claims = set(of_kind("PersistentVolumeClaim"))
+    for name, spec, container in containers():
+        for var in container.get("env", []):
+            ref = var.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                assert ref["key"] in secrets[ref["name"]]["stringData"], (name, var["name"])
+        for source in container.get("envFrom", []):
+            assert source["configMapRef"]["name"] in config_maps, name
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        templates = {t["metadata"]["name"] for w in of_kind("StatefulSet").values()
+                     for t in w["spec"].get("volumeClaimTemplates", [])}
+        for mount in container.get("volumeMounts", []):
+            assert mount["name"] in volumes or mount["name"] in templates, (name, mount["name"])
+        for volume in volumes.values():
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in claims, name
+
+
+def test_dependent_env_vars_are_defined_before_use() -> None:
+    for name, _, container in containers():
+        defined = {k for s in container.get("envFrom", [])
+                   for k in of_kind("ConfigMap")[s["configMapRef"]["name"]]["data"]}
+        for var in container.get("env", []):
+            for used in re.findall(r"\$\((\w+)\)", var.get("value", "")):
+                assert used in defined, (name, var["name"], used)
+            defined.add(var["name"])
+        for arg in container.get("command", []) + container.get("args", []):
+            for used in re.findall(r"\$\((\w+)\)", arg):
+                assert used in defined, (name, arg)
+
+
+def test_secret_template_holds_placeholders_only() -> None:
+    (secret,) = of_kind("Secret").values()
+    passwords = {k: v for k, v in secret["stringData"].items() if "password" in k}
+    assert passwords and all(v.startswith("change-me") for v in passwords.values())
+
+
+# --- the app's side -------------------------------------------------------------------------
+def test_every_app_container_gets_broker_and_artifact_root() -> None:
+    redis_service = of_kind("Service")["modelfleet-redis"]
+    port = redis_service["spec"]["ports"][0]["port"]
+    password = of_kind("Secret")["modelfleet-secrets"]["stringData"]["redis-password"]
+    for name, spec, container in containers():
+        if not container["image"].startswith("modelfleet"):
+            continue
+        settings = settings_from_env(env_of(container))
+        assert settings.broker() == f"redis://:{password}@modelfleet-redis:{port}/0", name
+        assert settings.artifact_root == Path("/var/lib/modelfleet/artifacts")
+        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+        if name != "modelfleet-flower":  # Flower reads no artifacts
+            claim = {v["name"]: v for v in spec["volumes"]}[mounts[str(settings.artifact_root)]]
+            assert claim["persistentVolumeClaim"]["claimName"] == "modelfleet-artifacts"
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["runAsUser"] == IMAGE_UID
+
+
+def test_artifact_claim_is_read_write_many() -> None:
+    assert of_kind("PersistentVolumeClaim")["modelfleet-artifacts"]["spec"]["accessModes"] == [
+        "ReadWriteMany"]
+
+
+def test_worker_queues_are_the_apps_queues() -> None:
+    app = create_app(Settings(broker_url="redis://localhost:6379/0"))  # type: ignore[arg-type]
+    routed = {route["queue"] for route in app.conf.task_routes.values()}
+    declared = {q.name for q in app.conf.task_queues}
+    per_deployment = [queues_of(d) for d in workers().values()]
+    assert all(len(q) == 1 for q in per_deployment), "one Deployment per stage queue"
+    assert sorted(q[0] for q in per_deployment) == sorted(STAGES)
+    assert set(STAGES) == routed == declared
+
+
+def test_each_worker_has_a_keda_scaler_on_its_queue_list() -> None:
+    scaled = of_kind("ScaledObject")
+    auths = of_kind("TriggerAuthentication")
+    secrets = of_kind("Secret")
+    redis_service = of_kind("Service")["modelfleet-redis"]
+    redis_address = (f"{redis_service['metadata']['name']}.{NAMESPACE}.svc.cluster.local:"
+                     f"{redis_service['spec']['ports'][0]['port']}")
+    targets = {s["spec"]["scaleTargetRef"]["name"] for s in scaled.values()}
+    assert targets == set(workers()), "exactly one ScaledObject per worker Deployment"
+    for name, obj in scaled.items():
+        spec = obj["spec"]
+        deployment = of_kind("Deployment")[spec["scaleTargetRef"]["name"]]
+        assert "replicas" not in deployment["spec"], "KEDA's HPA owns replicas"
+        assert spec["minReplicaCount"] >= 1 and spec["maxReplicaCount"] >= spec["minReplicaCount"]
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == "redis"
+        assert [trigger["metadata"]["listName"]] == queues_of(deployment), name
+        assert int(trigger["metadata"]["listLength"]) >= 1
+        assert trigger["metadata"]["address"] == redis_address
+        auth = auths[trigger["authenticationRef"]["name"]]
+        for ref in auth["spec"]["secretTargetRef"]:
+            assert ref["key"] in secrets[ref["name"]]["stringData"]
+        assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {"password"}
+
+
+def test_workers_outlast_the_longest_stage_on_shutdown() -> None:
+    longest = config().stage_time_limit
+    assert longest is not None, "MODELFLEET_STAGE_TIME_LIMIT bounds the longest stage"
+    assert config().visibility_timeout > longest
+    for name, deployment in workers().items():
+        assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > longest, name
+
+
+def test_redis_is_persistent_never_evicts_and_needs_the_password() -> None:
+    (redis,) = of_kind("StatefulSet").values()
+    (container,) = redis["spec"]["template"]["spec"]["containers"]
+    args, env = container["args"], env_of(container)
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    assert args[args.index("--maxmemory") + 1] not in ("0", "")
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    assert env["REDIS_PASSWORD"] == env["REDISCLI_AUTH"]
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/data"}
+    assert "redis-cli ping" in " ".join(container["readinessProbe"]["exec"]["command"])
+
+
+# --- the same commands as docker-compose.yml ---------------------------------------------
+def test_commands_match_the_compose_services() -> None:
+    compose = load_compose(read_env_file(ENV_EXAMPLE))["services"]
+    deployments = of_kind("Deployment")
+    flower = deployments["modelfleet-flower"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    auth = "--basic-auth=$(MODELFLEET_FLOWER_USER):$(MODELFLEET_FLOWER_PASSWORD)"
+    compose_auth = next(a for a in compose["flower"]["command"] if a.startswith("--basic-auth="))
+    assert flower == [auth if a == compose_auth else a for a in compose["flower"]["command"]]
+    worker = deployments["modelfleet-worker-train"]["spec"]["template"]["spec"]["containers"][0]
+    assert worker["command"] == compose["worker-train"]["command"]
+    (job,) = of_kind("Job").values()
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == compose["producer"]["command"]
