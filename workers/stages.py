@@ -108,7 +108,8 @@ class StageTask(Task):  # type: ignore[misc]
         run_id = rt.tracker.record_run({
             **run, "status": "succeeded", "error": None, "finished": finished,
             "duration": finished - started, "cache_hit": hit, "metrics": value.get("metrics", {}),
-            "outputs": [v for k, v in value.items() if k.endswith("_digest")]})
+            "outputs": [v for k, v in value.items() if k.endswith("_digest") and v],
+            "result": value})
         rt.tracker.set_model_state(job.batch_id, job.model.name, **{f"done_{stage}": finished})
         return value, run_id
 
@@ -142,8 +143,10 @@ def preprocess(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
     def compute() -> tuple[dict[str, Any], list[str]]:
         split = prepare(table, model.task, model.preprocess)
         digest = store.put(dump_split(split))
+        transform = store.put(dump_model(split.transform)) if split.transform is not None else None
         return {"data_digest": digest, "n_train": len(split.y_train), "n_test": len(split.y_test),
-                "n_features": split.X_train.shape[1]}, [digest]
+                "n_features": split.X_train.shape[1], "transform_digest": transform}, \
+            [digest] + ([transform] if transform else [])
 
     params = {"task": model.task, "preprocess": model.preprocess.model_dump(mode="json")}
     value, run_id = self.step(state, "preprocess", params, [dataset_digest], compute)
