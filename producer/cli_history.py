@@ -122,7 +122,7 @@ def _versions_table(name: str, versions: list[dict[str, Any]], aliases: dict[str
     return _table(f"{name}: {len(versions)} version(s)", [
         "version", "aliases", "created", "batch", "metrics", "decision", "artifact"],
         [[v["version"], ",".join(sorted(by_version.get(v["version"], []))), _when(v["created"]),
-          v["batch_id"], _metrics(v["metrics"]), (v.get("decision") or {}).get("reason", ""),
+          v.get("batch_id"), _metrics(v.get("metrics", {})), (v.get("decision") or {}).get("reason", ""),
           v["artifact"][:12]] for v in versions])
 
 
@@ -174,8 +174,8 @@ def models(ctx: click.Context, tags: tuple[str, ...], as_json: bool) -> None:
         for name in rt.registry.names(_tags(tags)):
             latest = rt.registry.versions(name)[-1]
             rows.append({"name": name, "latest": latest["version"], "aliases": rt.registry.aliases(name),
-                         "metrics": latest["metrics"], "tags": latest.get("tags", {}),
-                         "batch_id": latest["batch_id"]})
+                         "metrics": latest.get("metrics", {}), "tags": latest.get("tags", {}),
+                         "batch_id": latest.get("batch_id")})
     _emit(rows, as_json, lambda: _table(f"{len(rows)} model(s)", [
         "model", "latest", "aliases", "metrics (latest)", "tags", "batch"],
         [[r["name"], r["latest"], " ".join(f"{a}->{v}" for a, v in sorted(r["aliases"].items())),

@@ -85,6 +85,8 @@ def model_history(runtime: Runtime, model: str) -> list[dict[str, Any]]:
 def lineage(runtime: Runtime, ref: str) -> dict[str, Any]:
     """The chain that produced a registered version, from its record, runs and batch."""
     record = runtime.registry.resolve(ref)
+    if "lineage" not in record:
+        raise KeyError(f"{ref} was registered without a lineage (not by a deploy stage)")
     chain = ChainState.model_validate(record["lineage"])
     model, prepared, trained, evaluated = chain.job.model, chain.prepared, chain.trained, chain.evaluated
     assert prepared is not None and trained is not None and evaluated is not None
