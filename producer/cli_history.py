@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -15,7 +17,7 @@ from rich.table import Table
 
 from producer import history
 from producer.cli_common import UserError, broker, console, err
-from producer.status import batch_status
+from producer.status import batch_status, leaderboard
 from producer.submit import BrokerUnavailable, NothingToRetry, retry
 from workers.app import create_app
 from workers.reindex import reindex
@@ -159,6 +161,32 @@ def batches(limit: int, as_json: bool) -> None:
           lambda: _table(f"{len(found)} batch(es)", ["batch", "models", "states", "elapsed", "ETA"],
                          [[s.batch_id, len(s.rows), counts(s), f"{s.elapsed:.0f}s" if not s.done else "done",
                            f"{s.eta:.0f}s" if s.eta is not None else ""] for s in found]))
+
+
+@click.command("leaderboard")
+@click.argument("batch_id")
+@TAG
+@click.option("--group-by", "group_by", metavar="KEY", help="One leaderboard per value of this tag.")
+@JSON
+def leaderboard_cmd(batch_id: str, tags: tuple[str, ...], group_by: str | None, as_json: bool) -> None:
+    """A batch's leaderboard, filtered by tags and grouped by a tag's value."""
+    wanted = _tags(tags)
+    with _runtime() as rt:
+        status = batch_status(rt, batch_id)
+        model_tags = {n: s.get("tags", {}) for n, s in rt.tracker.model_specs(batch_id).items()}
+    groups: dict[str, list[Any]] = {}
+    for row in status.rows:
+        mine = model_tags.get(row.name, {})
+        if all(mine.get(k) == v for k, v in wanted.items()):
+            groups.setdefault(mine.get(group_by, "-") if group_by else "", []).append(row)
+    if as_json:
+        click.echo(json.dumps({g: [vars(r) for r in rows] for g, rows in sorted(groups.items())},
+                              indent=1))
+        return
+    for group, rows in sorted(groups.items()):
+        sub = replace(status, batch_id=f"{batch_id} {group_by}={group}" if group_by else batch_id,
+                      rows=rows, counts=dict(Counter(r.status for r in rows)))
+        console.print(leaderboard(sub))
 
 
 @click.group(invoke_without_command=True)
@@ -361,6 +389,3 @@ def reindex_cmd() -> None:
         counts = reindex(rt)
     console.print("reindexed " + ", ".join(f"{n} {k}" for k, n in counts.items()))
 
-
-COMMANDS = [runs, show, compare, batches, models, promote, rollback, lineage, cache, retry_cmd,
-            reindex_cmd]

@@ -263,6 +263,13 @@ def test_read_commands_print_tables_and_json(tmp_path: Path, settings: Settings,
     assert [m["name"] for m in listed] == [f"a-{uniq}"]
     versions = json.loads(_cli(["models", "versions", f"b-{uniq}", "--json"], settings, tmp_path).stdout)
     assert [v["version"] for v in versions["versions"]] == [1, 2]
+    board = json.loads(_cli(["leaderboard", h2.batch_id, "--group-by", "team", "--json"], settings,
+                            tmp_path).stdout)
+    assert {g: [r["name"] for r in rows] for g, rows in board.items()} == {
+        f"t{uniq}": [f"a-{uniq}"], "-": [f"b-{uniq}"]}
+    only = json.loads(_cli(["leaderboard", h2.batch_id, "--tag", f"team=t{uniq}", "--json"], settings,
+                           tmp_path).stdout)
+    assert [r["name"] for r in only[""]] == [f"a-{uniq}"]
     stats = json.loads(_cli(["cache", "stats", "--json"], settings, tmp_path).stdout)
     assert stats["entries"] > 0 and stats["hits"] >= 4 and 0 < stats["hit_rate"] < 1
     for args in (["runs", "--batch", h1.batch_id], ["show", f"a-{uniq}"],

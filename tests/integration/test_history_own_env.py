@@ -153,6 +153,37 @@ def test_index_rebuilt_from_the_artifact_root_equals_the_original(tmp_path: Path
     assert rebuilt == original
 
 
+def test_cache_prune_frees_old_entries_but_keeps_registered_models(tmp_path: Path,
+                                                                 own_env: Env) -> None:
+    # Runs after the tests above in this module: it empties this environment's cache.
+    rt, settings = own_env.runtime, own_env.settings
+    spec = {"name": "prune", "models": [
+        classifier("prune-tree", {"kind": "sklearn", "name": "wine"}, TREE, max_depth=3, random_state=0)]}
+    handle, status = run_batch(load(tmp_path, spec, settings), own_env.app, rt)
+    assert status.counts == {"deployed": 1}
+    entries = rt.cache.summary()["entries"]
+    assert entries >= 3
+
+    kept = _cli(["cache", "prune", "--older-than", "30d"], settings, tmp_path)
+    assert kept.returncode == 0 and rt.cache.summary()["entries"] == entries
+
+    pruned = _cli(["cache", "prune", "--older-than", "0s"], settings, tmp_path)
+    assert pruned.returncode == 0, pruned.stderr
+    assert f"removed {entries} cache entries" in pruned.stdout
+    assert rt.cache.summary()["entries"] == 0
+    lineage = rt.registry.resolve("prune-tree@production")["lineage"]
+    assert not rt.store.exists(lineage["prepared"]["data_digest"])  # nothing references it now
+    # The deployed model (estimator + fitted preprocessing) still loads and predicts.
+    from sklearn.datasets import load_wine
+
+    from producer.models import load_model
+
+    X, y = load_wine(return_X_y=True)
+    assert (load_model("prune-tree@production", runtime=rt).predict(X) == y).mean() > 0.8
+    bad = _cli(["cache", "prune", "--older-than", "soon"], settings, tmp_path)
+    assert bad.returncode == 2 and "--older-than" in bad.stderr
+
+
 def test_redelivered_long_stage_is_computed_once(tmp_path: Path) -> None:
     # A visibility timeout far shorter than train: Redis hands the running train
     # message to the second worker, which must wait on the lease, not train again.
