@@ -8,7 +8,7 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -17,8 +17,9 @@ from rich.table import Table
 
 from producer import history
 from producer.cli_common import UserError, broker, console, err
+from producer.local import LocalWorkers
 from producer.status import batch_status, leaderboard
-from producer.submit import BrokerUnavailable, NothingToRetry, retry
+from producer.submit import BrokerUnavailable, NothingToRetry, models_to_retry, retry
 from workers.app import create_app
 from workers.reindex import reindex
 from workers.runtime import Runtime
@@ -366,15 +367,18 @@ def _registered_digests(rt: Runtime) -> set[str]:
 def retry_cmd(batch_id: str, workers: int, wait: bool, timeout: float | None) -> None:
     """Rerun only the failed or cancelled models of a batch, under the same batch id."""
     settings = Settings()
-    local = settings.broker_url is None
-    with broker(settings, workers=workers if local else 0) as live:
+    with broker(settings) as live, ExitStack() as stack:
         rt = Runtime.from_settings(live)
         try:
+            models_to_retry(rt, batch_id)  # before starting any worker
+            if settings.broker_url is None:  # local: workers of our own, and watch them
+                stack.enter_context(LocalWorkers(live, workers, live.local_redis_dir.parent / "logs"))
+                wait = True
             handle, names = retry(batch_id, create_app(live), rt)
         except (KeyError, NothingToRetry, BrokerUnavailable) as exc:
             raise UserError(str(exc.args[0])) from exc
         console.print(f"retrying {len(names)} model(s) of batch [bold]{batch_id}[/]: {', '.join(names)}")
-        if not (wait or local):
+        if not wait:
             return
         from producer.cli import _exit_for, _watch  # the run/submit progress view
 

@@ -95,12 +95,8 @@ class NothingToRetry(RuntimeError):
     """The batch has no failed or cancelled model (or is still running)."""
 
 
-def retry(batch_id: str, app: Celery, runtime: Runtime) -> tuple[BatchHandle, list[str]]:
-    """Resend only the failed or cancelled models of a batch, under the same batch id.
-
-    The other models are not touched; the resent ones start from their stored
-    spec, and the step cache makes the stages that had succeeded free.
-    """
+def models_to_retry(runtime: Runtime, batch_id: str) -> list[ModelSpec]:
+    """The stored specs of a batch's failed or cancelled models; NothingToRetry if none."""
     tracker = runtime.tracker
     record = tracker.get_batch(batch_id)
     if record is None:
@@ -115,7 +111,20 @@ def retry(batch_id: str, app: Celery, runtime: Runtime) -> tuple[BatchHandle, li
     if missing:
         raise NothingToRetry(f"batch {batch_id} was submitted without stored model specs; "
                              f"cannot resend {missing}")
-    models = [ModelSpec.model_validate(specs[n]) for n in names]
+    return [ModelSpec.model_validate(specs[n]) for n in names]
+
+
+def retry(batch_id: str, app: Celery, runtime: Runtime) -> tuple[BatchHandle, list[str]]:
+    """Resend only the failed or cancelled models of a batch, under the same batch id.
+
+    The other models are not touched; the resent ones start from their stored
+    spec, and the step cache makes the stages that had succeeded free.
+    """
+    tracker = runtime.tracker
+    models = models_to_retry(runtime, batch_id)
+    names = [m.name for m in models]
+    record = tracker.get_batch(batch_id)
+    assert record is not None
     check_broker(app, runtime.settings.broker_connect_timeout)
     canvas = build_canvas(app, batch_id, Batch(record["name"], models, record.get("spec", ""),
                                                record.get("spec_path", "")),

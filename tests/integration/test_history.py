@@ -17,6 +17,7 @@ import pytest
 from sklearn.datasets import load_iris
 
 from producer.models import load_deployed, load_model
+from producer.submit import submit
 from tests.conftest import load, run_batch
 from tests.integration.test_end_to_end import _cli
 from workers.runtime import Runtime
@@ -160,8 +161,6 @@ def test_concurrent_deploys_of_one_name_through_workers(tmp_path: Path, settings
     # One model name, n batches at once with n different params: n different artifacts.
     name, n = f"same-{uniq}", 5
     handles = []
-    from producer.submit import submit
-
     for i in range(n):
         spec = {"name": f"race{i}-{uniq}", "models": [
             model(name, LOGREG, {"max_iter": 500, "C": 0.1 * (i + 1)}, synthetic(uniq))]}

@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from sklearn.datasets import load_wine
 
 from producer.local import LocalWorkers, RedisServer, wait_for
+from producer.models import load_model
 from tests.conftest import load, run_batch
 from tests.integration.test_end_to_end import _cli
 from workers import keys
@@ -174,10 +177,6 @@ def test_cache_prune_frees_old_entries_but_keeps_registered_models(tmp_path: Pat
     lineage = rt.registry.resolve("prune-tree@production")["lineage"]
     assert not rt.store.exists(lineage["prepared"]["data_digest"])  # nothing references it now
     # The deployed model (estimator + fitted preprocessing) still loads and predicts.
-    from sklearn.datasets import load_wine
-
-    from producer.models import load_model
-
     X, y = load_wine(return_X_y=True)
     assert (load_model("prune-tree@production", runtime=rt).predict(X) == y).mean() > 0.8
     bad = _cli(["cache", "prune", "--older-than", "soon"], settings, tmp_path)
@@ -224,8 +223,6 @@ def test_redelivered_long_stage_is_computed_once(tmp_path: Path) -> None:
 
 def _write_runs(url: str, root: str, batch_id: str, worker: int, threads: int, per_thread: int) -> int:
     """In a separate process: `threads` threads each recording `per_thread` runs."""
-    import redis
-
     tracker = Tracker(redis.Redis.from_url(url, decode_responses=True), ArtifactStore(Path(root)))
 
     def work(t: int) -> None:
@@ -253,7 +250,7 @@ def test_thousands_of_concurrent_tracking_writes(tmp_path: Path) -> None:
                                 [batch_id] * procs, range(procs), [threads] * procs,
                                 [per_thread] * procs))
         store = ArtifactStore(tmp_path / "root")
-        tracker = Tracker(__import__("redis").Redis.from_url(server.url, decode_responses=True), store)
+        tracker = Tracker(redis.Redis.from_url(server.url, decode_responses=True), store)
         runs = tracker.runs(batch_id=batch_id)
         state = tracker.model_states(batch_id, ["shared"])["shared"]
 
