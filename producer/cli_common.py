@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -12,8 +13,10 @@ from rich.console import Console
 from producer.local import LocalWorkers, RedisServer
 from workers.settings import Settings
 
-console = Console()
-err = Console(stderr=True)
+# Piped or captured output has no terminal width; rich would assume 80 columns
+# and cut model names, so give tables room there.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 class UserError(click.ClickException):

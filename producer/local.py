@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -192,4 +195,78 @@ class LocalWorkers:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class LocalFlower:
+    """A real Flower on the loopback, always behind basic auth, stopped on exit.
+
+    The password is Settings.flower_password, else a random one (`generated` is
+    then True, so the caller can show it). It reaches Flower through the
+    environment (FLOWER_BASIC_AUTH), not argv, so `ps` does not show it. Note:
+    Flower's /metrics and /healthcheck are never behind its basic auth.
+    """
+
+    def __init__(self, settings: Settings, log_dir: Path, port: int | None = None,
+                 user: str | None = None, password: str | None = None,
+                 address: str = "127.0.0.1") -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.address = address
+        self.port = port or free_port(address)
+        self.user = user or settings.flower_user
+        configured = settings.flower_password.get_secret_value() if settings.flower_password else None
+        self.generated = not (password or configured)
+        self.password = password or configured or secrets.token_urlsafe(16)
+        # Flower splits FLOWER_BASIC_AUTH on "," and compares "user:password" as a whole.
+        if ":" in self.user or "," in self.user + self.password:
+            raise ValueError("the Flower user may not contain ':' and neither user nor "
+                             "password may contain ','")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.port}"
+
+    def command(self) -> list[str]:
+        # Flower only understands --port=N / --address=A with "=".
+        return [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
+                f"--port={self.port}", f"--address={self.address}"]
+
+    def env(self) -> dict[str, str]:
+        # Drop inherited FLOWER_* (e.g. FLOWER_UNAUTHENTICATED_API) so auth is always on.
+        env = {k: v for k, v in worker_env(self.settings).items() if not k.startswith("FLOWER_")}
+        return {**env, "FLOWER_BASIC_AUTH": f"{self.user}:{self.password}"}
+
+    def start(self, wait: float = 60.0) -> LocalFlower:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / "flower.log").open("ab")
+        self.proc = subprocess.Popen(self.command(), env=self.env(), stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(self._answers, wait, f"Flower on {self.url}", interval=0.2)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _answers(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"flower exited with {self.proc.returncode}; see "
+                               f"{self.log_dir / 'flower.log'}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthcheck", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def __enter__(self) -> LocalFlower:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -1,0 +1,80 @@
+"""`modelfleet up`: the local platform (Redis, K workers, Flower) until Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import time
+from types import FrameType
+
+import click
+from kombu.utils.url import maybe_sanitize_url
+
+from producer.cli_common import broker, console, err
+from producer.local import LocalFlower
+from workers.settings import Settings
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # Unwind like Ctrl-C, so every context manager stops what it started. Set for
+    # SIGINT too: a shell starts background jobs with SIGINT ignored. Further signals
+    # are ignored while stopping, so a second Ctrl-C cannot abandon a half-stopped
+    # child (each stop is bounded: SIGTERM, then SIGKILL after a grace period).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _wait_until_interrupted(flower: LocalFlower) -> int:
+    """Block until Ctrl-C / SIGTERM (0), or until Flower dies (1)."""
+    try:
+        while flower.proc is not None and flower.proc.poll() is None:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        return 0
+    err.print(f"flower exited unexpectedly; see {flower.log_dir / 'flower.log'}")
+    return 1
+
+
+@click.command()
+@click.option("--workers", "-w", default=2, show_default=True, help="Local worker processes.")
+@click.option("--flower-port", type=int, default=None, help="Flower's port (default: a free one).")
+def up(workers: int, flower_port: int | None) -> None:
+    """Start the local platform: embedded Redis, K workers and Flower, until Ctrl-C."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    settings = Settings()
+    console.print(f"starting {workers} workers and Flower ...")
+    code = 0
+    try:
+        with broker(settings, workers=workers) as live:
+            log_dir = live.local_redis_dir.parent / "logs"
+            with LocalFlower(live, log_dir, port=flower_port) as flower:
+                # Plain echo, not rich: no wrapping, so the lines can be copied and parsed.
+                if settings.broker_url is None:
+                    url = live.broker()  # the embedded Redis: loopback, no password
+                    click.echo(f"broker    {url}")
+                    click.echo(f"          export MODELFLEET_BROKER_URL={shlex.quote(url)}"
+                               "  # then `modelfleet submit SPEC` from another shell")
+                else:
+                    # Configured by the user: never echo its password.
+                    click.echo(f"broker    {maybe_sanitize_url(live.broker())}  "
+                               "(from MODELFLEET_BROKER_URL)")
+                click.echo(f"artifacts {live.artifact_root.resolve()}")
+                click.echo(f"flower    {flower.url}/  user {flower.user}")
+                if flower.generated:
+                    click.echo(f"          password {flower.password}  (generated; set "
+                               "MODELFLEET_FLOWER_PASSWORD to choose one)")
+                click.echo(f"up (pid {os.getpid()}); Ctrl-C stops everything")
+                code = _wait_until_interrupted(flower)
+    except KeyboardInterrupt:
+        code = 0
+    except (RuntimeError, TimeoutError) as exc:
+        # A process that would not start (e.g. Flower's port taken): say which, no traceback.
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        code = 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    console.print("stopped")
+    raise SystemExit(code)

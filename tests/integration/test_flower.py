@@ -1,0 +1,124 @@
+"""A real Flower watching real workers: its API sees every task, worker and queue."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from producer.local import LocalFlower, LocalWorkers, RedisServer, wait_for
+from tests.conftest import SHARED_DATA, load, run_batch
+from workers.app import create_app
+from workers.runtime import Runtime
+from workers.settings import STAGES, Settings
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Platform:
+    redis: RedisServer
+    settings: Settings
+    workers: LocalWorkers
+    flower: LocalFlower
+    app: Any
+    runtime: Runtime
+
+    def raw(self, path: str, auth: tuple[str, str] | None = None) -> str:
+        """GET a Flower page; with Flower's own credentials unless others are given."""
+        user, password = auth or (self.flower.user, self.flower.password)
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request = urllib.request.Request(f"{self.flower.url}{path}",
+                                         headers={"Authorization": f"Basic {token}"})
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return str(resp.read().decode())
+
+    def api(self, path: str) -> Any:
+        return json.loads(self.raw(path))
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """Password-protected Redis, K=2 workers and Flower (basic auth), all stopped after."""
+    root = tmp_path_factory.mktemp("flower")
+    with RedisServer(root / "redis", password=secrets.token_hex(16)) as redis:
+        settings = Settings(broker_url=redis.url,  # type: ignore[arg-type]
+                            artifact_root=root / "artifacts", data_root=SHARED_DATA, lease_ttl=3.0)
+        with LocalFlower(settings, root / "logs") as flower, \
+                LocalWorkers(settings, 2, root / "logs", name_prefix="fl") as workers:
+            app = create_app(settings)
+            try:
+                yield Platform(redis, settings, workers, flower, app, Runtime.from_settings(settings))
+            finally:
+                app.close()
+
+
+def _events_seen_workers(platform: Platform) -> bool:
+    """Flower's event state has both workers alive: its event consumer is attached."""
+    alive = platform.api("/api/workers?status=1")
+    return all(alive.get(name) is True for name in platform.workers.names)
+
+
+def test_flower_api_sees_the_batch_its_workers_and_queues(tmp_path: Path, platform: Platform,
+                                                          uniq: str) -> None:
+    # Given Flower consuming events (else it would miss the first tasks) ...
+    wait_for(lambda: _events_seen_workers(platform), 90, "Flower to see the workers' heartbeats",
+             interval=0.5)
+    # ... when a batch of 3 models runs on K=2 workers,
+    models = [{"name": f"fl-{d}-{uniq}", "task": "classification",
+               "dataset": {"kind": "sklearn", "name": d},
+               "estimator": {"class_path": "sklearn.linear_model.LogisticRegression",
+                             "params": {"max_iter": 1000}}} for d in ("iris", "wine", "breast_cancer")]
+    batch = load(tmp_path, {"name": f"flower-{uniq}", "models": models}, platform.settings)
+    handle, status = run_batch(batch, platform.app, platform.runtime)
+    assert status.counts == {"deployed": 3}
+    runs = {r["task_id"]: r for r in platform.runtime.tracker.runs(batch_id=handle.batch_id)}
+    assert len(runs) == 4 * 3
+
+    # then Flower lists every task of the batch, succeeded, with the worker that ran it.
+    def batch_tasks() -> dict[str, Any]:
+        tasks = platform.api("/api/tasks?limit=10000")
+        return {tid: t for tid, t in tasks.items() if handle.batch_id in (t.get("args") or "")}
+
+    def all_succeeded() -> bool:
+        tasks = batch_tasks()
+        return set(runs) <= set(tasks) and all(tasks[t]["state"] == "SUCCESS" for t in runs)
+
+    wait_for(all_succeeded, 60, "Flower to see every task of the batch succeed", interval=0.5)
+    tasks = batch_tasks()
+    assert len(tasks) == 4 * 3
+    for task_id, run in runs.items():
+        assert tasks[task_id]["worker"] == run["worker"]
+        assert tasks[task_id]["name"] == f"modelfleet.{run['stage']}"
+    assert {t["worker"] for t in tasks.values()} <= set(platform.workers.names)
+
+    # The Redis password must not leak into what Flower shows.
+    assert platform.redis.password and platform.redis.password not in platform.raw("/api/tasks")
+
+    # It lists the K workers ...
+    workers = platform.api("/api/workers?refresh=1")
+    assert set(platform.workers.names) <= set(workers)
+    # ... and the length of the four stage queues (drained after the batch).
+    queues = {q["name"]: q["messages"] for q in platform.api("/api/queues/length")["active_queues"]}
+    assert queues == {stage: 0 for stage in STAGES}
+
+
+def test_flower_api_refuses_requests_without_credentials(platform: Platform) -> None:
+    for path in ("/api/tasks", "/api/workers", "/api/queues/length", "/"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{platform.flower.url}{path}", timeout=30)
+        assert refused.value.code == 401, path
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            platform.raw(path, auth=(platform.flower.user, "not-" + platform.flower.password))
+        assert refused.value.code == 401, path
+    # Flower never protects /metrics (Prometheus): it is served without credentials.
+    with urllib.request.urlopen(f"{platform.flower.url}/metrics", timeout=30) as resp:
+        assert resp.status == 200 and b"flower_" in resp.read()
