@@ -192,9 +192,10 @@ def leaderboard_cmd(batch_id: str, tags: tuple[str, ...], group_by: str | None, 
 
 @click.group(invoke_without_command=True)
 @TAG
+@click.option("--group-by", "group_by", metavar="KEY", help="Group the rows by this tag's value.")
 @JSON
 @click.pass_context
-def models(ctx: click.Context, tags: tuple[str, ...], as_json: bool) -> None:
+def models(ctx: click.Context, tags: tuple[str, ...], group_by: str | None, as_json: bool) -> None:
     """Registered models with their latest version and aliases (`models versions NAME` for all)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -205,6 +206,8 @@ def models(ctx: click.Context, tags: tuple[str, ...], as_json: bool) -> None:
             rows.append({"name": name, "latest": latest["version"], "aliases": rt.registry.aliases(name),
                          "metrics": latest.get("metrics", {}), "tags": latest.get("tags", {}),
                          "batch_id": latest.get("batch_id")})
+    if group_by:  # stable sort: by the tag's value, then by name
+        rows.sort(key=lambda r: r["tags"].get(group_by, "\uffff"))
     _emit(rows, as_json, lambda: _table(f"{len(rows)} model(s)", [
         "model", "latest", "aliases", "metrics (latest)", "tags", "batch"],
         [[r["name"], r["latest"], " ".join(f"{a}->{v}" for a, v in sorted(r["aliases"].items())),

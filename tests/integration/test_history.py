@@ -260,6 +260,9 @@ def test_read_commands_print_tables_and_json(tmp_path: Path, settings: Settings,
     assert [v["version"] for v in shown["versions"]] == [1, 2]
     listed = json.loads(_cli(["models", "--tag", f"team=t{uniq}", "--json"], settings, tmp_path).stdout)
     assert [m["name"] for m in listed] == [f"a-{uniq}"]
+    grouped = json.loads(_cli(["models", "--group-by", "team", "--json"], settings, tmp_path).stdout)
+    mine = [m["name"] for m in grouped if m["name"] in (f"a-{uniq}", f"b-{uniq}")]
+    assert mine == [f"a-{uniq}", f"b-{uniq}"]  # tagged first, untagged last
     versions = json.loads(_cli(["models", "versions", f"b-{uniq}", "--json"], settings, tmp_path).stdout)
     assert [v["version"] for v in versions["versions"]] == [1, 2]
     board = json.loads(_cli(["leaderboard", h2.batch_id, "--group-by", "team", "--json"], settings,
