@@ -80,6 +80,24 @@ def test_identical_batch_resubmitted_is_all_cache_hits_and_keeps_versions(
     assert {r["model"] for r in tree_runs} == {f"tree-{uniq}"} and len(tree_runs) == 4
 
 
+def test_no_cache_recomputes_every_stage(tmp_path: Path, settings: Settings, workers: Any,
+                                         app: Any, runtime: Runtime, uniq: str) -> None:
+    spec = {"name": f"nocache-{uniq}", "models": [
+        model(f"nc-{uniq}", TREE, {"max_depth": 3, "random_state": 0}, synthetic(uniq))]}
+    first, _ = run_batch(load(tmp_path, spec, settings), app, runtime)
+    second, status = run_batch(load(tmp_path, spec, settings), app, runtime, no_cache=True)
+
+    assert status.counts == {"deployed": 1}
+    runs = runtime.tracker.runs(batch_id=second.batch_id)
+    assert len(runs) == 4 and not any(r["cache_hit"] for r in runs)
+    record = runtime.tracker.get_batch(second.batch_id)
+    assert record is not None and record["no_cache"] is True
+    # The recomputed results are cached again: a third, cached run hits them.
+    third, _ = run_batch(load(tmp_path, spec, settings), app, runtime)
+    assert all(r["cache_hit"] for r in runtime.tracker.runs(batch_id=third.batch_id)
+               if r["stage"] != "deploy")
+
+
 def test_one_parameter_change_recomputes_only_that_models_train_evaluate_deploy(
         tmp_path: Path, settings: Settings, workers: Any, app: Any, runtime: Runtime,
         uniq: str) -> None:

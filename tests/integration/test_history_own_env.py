@@ -5,7 +5,9 @@ long stage, and thousands of concurrent tracking writes."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +25,7 @@ from tests.conftest import load, run_batch
 from tests.integration.test_end_to_end import _cli
 from workers import keys
 from workers.app import create_app
+from workers.cache import StepCache, cache_key
 from workers.runtime import Runtime
 from workers.settings import STAGES, Settings
 from workers.store import ArtifactStore
@@ -219,6 +222,51 @@ def test_redelivered_long_stage_is_computed_once(tmp_path: Path) -> None:
         assert computed[0]["duration"] > settings.visibility_timeout
         assert all(r["cache_hit"] for r in train if r is not computed[0])
         assert [v["version"] for v in rt.registry.versions("slow-forest")] == [1]
+
+
+def _hold_lease_forever(url: str, root: str, key: str) -> None:
+    """In a separate process: take the lease on `key` and never finish (until killed)."""
+    cache = StepCache(redis.Redis.from_url(url, decode_responses=True), ArtifactStore(Path(root)),
+                      lease_ttl=1.5, wait_timeout=60)
+
+    def forever() -> tuple[dict[str, Any], list[str]]:
+        threading.Event().wait()
+        raise AssertionError("unreachable")
+
+    cache.compute_once(key, "train", forever)
+
+
+def test_a_dead_lease_holder_is_taken_over_once_its_lease_runs_out(tmp_path: Path) -> None:
+    key = cache_key("train", {"case": uuid.uuid4().hex}, [])
+    with RedisServer(tmp_path / "redis") as server:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        cache = StepCache(client, ArtifactStore(tmp_path / "root"), lease_ttl=1.5, wait_timeout=60)
+        holder = multiprocessing.get_context("spawn").Process(
+            target=_hold_lease_forever, args=(server.url, str(tmp_path / "root"), key))
+        holder.start()
+        try:
+            wait_for(lambda: client.exists(keys.lease(key)), 60, "the holder's lease")
+            # The heartbeat keeps a live holder's lease well past its ttl.
+            assert not _acquired_within(client, key, 3.0)
+            holder.kill()
+            holder.join(10)
+            killed = time.monotonic()
+            value, hit = cache.compute_once(key, "train", lambda: ({"model_digest": "x"}, []))
+            # Generous bound (shared machine): far below the 60 s wait timeout, so the
+            # lease expired by itself (ttl 1.5 s) rather than the waiter giving up.
+            assert time.monotonic() - killed < 20
+        finally:
+            holder.kill()
+            holder.join(10)
+    assert value == {"model_digest": "x"} and hit is False
+
+
+def _acquired_within(client: redis.Redis, key: str, seconds: float) -> bool:
+    lock = client.lock(keys.lease(key), timeout=5, blocking_timeout=seconds, thread_local=False)
+    if lock.acquire():
+        lock.release()
+        return True
+    return False
 
 
 def _write_runs(url: str, root: str, batch_id: str, worker: int, threads: int, per_thread: int) -> int:
