@@ -34,18 +34,23 @@ def parse_age(text: str) -> float:
         raise ValueError(f"{text!r} is not an age like 7d, 12h, 30m or 45s") from None
 
 
-def batch_models(runtime: Runtime, batch_id: str) -> dict[str, dict[str, Any]]:
-    """Each model of a batch: status, version, metrics (from its state)."""
+def _model_row(state: dict[str, str], primary: str | None) -> dict[str, Any]:
+    return {"status": state.get("status", "unknown"),
+            "version": int(state["version"]) if state.get("version") else None,
+            "metrics": json.loads(state["metrics"]) if state.get("metrics") else {},
+            "primary": primary, "error": state.get("error", "")}
+
+
+def batch_models(runtime: Runtime, batch_id: str,
+                 only: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Each model of a batch (or just `only`): status, version, metrics (from its state)."""
     record = runtime.tracker.get_batch(batch_id)
     if record is None:
         raise KeyError(f"no batch {batch_id!r}")
-    states = runtime.tracker.model_states(batch_id, record["models"])
+    names = [n for n in record["models"] if only is None or n in only]
     primary = record.get("primary_metrics", {})
-    return {name: {"status": st.get("status", "unknown"),
-                   "version": int(st["version"]) if st.get("version") else None,
-                   "metrics": json.loads(st["metrics"]) if st.get("metrics") else {},
-                   "primary": primary.get(name), "error": st.get("error", "")}
-            for name, st in states.items()}
+    return {name: _model_row(st, primary.get(name))
+            for name, st in runtime.tracker.model_states(batch_id, names).items()}
 
 
 def compare(runtime: Runtime, batch_a: str, batch_b: str) -> list[dict[str, Any]]:
@@ -73,7 +78,10 @@ def model_history(runtime: Runtime, model: str) -> list[dict[str, Any]]:
         by_batch.setdefault(run["batch_id"], []).append(run)
     rows = []
     for batch_id, runs in by_batch.items():
-        state = batch_models(runtime, batch_id).get(model, {}) if runtime.tracker.get_batch(batch_id) else {}
+        try:
+            state = batch_models(runtime, batch_id, only=[model]).get(model, {})
+        except KeyError:  # runs of a batch whose record is gone
+            state = {}
         rows.append({"batch_id": batch_id, "started": min(r["started"] for r in runs),
                      "runs": len(runs), "cache_hits": sum(1 for r in runs if r["cache_hit"]),
                      "failed_runs": sum(1 for r in runs if r["status"] == "failed"),

@@ -70,14 +70,14 @@ class ArtifactStore:
         """A JSON copy of an index record beside the artifacts, for `modelfleet reindex`."""
         atomic_write(self.root / relpath, json.dumps(obj, sort_keys=True, indent=1).encode())
 
-    def write_snapshot(self, relpath: str, read: Callable[[], Any], lock: str | None = None) -> None:
+    def write_snapshot(self, relpath: str, read: Callable[[], Any]) -> None:
         """Write `read()` as a JSON copy under a file lock, so the last writer writes the newest state.
 
         Concurrent writers of one record (two workers moving one alias) would
         otherwise race their file writes; reading the index inside the lock
         makes whichever writes last write what the index holds now.
         """
-        with self._locked(self.root / (lock or f"{relpath}.lock")):
+        with self._locked(self.root / f"{relpath}.lock"):
             self.write_record(relpath, read())
 
     @contextmanager

@@ -1,8 +1,10 @@
 """Run and batch records in Redis, with a JSON copy beside the artifacts.
 
-Every write is a single Redis command or pipeline (no read-modify-write, no
-locks), so thousands of workers can record at once. The file copies let
-`modelfleet reindex` rebuild the index from the artifact root alone:
+Every Redis write is a single command or pipeline (no read-modify-write, no
+Redis locks), so thousands of workers can record at once. Run records are
+written once; the copy of a record that changes (a model's state) is written
+under a per-record file lock (ArtifactStore.write_snapshot). The file copies
+let `modelfleet reindex` rebuild the index from the artifact root alone:
 
     batches/<batch>.json         the batch record (spec text, submitter, commit)
     specs/<batch>.json           each model's ModelSpec as submitted (for `retry`)
