@@ -10,6 +10,7 @@ from typing import Any
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from producer import cli_history
 from producer.cli_common import UserError, broker, console, err
 from producer.cli_platform import up
 from producer.spec import SpecError, load_batch
@@ -131,6 +132,18 @@ def worker(ctx: click.Context, queues: str, concurrency: int | None) -> None:
     app.worker_main(argv)
 
 
+main.add_command(cli_history.runs)
+main.add_command(cli_history.show)
+main.add_command(cli_history.compare)
+main.add_command(cli_history.batches)
+main.add_command(cli_history.leaderboard_cmd)
+main.add_command(cli_history.models)
+main.add_command(cli_history.promote)
+main.add_command(cli_history.rollback)
+main.add_command(cli_history.lineage)
+main.add_command(cli_history.cache)
+main.add_command(cli_history.retry_cmd)
+main.add_command(cli_history.reindex_cmd)
 main.add_command(up)
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,12 @@ from kombu.exceptions import OperationalError
 
 from producer.spec import Batch
 from producer.status import BatchStatus, batch_status
+from workers import keys
 from workers.app import TASK_NAMES
-from workers.contracts import ChainState, ModelJob
+from workers.contracts import ChainState, ModelJob, ModelSpec
 from workers.runtime import Runtime
 from workers.settings import STAGES
+from workers.tracking import RETRYABLE
 
 
 class BrokerUnavailable(RuntimeError):
@@ -82,9 +85,57 @@ def submit(batch: Batch, app: Celery, runtime: Runtime, no_cache: bool = False,
         "models": [m.name for m in batch.models], "created": time.time(), "no_cache": no_cache,
         "primary_metrics": {m.name: m.primary_metric for m in batch.models},
         "submitted_by": _user(), "host": socket.gethostname(), "git_commit": _git_commit(batch.path),
-    }, [m.name for m in batch.models])
+    }, [m.name for m in batch.models],
+        specs={m.name: m.model_dump(mode="json") for m in batch.models})
     send(app, canvas)
     return BatchHandle(batch_id, runtime)
+
+
+class NothingToRetry(RuntimeError):
+    """The batch has no failed or cancelled model (or is still running)."""
+
+
+def models_to_retry(runtime: Runtime, batch_id: str) -> list[ModelSpec]:
+    """The stored specs of a batch's failed or cancelled models; NothingToRetry if none."""
+    tracker = runtime.tracker
+    record = tracker.get_batch(batch_id)
+    if record is None:
+        raise KeyError(f"no batch {batch_id!r}")
+    states = tracker.model_states(batch_id, record["models"])
+    names = [n for n, st in states.items() if st.get("status") in RETRYABLE]
+    if not names:
+        raise NothingToRetry(f"batch {batch_id} has no failed or cancelled model "
+                             f"({dict(Counter(st.get('status', '?') for st in states.values()))})")
+    specs = tracker.model_specs(batch_id)
+    missing = [n for n in names if n not in specs]
+    if missing:
+        raise NothingToRetry(f"batch {batch_id} was submitted without stored model specs; "
+                             f"cannot resend {missing}")
+    return [ModelSpec.model_validate(specs[n]) for n in names]
+
+
+def retry(batch_id: str, app: Celery, runtime: Runtime) -> tuple[BatchHandle, list[str]]:
+    """Resend only the failed or cancelled models of a batch, under the same batch id.
+
+    The other models are not touched; the resent ones start from their stored
+    spec, and the step cache makes the stages that had succeeded free.
+    """
+    tracker = runtime.tracker
+    models = models_to_retry(runtime, batch_id)
+    names = [m.name for m in models]
+    record = tracker.get_batch(batch_id)
+    assert record is not None
+    check_broker(app, runtime.settings.broker_connect_timeout)
+    canvas = build_canvas(app, batch_id, Batch(record["name"], models, record.get("spec", ""),
+                                               record.get("spec_path", "")),
+                          no_cache=bool(record.get("no_cache")))
+    # A cancelled batch is un-cancelled for the models we resend.
+    runtime.redis.delete(keys.cancelled(batch_id))
+    tracker.reset_models(batch_id, names)
+    tracker.update_batch(batch_id, retries=[*record.get("retries", []),
+                                            {"at": time.time(), "models": names}])
+    send(app, canvas)
+    return BatchHandle(batch_id, runtime), names
 
 
 def send(app: Celery, canvas: group) -> None:

@@ -27,7 +27,9 @@ from workers import keys
 from workers.store import ArtifactStore
 
 # Bump a stage's version whenever its code changes what it produces.
-STAGE_VERSIONS = {"preprocess": 1, "train": 1, "evaluate": 1, "deploy": 1}
+STAGE_VERSIONS = {"preprocess": 2, "train": 1, "evaluate": 1, "deploy": 1}
+# Deploy registers by the evaluation report instead (idempotent in the registry).
+CACHED_STAGES = frozenset({"preprocess", "train", "evaluate"})
 LIBRARY_VERSIONS = {"scikit-learn": sklearn.__version__, "numpy": numpy.__version__}
 
 
@@ -101,6 +103,33 @@ class StepCache:
     def stats(self) -> dict[str, int]:
         raw = self.r.hgetall(keys.CACHE_STATS)
         return {k: int(v) for k, v in raw.items()}
+
+    def summary(self) -> dict[str, Any]:
+        """Entries, artifact objects and bytes on disk, hits, misses and the hit rate."""
+        stats = self.stats()
+        hits, misses = stats.get("hits", 0), stats.get("misses", 0)
+        objects, size = self.store.usage()
+        return {"entries": int(self.r.hlen(keys.CACHE)), "objects": objects, "bytes": size,
+                "hits": hits, "misses": misses,
+                "hit_rate": hits / (hits + misses) if hits + misses else None}
+
+    def reindex(self, runs: list[dict[str, Any]]) -> int:
+        """Rebuild the index from the JSON copies, and the hit/miss counters from the runs.
+
+        Every counted hit or miss left a run record with that `cache_hit`, so
+        counting the succeeded runs of cached stages gives the same numbers.
+        """
+        entries = self.store.iter_records("cache")
+        pipe = self.r.pipeline(transaction=False)
+        for entry in entries:
+            pipe.hset(keys.CACHE, entry["key"], json.dumps(entry))
+        cached = [r for r in runs if r["status"] == "succeeded" and r["stage"] in CACHED_STAGES]
+        hits = sum(1 for r in cached if r["cache_hit"])
+        pipe.delete(keys.CACHE_STATS)
+        if cached:
+            pipe.hset(keys.CACHE_STATS, mapping={"hits": hits, "misses": len(cached) - hits})
+        pipe.execute()
+        return len(entries)
 
     def prune(self, older_than: float, keep: set[str]) -> tuple[int, int]:
         """Drop entries older than `older_than` seconds and objects nobody references.

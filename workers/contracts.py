@@ -163,6 +163,8 @@ class PreparedInfo(Strict):
     n_test: int
     n_features: int
     run_id: str
+    # The fitted impute/scale steps, so a served model can predict on raw rows.
+    transform_digest: str | None = None
 
 
 class TrainedInfo(Strict):

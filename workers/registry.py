@@ -17,6 +17,7 @@ import redis
 from workers import keys
 from workers.contracts import LOWER_IS_BETTER, GateSpec
 from workers.store import ArtifactStore
+from workers.tracking import has_tags
 
 # KEYS: by_digest, versions, models. ARGV: artifact digest, record JSON (no version), name.
 _REGISTER = """
@@ -99,11 +100,28 @@ class Registry:
         raws = self.r.hvals(keys.versions(name))
         return sorted((json.loads(v) for v in raws), key=lambda v: v["version"])
 
-    def names(self) -> list[str]:
-        return sorted(n for n in self.r.smembers(keys.MODELS))
+    def names(self, tags: dict[str, str] | None = None) -> list[str]:
+        """Model names, or those whose latest version carries every tag in `tags`."""
+        names = sorted(n for n in self.r.smembers(keys.MODELS))
+        if not tags:
+            return names
+        return [n for n in names if (vs := self.versions(n)) and has_tags(vs[-1], tags)]
 
     def aliases(self, name: str) -> dict[str, int]:
         return {k: int(v) for k, v in self.r.hgetall(keys.aliases(name)).items()}
+
+    def history(self, name: str, alias: str) -> list[int]:
+        """The versions an alias pointed at before, oldest first (rollback pops the last)."""
+        return [int(v) for v in self.r.lrange(keys.alias_history(name, alias), 0, -1)]
+
+    def _alias_snapshot(self, name: str) -> dict[str, Any]:
+        aliases = self.aliases(name)
+        return {"name": name, "aliases": aliases,
+                "history": {a: self.history(name, a) for a in sorted(aliases)}}
+
+    def _write_aliases(self, name: str) -> None:
+        """The JSON copy of a model's aliases and their history, for `reindex`."""
+        self.store.write_snapshot(f"registry/{name}/aliases.json", lambda: self._alias_snapshot(name))
 
     def resolve(self, ref: str) -> dict[str, Any]:
         """A version record from `NAME@alias`, `NAME/version` or `NAME` (latest)."""
@@ -128,6 +146,8 @@ class Registry:
         done = self._move(keys=[keys.aliases(name), keys.alias_history(name, alias)],
                           args=[alias, "" if expected is None else str(expected), str(version),
                                 "1" if keep_history else "0"])
+        if done:
+            self._write_aliases(name)
         return bool(done)
 
     def promote(self, name: str, version: int, alias: str) -> None:
@@ -145,3 +165,32 @@ class Registry:
             self.r.rpush(keys.alias_history(name, alias), previous)
             raise RuntimeError(f"{name}@{alias} moved during rollback; try again")
         return int(previous)
+
+    def reindex(self) -> dict[str, int]:
+        """Rebuild versions, digests, names, aliases and alias history from the JSON copies."""
+        base = self.store.root / "registry"
+        counts = {"models": 0, "versions": 0}
+        for folder in sorted(p for p in base.iterdir() if p.is_dir()) if base.exists() else []:
+            name = folder.name
+            pipe = self.r.pipeline(transaction=False)
+            for path in folder.glob("*.json"):
+                if path.name == "aliases.json":
+                    continue
+                rec = json.loads(path.read_text())
+                pipe.hset(keys.versions(name), str(rec["version"]), json.dumps(rec))
+                pipe.hset(keys.version_by_digest(name), rec["artifact"], rec["version"])
+                counts["versions"] += 1
+            pipe.sadd(keys.MODELS, name)
+            aliases = folder / "aliases.json"
+            if aliases.exists():
+                snap = json.loads(aliases.read_text())
+                pipe.delete(keys.aliases(name))
+                if snap["aliases"]:
+                    pipe.hset(keys.aliases(name), mapping=snap["aliases"])
+                for alias, history in snap["history"].items():
+                    pipe.delete(keys.alias_history(name, alias))
+                    if history:
+                        pipe.rpush(keys.alias_history(name, alias), *history)
+            pipe.execute()
+            counts["models"] += 1
+        return counts

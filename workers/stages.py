@@ -86,31 +86,40 @@ class StageTask(Task):  # type: ignore[misc]
              cached: bool = True) -> tuple[dict[str, Any], str]:
         """Run compute through the cache and record the run; returns (value, run_id)."""
         rt, job = self.runtime, state.job
-        started = time.time()
         key = cache_key(stage, params, inputs)
-        run = {"batch_id": job.batch_id, "model": job.model.name, "stage": stage,
-               "params": params, "inputs": inputs, "cache_key": key, "started": started,
-               "task_id": self.request.id, "worker": self.request.hostname or socket.gethostname(),
-               "tags": job.model.tags, "code_version": STAGE_VERSIONS[stage],
-               "libraries": LIBRARY_VERSIONS}
+        run = self.run_base(state, stage, params, inputs, key)
+        started = run["started"]
         try:
             if cached:
                 value, hit = rt.cache.compute_once(key, stage, compute, use_cache=not job.no_cache)
             else:
                 (value, _), hit = compute(), False
         except Exception as exc:
-            finished = time.time()
-            rt.tracker.record_run({**run, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                                   "finished": finished, "duration": finished - started,
-                                   "cache_hit": False, "outputs": [], "metrics": {}})
+            self.record_failure(run, exc)
             raise
         finished = time.time()
         run_id = rt.tracker.record_run({
             **run, "status": "succeeded", "error": None, "finished": finished,
             "duration": finished - started, "cache_hit": hit, "metrics": value.get("metrics", {}),
-            "outputs": [v for k, v in value.items() if k.endswith("_digest")]})
+            "outputs": [v for k, v in value.items() if k.endswith("_digest") and v],
+            "result": value})
         rt.tracker.set_model_state(job.batch_id, job.model.name, **{f"done_{stage}": finished})
         return value, run_id
+
+    def run_base(self, state: ChainState, stage: str, params: Any, inputs: list[str],
+                 key: str | None) -> dict[str, Any]:
+        job = state.job
+        return {"batch_id": job.batch_id, "model": job.model.name, "stage": stage,
+                "params": params, "inputs": inputs, "cache_key": key, "started": time.time(),
+                "task_id": self.request.id, "worker": self.request.hostname or socket.gethostname(),
+                "tags": job.model.tags, "code_version": STAGE_VERSIONS[stage],
+                "libraries": LIBRARY_VERSIONS}
+
+    def record_failure(self, run: dict[str, Any], exc: BaseException) -> None:
+        finished = time.time()
+        self.runtime.tracker.record_run({
+            **run, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "finished": finished,
+            "duration": finished - run["started"], "cache_hit": False, "outputs": [], "metrics": {}})
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         self._mark(args, status="retrying", error=f"{type(exc).__name__}: {exc}")
@@ -136,16 +145,22 @@ def _stage(name: str) -> Callable[[Callable[..., Any]], Any]:
 def preprocess(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
     state = self.begin(message, "preprocess")
     model, store = state.job.model, self.runtime.store
-    table = load_dataset(model.dataset, model.task, self.runtime.settings.data_root)
+    params = {"task": model.task, "preprocess": model.preprocess.model_dump(mode="json")}
+    try:
+        table = load_dataset(model.dataset, model.task, self.runtime.settings.data_root)
+    except Exception as exc:  # a bad data file is a failed run too, before any cache key exists
+        self.record_failure(self.run_base(state, "preprocess", params, [], None), exc)
+        raise
     dataset_digest = digest_bytes(table_digest_bytes(table))
 
     def compute() -> tuple[dict[str, Any], list[str]]:
         split = prepare(table, model.task, model.preprocess)
         digest = store.put(dump_split(split))
+        transform = store.put(dump_model(split.transform)) if split.transform is not None else None
         return {"data_digest": digest, "n_train": len(split.y_train), "n_test": len(split.y_test),
-                "n_features": split.X_train.shape[1]}, [digest]
+                "n_features": split.X_train.shape[1], "transform_digest": transform}, \
+            [digest] + ([transform] if transform else [])
 
-    params = {"task": model.task, "preprocess": model.preprocess.model_dump(mode="json")}
     value, run_id = self.step(state, "preprocess", params, [dataset_digest], compute)
     info = PreparedInfo(dataset_digest=dataset_digest, run_id=run_id, **value)
     return state.model_copy(update={"prepared": info}).model_dump(mode="json")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from workers.contracts import PreprocessSpec
@@ -21,6 +23,9 @@ class Split:
     X_test: np.ndarray
     y_train: np.ndarray
     y_test: np.ndarray
+    # The fitted impute/scale steps (None if there are none): a deployed model needs
+    # them to predict on raw rows. Not part of the .npz bytes.
+    transform: Any = None
 
 
 def prepare(table: Table, task: str, options: PreprocessSpec) -> Split:
@@ -33,14 +38,17 @@ def prepare(table: Table, task: str, options: PreprocessSpec) -> Split:
         )
     except ValueError as exc:
         raise PipelineError("preprocess.test_size", str(exc)) from exc
+    steps: list[tuple[str, Any]] = []
     if options.impute != "none":
         imputer = SimpleImputer(strategy=options.impute).fit(X_train)
         X_train, X_test = imputer.transform(X_train), imputer.transform(X_test)
+        steps.append(("impute", imputer))
     if options.scale != "none":
         scaler = StandardScaler() if options.scale == "standard" else MinMaxScaler()
         scaler.fit(X_train)
         X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
-    return Split(X_train, X_test, y_train, y_test)
+        steps.append(("scale", scaler))
+    return Split(X_train, X_test, y_train, y_test, Pipeline(steps) if steps else None)
 
 
 def _can_stratify(y: np.ndarray, options: PreprocessSpec) -> bool:

@@ -1,0 +1,138 @@
+"""What the history commands show, as plain data: a model's history, batch
+comparisons, lineage and the targets of a bulk promote or rollback."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from workers.contracts import LOWER_IS_BETTER, ChainState
+from workers.runtime import Runtime
+from workers.tracking import has_tags
+
+
+def parse_tags(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """`("region=eu", "family=tree")` -> a dict; a pair without `=` is a ValueError."""
+    tags = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"tag {pair!r} must look like key=value")
+        tags[key] = value
+    return tags
+
+
+def parse_age(text: str) -> float:
+    """`7d`, `12h`, `30m`, `45s` or plain seconds -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    text = text.strip().lower()
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an age like 7d, 12h, 30m or 45s") from None
+
+
+def _model_row(state: dict[str, str], primary: str | None) -> dict[str, Any]:
+    return {"status": state.get("status", "unknown"),
+            "version": int(state["version"]) if state.get("version") else None,
+            "metrics": json.loads(state["metrics"]) if state.get("metrics") else {},
+            "primary": primary, "error": state.get("error", "")}
+
+
+def batch_models(runtime: Runtime, batch_id: str,
+                 only: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Each model of a batch (or just `only`): status, version, metrics (from its state)."""
+    record = runtime.tracker.get_batch(batch_id)
+    if record is None:
+        raise KeyError(f"no batch {batch_id!r}")
+    names = [n for n in record["models"] if only is None or n in only]
+    primary = record.get("primary_metrics", {})
+    return {name: _model_row(st, primary.get(name))
+            for name, st in runtime.tracker.model_states(batch_id, names).items()}
+
+
+def compare(runtime: Runtime, batch_a: str, batch_b: str) -> list[dict[str, Any]]:
+    """Per model (in either batch) and metric: value in A, value in B, change, better or worse."""
+    a, b = batch_models(runtime, batch_a), batch_models(runtime, batch_b)
+    rows = []
+    for name in sorted(set(a) | set(b)):
+        ma = a.get(name, {}).get("metrics", {})
+        mb = b.get(name, {}).get("metrics", {})
+        for metric in sorted(set(ma) | set(mb)) or [""]:
+            va, vb = ma.get(metric), mb.get(metric)
+            delta = vb - va if va is not None and vb is not None else None
+            better = None if not delta else (delta < 0) == (metric in LOWER_IS_BETTER)
+            rows.append({"model": name, "metric": metric, "a": va, "b": vb, "delta": delta,
+                         "better": better,
+                         "status_a": a.get(name, {}).get("status"),
+                         "status_b": b.get(name, {}).get("status")})
+    return rows
+
+
+def model_history(runtime: Runtime, model: str) -> list[dict[str, Any]]:
+    """One row per batch the model ran in: stages, cache hits, status, version, metrics."""
+    by_batch: dict[str, list[dict[str, Any]]] = {}
+    for run in runtime.tracker.runs(model=model):
+        by_batch.setdefault(run["batch_id"], []).append(run)
+    rows = []
+    for batch_id, runs in by_batch.items():
+        try:
+            state = batch_models(runtime, batch_id, only=[model]).get(model, {})
+        except KeyError:  # runs of a batch whose record is gone
+            state = {}
+        rows.append({"batch_id": batch_id, "started": min(r["started"] for r in runs),
+                     "runs": len(runs), "cache_hits": sum(1 for r in runs if r["cache_hit"]),
+                     "failed_runs": sum(1 for r in runs if r["status"] == "failed"),
+                     "status": state.get("status"), "version": state.get("version"),
+                     "metrics": state.get("metrics", {})})
+    return sorted(rows, key=lambda r: r["started"])
+
+
+def lineage(runtime: Runtime, ref: str) -> dict[str, Any]:
+    """The chain that produced a registered version, from its record, runs and batch."""
+    record = runtime.registry.resolve(ref)
+    if "lineage" not in record:
+        raise KeyError(f"{ref} was registered without a lineage (not by a deploy stage)")
+    chain = ChainState.model_validate(record["lineage"])
+    model, prepared, trained, evaluated = chain.job.model, chain.prepared, chain.trained, chain.evaluated
+    assert prepared is not None and trained is not None and evaluated is not None
+    batch = runtime.tracker.get_batch(record["batch_id"]) or {}
+    deploy_runs = [r["id"] for r in runtime.tracker.runs(batch_id=record["batch_id"], model=model.name)
+                   if r["stage"] == "deploy" and (r.get("result") or {}).get("version") == record["version"]]
+    return {
+        "ref": ref, "name": record["name"], "version": record["version"],
+        "aliases": sorted(a for a, v in runtime.registry.aliases(record["name"]).items()
+                          if v == record["version"]),
+        "created": record["created"], "batch_id": record["batch_id"],
+        "submitted_by": batch.get("submitted_by"), "git_commit": batch.get("git_commit"),
+        "spec_path": batch.get("spec_path"), "task": model.task,
+        "dataset": model.dataset.model_dump(mode="json"), "dataset_digest": prepared.dataset_digest,
+        "preprocess": model.preprocess.model_dump(mode="json"), "data_digest": prepared.data_digest,
+        "transform_digest": prepared.transform_digest,
+        "estimator": model.estimator.class_path, "estimator_params": model.estimator.params,
+        "model_digest": trained.model_digest, "report_digest": evaluated.report_digest,
+        "metrics": record["metrics"], "tags": record.get("tags", {}),
+        "stage_versions": record.get("stage_versions", {}), "libraries": record.get("libraries", {}),
+        "run_ids": {"preprocess": prepared.run_id, "train": trained.run_id,
+                    "evaluate": evaluated.run_id, "deploy": deploy_runs[0] if deploy_runs else None},
+        "decision": record.get("decision"),
+    }
+
+
+def bulk_targets(runtime: Runtime, batch_id: str | None,
+                 tags: dict[str, str] | None) -> list[tuple[str, int]]:
+    """(name, version) pairs for a batch (the versions it deployed) or a tag (latest versions)."""
+    if batch_id is not None:
+        return sorted((n, m["version"]) for n, m in batch_models(runtime, batch_id).items()
+                      if m["version"] is not None and has_tags(_latest(runtime, n), tags))
+    out = []
+    for name in runtime.registry.names(tags):
+        out.append((name, int(_latest(runtime, name)["version"])))
+    return out
+
+
+def _latest(runtime: Runtime, name: str) -> dict[str, Any]:
+    versions = runtime.registry.versions(name)
+    return versions[-1] if versions else {}

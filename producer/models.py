@@ -1,0 +1,56 @@
+"""Load a deployed model from the registry and predict: the API a serving process uses.
+
+    from producer.models import load_model
+    model = load_model("iris-forest@production", Settings())
+    model.predict(rows)          # raw feature rows, as in the dataset
+
+The returned estimator includes the fitted impute/scale steps of its
+preprocess stage, so it takes raw rows. Every artifact is checked against its
+digest on load, and only allow-listed types are deserialised (skops, no pickle).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sklearn.pipeline import Pipeline
+
+from workers.contracts import ChainState
+from workers.pipeline.train import load_model as load_skops
+from workers.runtime import Runtime
+from workers.settings import Settings
+
+
+@dataclass(frozen=True)
+class DeployedModel:
+    """A registered version, loaded: its record and the fitted estimator."""
+
+    name: str
+    version: int
+    record: dict[str, Any]
+    estimator: Any
+
+    def predict(self, X: Any) -> Any:
+        return self.estimator.predict(X)
+
+
+def load_deployed(ref: str, runtime: Runtime) -> DeployedModel:
+    """`NAME@alias`, `NAME/version` or `NAME` (latest) -> the loaded version."""
+    record = runtime.registry.resolve(ref)
+    lineage = ChainState.model_validate(record["lineage"])
+    if lineage.trained is None or lineage.prepared is None:
+        raise ValueError(f"{ref}: version record has no trained model in its lineage")
+    allowed = runtime.settings.allowed_estimator_prefixes
+    # store.get verifies each artifact's sha256, so a tampered file is refused.
+    estimator = load_skops(runtime.store.get(lineage.trained.model_digest), allowed)
+    if lineage.prepared.transform_digest is not None:
+        transform = load_skops(runtime.store.get(lineage.prepared.transform_digest), allowed)
+        estimator = Pipeline([("preprocess", transform), ("model", estimator)])
+    return DeployedModel(record["name"], int(record["version"]), record, estimator)
+
+
+def load_model(ref: str, settings: Settings | None = None, runtime: Runtime | None = None) -> Any:
+    """The fitted estimator (with its preprocessing) of `NAME@alias` or `NAME/version`."""
+    runtime = runtime or Runtime.from_settings(settings or Settings())
+    return load_deployed(ref, runtime).estimator
