@@ -35,6 +35,7 @@ class Fleet:
 
     settings: Settings
     startup: float
+    workers: LocalWorkers
 
     def run(self, batch: Batch, timeout: float) -> FleetRun:
         app = create_app(self.settings)
@@ -65,6 +66,6 @@ def fleet(base: Settings, workdir: Path, processes: int, concurrency: int,
                                extra_args=extra_args)
         try:
             workers.start(wait=180)
-            yield Fleet(settings, time.perf_counter() - started)
+            yield Fleet(settings, time.perf_counter() - started, workers)
         finally:
             workers.stop()

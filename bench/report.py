@@ -63,10 +63,11 @@ def table(raw: dict[str, Any], workload: dict[str, Any]) -> str:
 
 
 def producer_table(raw: dict[str, Any]) -> str:
-    lines = ["| models | spec form | validate s | submit s | submit ms/model | peak RSS MB |",
-             "|---:|---|---:|---:|---:|---:|"]
+    lines = ["| models | spec form | validate s (CPU s) | submit s (CPU s) | submit ms/model | "
+             "peak RSS MB |", "|---:|---|---:|---:|---:|---:|"]
     for p in raw.get("producer", []):
-        lines.append(f"| {p['models']} | {p['form']} | {p['validate_s']:.2f} | {p['submit_s']:.2f} | "
+        lines.append(f"| {p['models']} | {p['form']} | {p['validate_s']:.2f} ({p['validate_cpu_s']:.2f}) | "
+                     f"{p['submit_s']:.2f} ({p['submit_cpu_s']:.2f}) | "
                      f"{1000 * p['submit_s'] / p['models']:.2f} | {p['rss_peak_mb']:.0f} |")
     return "\n".join(lines) + "\n"
 
