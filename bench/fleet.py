@@ -8,6 +8,7 @@ model's `done_deploy` timestamp (written by the deploy stage on the worker).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,30 @@ class FleetRun:
     wall: float
     submit: float
     finishes: list[float]
+    # CPU seconds the worker processes (with their pool children) and redis-server used
+    # during the batch: unlike wall time, barely moved by other load on the machine.
+    cpu_workers: float
+    cpu_redis: float
+
+
+def _tree(pid: int) -> list[int]:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return [pid]
+    return [pid, *(p for c in children for p in _tree(int(c)))]
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """utime + stime of these processes and all their descendants (Linux /proc)."""
+    ticks = 0
+    for pid in (p for root in pids for p in _tree(root)):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -36,11 +61,14 @@ class Fleet:
     settings: Settings
     startup: float
     workers: LocalWorkers
+    redis_pid: int
 
     def run(self, batch: Batch, timeout: float) -> FleetRun:
         app = create_app(self.settings)
         runtime = Runtime.from_settings(self.settings)
+        worker_pids = [p.pid for p in self.workers.procs]
         try:
+            cpu0 = cpu_seconds(worker_pids), cpu_seconds([self.redis_pid])
             t0 = time.time()
             handle = submit(batch, app, runtime, no_cache=True)
             submitted = time.time()
@@ -49,10 +77,11 @@ class Fleet:
                 raise RuntimeError(f"batch {handle.batch_id} did not deploy every model: {status.counts}")
             states = runtime.tracker.model_states(handle.batch_id, [m.name for m in batch.models])
             done = [float(s["done_deploy"]) - t0 for s in states.values()]
+            cpu1 = cpu_seconds(worker_pids), cpu_seconds([self.redis_pid])
         finally:
             app.close()
             runtime.redis.close()
-        return FleetRun(max(done), submitted - t0, sorted(done))
+        return FleetRun(max(done), submitted - t0, sorted(done), cpu1[0] - cpu0[0], cpu1[1] - cpu0[1])
 
 
 @contextmanager
@@ -66,6 +95,7 @@ def fleet(base: Settings, workdir: Path, processes: int, concurrency: int,
                                extra_args=extra_args)
         try:
             workers.start(wait=180)
-            yield Fleet(settings, time.perf_counter() - started, workers)
+            assert server.proc is not None
+            yield Fleet(settings, time.perf_counter() - started, workers, server.proc.pid)
         finally:
             workers.stop()

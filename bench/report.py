@@ -37,6 +37,9 @@ def rows(raw: dict[str, Any], workload: str) -> list[dict[str, Any]]:
             "tail": summarise([tail(rep["finishes"]) for rep in run["repeats"]]),
             "overhead_ms": 1000 * per_chain_overhead(wall.median, n, k, tc),
             "startup": run.get("startup"), "ideal": ideal_time(n, k, tc),
+            "cpu_ms": (1000 * summarise([rep["cpu_workers"] + rep["cpu_redis"]
+                                         for rep in run["repeats"]]).median / n
+                       if "cpu_workers" in run["repeats"][0] else None),
         })
     return out
 
@@ -49,14 +52,15 @@ def table(raw: dict[str, Any], workload: dict[str, Any]) -> str:
     if workload.get("notes"):
         head += f"{workload['notes']}.\n\n"
     lines = ["| method | k | wall s, median (min-max) | ideal s | speedup vs loop | efficiency | "
-             "chains/s | overhead ms/chain | submit s | tail 95->100% s | startup s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "chains/s | overhead ms/chain | CPU ms/chain | submit s | tail 95->100% s | startup s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows(raw, name):
         lo, hi = r["efficiency_range"]
         lines.append(
             f"| {METHOD_LABEL[r['method']]} | {r['k']} | {r['wall'].fmt()} | {r['ideal']:.2f} | "
             f"{r['speedup']:.2f}x | {r['efficiency']:.2f} ({lo:.2f}-{hi:.2f}) | "
             f"{r['chains_per_s']:.1f} | {r['overhead_ms']:.0f} | "
+            f"{'' if r['cpu_ms'] is None else format(r['cpu_ms'], '.1f')} | "
             f"{r['submit'].fmt(3) if r['submit'] else ''} | {r['tail'].fmt()} | "
             f"{'' if r['startup'] is None else format(r['startup'], '.1f')} |")
     return head + "\n".join(lines) + "\n"
@@ -120,7 +124,9 @@ def markdown(raw: dict[str, Any], plot_name: str) -> str:
              f"{raw['machine']['load_average']} at start, {raw['load_after']} at the end.\n",
              "Wall time runs from the call to `submit` to the last model's deploy (workers "
              "started and answering a ping before t0; their startup is the last column). "
-             "Efficiency = ceil(n/k) x t_chain / wall; overhead = wall x k / n - t_chain. "
+             "Efficiency = ceil(n/k) x t_chain / wall; overhead = wall x k / n - t_chain; "
+             "CPU ms/chain = CPU time of the loop process, or of the worker processes (pool "
+             "children included) plus redis-server, over n. "
              "Every modelfleet batch runs with `no_cache=True`.\n",
              f"![speedup vs k]({plot_name})\n"]
     for w in raw["workloads"]:

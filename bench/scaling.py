@@ -64,8 +64,8 @@ def run_workload(w: Workload, repeats: int, workdir: Path, settings: Settings,
 
     loop_reps = []
     for rep in range(w.loop_repeats or repeats):
-        wall, finishes = run_loop(models, workdir / "loop-store", PREFIXES, REPO)
-        loop_reps.append({"wall": wall, "finishes": finishes})
+        wall, finishes, cpu = run_loop(models, workdir / "loop-store", PREFIXES, REPO)
+        loop_reps.append({"wall": wall, "finishes": finishes, "cpu_workers": cpu, "cpu_redis": 0.0})
         log(f"{w.name}: loop repeat {rep + 1}: {wall:.2f} s")
     runs.append({"workload": w.name, "method": "loop", "k": 1, "n": w.n, "repeats": loop_reps,
                  "startup": None})
@@ -94,7 +94,8 @@ def run_workload(w: Workload, repeats: int, workdir: Path, settings: Settings,
                 result = live.run(batch, timeout)
                 reps.append(asdict(result))
                 log(f"{w.name}: modelfleet {method} k={k} repeat {rep + 1}: {result.wall:.2f} s "
-                    f"(submit {result.submit:.3f} s)")
+                    f"(submit {result.submit:.3f} s, CPU workers {result.cpu_workers:.2f} s "
+                    f"+ redis {result.cpu_redis:.2f} s)")
         runs.append({"workload": w.name, "method": method, "k": k, "n": w.n, "repeats": reps,
                      "startup": live.startup, "processes": processes, "concurrency": concurrency})
     return runs
