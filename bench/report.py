@@ -120,7 +120,8 @@ def targets(raw: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
 def markdown(raw: dict[str, Any], plot_name: str) -> str:
     parts = [f"# Scaling benchmark results\n\nMachine: {as_markdown(raw['machine'])}.\n",
              f"Run: `{raw['command']}` at {raw['started']} ({raw['duration_s'] / 60:.1f} min), "
-             f"{raw['repeats']} repeats per row unless the loop row says otherwise; load average "
+             f"{raw['repeats']} repeats per row unless its wall column shows a single figure "
+             f"(the I/O loop and the I/O rows whose ideal time is over 30 s run once); load average "
              f"{raw['machine']['load_average']} at start, {raw['load_after']} at the end.\n",
              "Wall time runs from the call to `submit` to the last model's deploy (workers "
              "started and answering a ping before t0; their startup is the last column). "

@@ -18,6 +18,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import json  # noqa: E402
 import shlex  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -62,18 +63,19 @@ def run_workload(w: Workload, repeats: int, workdir: Path, settings: Settings,
     batch = load(w, "base", workdir, settings)
     models = batch.models
 
-    loop_reps = []
+    loop_reps: list[dict[str, Any]] = []
     for rep in range(w.loop_repeats or repeats):
         wall, finishes, cpu = run_loop(models, workdir / "loop-store", PREFIXES, REPO)
         loop_reps.append({"wall": wall, "finishes": finishes, "cpu_workers": cpu, "cpu_redis": 0.0})
         log(f"{w.name}: loop repeat {rep + 1}: {wall:.2f} s")
     runs.append({"workload": w.name, "method": "loop", "k": 1, "n": w.n, "repeats": loop_reps,
                  "startup": None})
+    t_chain = statistics.median(float(r["wall"]) for r in loop_reps) / w.n
 
     if "pool" in methods:
         for k in (k for k in w.ks if k > 1):
             reps, startups = [], []
-            for rep in range(repeats):
+            for rep in range(w.repeats_for(k, t_chain, repeats)):
                 wall, finishes, startup = run_pool(models, k, workdir / "pool-store", PREFIXES, REPO)
                 reps.append({"wall": wall, "finishes": finishes})
                 startups.append(startup)
@@ -88,9 +90,9 @@ def run_workload(w: Workload, repeats: int, workdir: Path, settings: Settings,
         with fleet(settings, where, processes, concurrency, worker_args) as live:
             log(f"{w.name}: {processes} worker(s) x {concurrency} ready in {live.startup:.1f} s")
             reps = []
-            for rep in range(repeats):
+            for rep in range(w.repeats_for(k, t_chain, repeats)):
                 batch = load(w, f"{method}{k}r{rep}", where, live.settings)
-                timeout = 120 + 10 * w.n * max(runs[0]["repeats"][0]["wall"] / w.n, 0.1)
+                timeout = 120 + 10 * w.n * max(t_chain, 0.1)
                 result = live.run(batch, timeout)
                 reps.append(asdict(result))
                 log(f"{w.name}: modelfleet {method} k={k} repeat {rep + 1}: {result.wall:.2f} s "

@@ -25,7 +25,14 @@ class Workload:
     dataset: dict[str, Any]
     estimator: dict[str, Any]
     loop_repeats: int | None = None  # None: the run's --repeats
+    # Rows whose ideal time exceeds this run once: a row of 64 one-second chains
+    # averages itself, and three repeats of the k = 1 and 2 rows alone would take 10 minutes.
+    long_row_s: float = float("inf")
     notes: str = field(default="")
+
+    def repeats_for(self, k: int, t_chain: float, repeats: int) -> int:
+        """Repeats of a row with k slots: one when its ideal time is over long_row_s."""
+        return 1 if -(-self.n // k) * t_chain > self.long_row_s else repeats
 
     def spec(self, tag: str) -> dict[str, Any]:
         """A batch of n distinct models (data seeded per model) named for this run."""
@@ -61,7 +68,7 @@ def workloads(quick: bool) -> list[Workload]:
         Workload("io", "I/O-bound (1 s wait in fit)", 64, (1, 2, 4, 8, 16), TINY,
                  {"class_path": "bench.workloads.WaitingClassifier", "params": {"seconds": 1.0}},
                  # The loop is n sleeps in a row (64 s): one repeat, its 64 chains average out.
-                 loop_repeats=1,
+                 loop_repeats=1, long_row_s=30.0,
                  notes="the whole 1 s is in train (fit); the other stages do their real, tiny work"),
         Workload("noop", "no-op (platform overhead)", 256, (1, 2, 4), TINY,
                  {"class_path": "bench.workloads.NoOpClassifier", "params": {}},
