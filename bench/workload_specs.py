@@ -64,7 +64,8 @@ def workloads(quick: bool) -> list[Workload]:
                  {"kind": "synthetic", "n_samples": 2000, "n_features": 20, "n_informative": 10},
                  {"class_path": "sklearn.ensemble.GradientBoostingClassifier",
                   "params": {"n_estimators": 100, "random_state": 0}},
-                 notes="about 0.7 s per model on this machine; with 16 models the tail (16th of 16) is 0 by definition"),
+                 notes="about 0.7 s per model on this machine; "
+                       "with 16 models the tail (16th of 16) is 0 by definition"),
         Workload("io", "I/O-bound (1 s wait in fit)", 64, (1, 2, 4, 8, 16), TINY,
                  {"class_path": "bench.workloads.WaitingClassifier", "params": {"seconds": 1.0}},
                  # The loop is n sleeps in a row (64 s): one repeat, its 64 chains average out.
