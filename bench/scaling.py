@@ -1,6 +1,6 @@
 """The scaling benchmark: the same batch as a plain loop, a multiprocessing.Pool and modelfleet.
 
-    python bench/scaling.py            # full run, about 20 minutes; writes bench/results/
+    python bench/scaling.py            # full run, about 15 minutes; writes bench/results/
     python bench/scaling.py --quick    # small sizes, a couple of minutes, writes bench/results/quick/
     python bench/scaling.py --report-only bench/results/scaling.json   # redo the .md and .png
 
