@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from celery import Celery, chain, group
+from celery.canvas import _chain
 from kombu.exceptions import OperationalError
 
 from producer.spec import Batch
@@ -34,9 +35,12 @@ def build_canvas(app: Celery, batch_id: str, batch: Batch, no_cache: bool = Fals
     chains = []
     for model in batch.models:
         state = ChainState(job=ModelJob(batch_id=batch_id, model=model, no_cache=no_cache))
+        # A short label instead of celery's repr of the whole message: Flower and the logs
+        # show which model it is, and nobody pays for repr()ing the spec on every send.
+        label = f"{batch_id}/{model.name}"
         first = app.signature(TASK_NAMES[STAGES[0]], args=(state.model_dump(mode="json"),),
-                              queue=STAGES[0])
-        rest = [app.signature(TASK_NAMES[s], queue=s) for s in STAGES[1:]]
+                              queue=STAGES[0], argsrepr=label)
+        rest = [app.signature(TASK_NAMES[s], queue=s, argsrepr=label) for s in STAGES[1:]]
         chains.append(chain(first, *rest))
     return group(chains)
 
@@ -139,9 +143,26 @@ def retry(batch_id: str, app: Celery, runtime: Runtime) -> tuple[BatchHandle, li
 
 
 def send(app: Celery, canvas: group) -> None:
-    # One producer connection for the whole batch instead of one per message.
-    with app.producer_or_acquire() as producer:
-        canvas.apply_async(producer=producer)
+    """Publish the group through one producer, pipelined to Redis in batches.
+
+    kombu >= 5.7 buffers a producer's publishes in a Redis pipeline inside
+    `producer.batch()` (other transports publish one by one), so 10,000 chains
+    cost about 20 round trips instead of 20,000 (each message and its task-sent event).
+    """
+    firsts = [c.tasks[0] for c in canvas.tasks if isinstance(c, _chain)]
+    with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
+        # chain.run() drops a `producer` option and takes a pooled one per message. Set on
+        # each chain's first signature, ours reaches send_task; celery deep-copies signature
+        # options on the way, so the copy must be the same live producer.
+        producer.__deepcopy__ = lambda memo: producer
+        for sig in firsts:
+            sig.options["producer"] = producer
+        try:
+            canvas.apply_async(producer=producer)
+        finally:
+            for sig in firsts:
+                sig.options.pop("producer", None)
+            del producer.__deepcopy__
 
 
 def _user() -> str:

@@ -65,15 +65,21 @@ class StageTask(Task):  # type: ignore[misc]
         """Parse the message and refuse work that is done, cancelled or poisonous."""
         state = ChainState.model_validate(message)
         r, job = self.runtime.redis, state.job
-        if r.exists(keys.cancelled(job.batch_id)):
+        delivery_key = f"{keys.deliveries(self.request.id)}:{self.request.retries}"
+        # The checks and the delivery count in one round trip instead of four (this runs
+        # for every stage of every model). The result backend is this same Redis.
+        pipe = r.pipeline(transaction=False)
+        pipe.exists(keys.cancelled(job.batch_id))
+        pipe.get(self.backend.get_key_for_task(self.request.id))
+        pipe.incr(delivery_key)
+        pipe.expire(delivery_key, 7 * 24 * 3600)
+        cancelled, result, deliveries, _ = pipe.execute()
+        if cancelled:
             self.runtime.tracker.set_model_state(job.batch_id, job.model.name, status="cancelled")
             raise Ignore()
         # A redelivered message whose task already succeeded (its next stage was sent): skip.
-        if self.AsyncResult(self.request.id).state == "SUCCESS":
+        if result is not None and self.backend.decode_result(result).get("status") == "SUCCESS":
             raise Ignore()
-        delivery_key = f"{keys.deliveries(self.request.id)}:{self.request.retries}"
-        deliveries = r.incr(delivery_key)
-        r.expire(delivery_key, 7 * 24 * 3600)
         if deliveries > self.runtime.settings.max_deliveries:
             raise TooManyDeliveries(f"{stage} was delivered {deliveries} times and never finished "
                                     "(its worker died each time)")

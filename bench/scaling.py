@@ -1,0 +1,177 @@
+"""The scaling benchmark: the same batch as a plain loop, a multiprocessing.Pool and modelfleet.
+
+    python bench/scaling.py            # full run, about 15 minutes; writes bench/results/
+    python bench/scaling.py --quick    # small sizes, a couple of minutes, writes bench/results/quick/
+    python bench/scaling.py --report-only bench/results/scaling.json   # redo the .md and .png
+
+Run it on a quiet machine: every figure is a wall time. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before numpy is imported anywhere: one BLAS/OpenMP thread per process, as in the workers.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shlex  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import asdict  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# `python bench/scaling.py` puts bench/ on the path; the workers import bench.workloads too.
+sys.path.insert(0, str(REPO))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+
+import yaml  # noqa: E402
+
+from bench import report  # noqa: E402
+from bench.baselines import run_loop, run_pool  # noqa: E402
+from bench.fleet import fleet  # noqa: E402
+from bench.machine import describe  # noqa: E402
+from bench.workload_specs import Workload, workloads  # noqa: E402
+from producer.local import RedisServer, find_redis_server  # noqa: E402
+from producer.spec import Batch, load_batch  # noqa: E402
+from workers.settings import Settings  # noqa: E402
+
+PREFIXES = ["sklearn.", "bench.workloads."]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def load(workload: Workload, tag: str, workdir: Path, settings: Settings) -> Batch:
+    """Write the batch spec and load it the way `modelfleet submit` does (validated)."""
+    path = workdir / f"{workload.name}-{tag}.yaml"
+    path.write_text(yaml.safe_dump(workload.spec(tag), sort_keys=False))
+    return load_batch(path, settings)
+
+
+def run_workload(w: Workload, repeats: int, workdir: Path, settings: Settings,
+                 worker_args: list[str], methods: set[str]) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    batch = load(w, "base", workdir, settings)
+    models = batch.models
+
+    loop_reps: list[dict[str, Any]] = []
+    for rep in range(w.loop_repeats or repeats):
+        wall, finishes, cpu = run_loop(models, workdir / "loop-store", PREFIXES, REPO)
+        loop_reps.append({"wall": wall, "finishes": finishes, "cpu_workers": cpu, "cpu_redis": 0.0})
+        log(f"{w.name}: loop repeat {rep + 1}: {wall:.2f} s")
+    runs.append({"workload": w.name, "method": "loop", "k": 1, "n": w.n, "repeats": loop_reps,
+                 "startup": None})
+    t_chain = statistics.median(float(r["wall"]) for r in loop_reps) / w.n
+
+    if "pool" in methods:
+        for k in (k for k in w.ks if k > 1):
+            reps, startups = [], []
+            for rep in range(w.repeats_for(k, t_chain, repeats)):
+                wall, finishes, startup = run_pool(models, k, workdir / "pool-store", PREFIXES, REPO)
+                reps.append({"wall": wall, "finishes": finishes})
+                startups.append(startup)
+                log(f"{w.name}: Pool({k}) repeat {rep + 1}: {wall:.2f} s")
+            runs.append({"workload": w.name, "method": "pool", "k": k, "n": w.n, "repeats": reps,
+                         "startup": max(startups)})
+
+    shapes = [("procs", k, k, 1) for k in w.ks if "procs" in methods]
+    shapes += [("conc", k, 1, k) for k in w.ks if k > 1 and "conc" in methods]
+    for method, k, processes, concurrency in shapes:
+        where = Path(tempfile.mkdtemp(prefix=f"{w.name}-{method}{k}-", dir=workdir))
+        with fleet(settings, where, processes, concurrency, worker_args) as live:
+            log(f"{w.name}: {processes} worker(s) x {concurrency} ready in {live.startup:.1f} s")
+            reps = []
+            for rep in range(w.repeats_for(k, t_chain, repeats)):
+                batch = load(w, f"{method}{k}r{rep}", where, live.settings)
+                timeout = 120 + 10 * w.n * max(t_chain, 0.1)
+                result = live.run(batch, timeout)
+                reps.append(asdict(result))
+                log(f"{w.name}: modelfleet {method} k={k} repeat {rep + 1}: {result.wall:.2f} s "
+                    f"(submit {result.submit:.3f} s, CPU workers {result.cpu_workers:.2f} s "
+                    f"+ redis {result.cpu_redis:.2f} s)")
+        runs.append({"workload": w.name, "method": method, "k": k, "n": w.n, "repeats": reps,
+                     "startup": live.startup, "processes": processes, "concurrency": concurrency})
+    return runs
+
+
+def producer_scale(sizes: list[int], workdir: Path) -> list[dict[str, Any]]:
+    """Validate + submit in a fresh subprocess per size (its own peak RSS), fresh Redis each."""
+    out = []
+    for form in ("list", "matrix"):
+        for n in sizes:
+            with RedisServer(workdir / f"producer-redis-{form}-{n}") as server:
+                proc = subprocess.run(
+                    [sys.executable, "-m", "bench.producer_scale", "--models", str(n), "--form", form,
+                     "--broker", server.url, "--workdir", str(workdir)],
+                    capture_output=True, text=True, cwd=REPO, check=False)
+            if proc.returncode != 0:
+                raise RuntimeError(f"producer scale {form} {n} failed:\n{proc.stderr[-3000:]}")
+            out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            log(f"producer {form} {n}: validate {out[-1]['validate_s']:.2f} s, "
+                f"submit {out[-1]['submit_s']:.2f} s, peak RSS {out[-1]['rss_peak_mb']:.0f} MB")
+    return out
+
+
+def write(raw: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scaling.json").write_text(json.dumps(raw, indent=1))
+    report.plot(raw, out / "scaling.png")
+    (out / "scaling.md").write_text(report.markdown(raw, "scaling.png"))
+    log(f"wrote {out / 'scaling.md'}, {out / 'scaling.png'} and {out / 'scaling.json'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, 1 repeat: for debugging")
+    parser.add_argument("--repeats", type=int, help="repeats per row (default 3, quick 1)")
+    parser.add_argument("--only", nargs="+", choices=["cpu", "io", "noop", "producer"],
+                        help="run only these parts")
+    parser.add_argument("--methods", nargs="+", default=["pool", "procs", "conc"],
+                        choices=["pool", "procs", "conc"], help="which parallel methods to run")
+    parser.add_argument("--worker-args", default="", help="extra `celery worker` arguments")
+    parser.add_argument("--out", type=Path, help="default bench/results (quick: bench/results/quick)")
+    parser.add_argument("--report-only", type=Path, help="rewrite the .md/.png from this JSON")
+    args = parser.parse_args()
+    out = args.out or REPO / "bench" / "results" / ("quick" if args.quick else "")
+    if args.report_only:
+        write(json.loads(args.report_only.read_text()), out)
+        return
+    os.chdir(REPO)  # workers started below import bench.workloads from here
+    repeats = args.repeats or (1 if args.quick else 3)
+    parts = set(args.only or ["cpu", "io", "noop", "producer"])
+    chosen = [w for w in workloads(args.quick) if w.name in parts]
+    started = time.time()
+    raw: dict[str, Any] = {
+        "command": shlex.join(["python", "bench/scaling.py", *sys.argv[1:]]),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
+        "machine": describe(find_redis_server()), "repeats": repeats,
+        "workloads": [{"name": w.name, "title": w.title, "n": w.n, "ks": list(w.ks),
+                       "estimator": w.estimator, "notes": w.notes} for w in chosen],
+        "runs": [], "producer": [],
+    }
+    log(f"machine: {raw['machine']}")
+    with tempfile.TemporaryDirectory(prefix="mf-bench-") as tmp:
+        workdir = Path(tmp)
+        settings = Settings(artifact_root=workdir / "artifacts", data_root=REPO,  # type: ignore[call-arg]
+                            allowed_estimator_prefixes=PREFIXES)
+        for w in chosen:
+            raw["runs"] += run_workload(w, repeats, workdir, settings, shlex.split(args.worker_args),
+                                        set(args.methods))
+        if "producer" in parts:
+            raw["producer"] = producer_scale([100, 1000] if args.quick else [1000, 10000], workdir)
+    raw["duration_s"] = time.time() - started
+    raw["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    write(raw, out)
+
+
+if __name__ == "__main__":
+    main()
