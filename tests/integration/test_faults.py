@@ -9,8 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
-from tests.support.cluster import FAULTY, classifier, cluster, lines, wait_lines
+from producer.local import wait_for
+from producer.status import BatchStatus
+from tests.support.cluster import FAULTY, Cluster, classifier, cluster, lines, wait_lines
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +96,68 @@ def test_transient_errors_retry_and_deterministic_errors_fail_at_once(tmp_path: 
         assert rows["broken"].status == "failed" and rows["broken"].stage == "train"
         assert "ValueError" in rows["broken"].error and "bad data" in rows["broken"].error
         assert [r["status"] for r in trains("broken")] == ["failed"]
+
+
+def _restart_batch(c: Cluster, tmp: Path, tag: str, restart: bool) -> tuple[float, BatchStatus]:
+    """A gate model plus five small ones; Redis restarts while the gate trains if asked."""
+    started, release = tmp / f"started-{tag}", tmp / f"release-{tag}"
+    if not restart:
+        release.touch()
+    spec = {"name": f"restart-{tag}", "models": [
+        classifier(f"gate-{tag}", FAULTY, started=str(started), wait_for=str(release)),
+        *(classifier(f"{tag}-{i}", max_depth=i + 1, random_state=len(tag)) for i in range(5))]}
+    t0 = time.monotonic()
+    handle = c.submit(spec)
+    if restart:
+        wait_lines(started, 1)
+        c.redis.stop()  # SIGTERM: Redis flushes its append-only file and exits
+        c.redis.start()  # same port, same directory: the AOF is replayed
+        release.touch()
+        wait_for(lambda: _pings(c), 30, "the producer's Redis client reconnecting")
+    status = handle.wait(timeout=150)
+    return time.monotonic() - t0, status
+
+
+def _pings(c: Cluster) -> bool:
+    try:
+        return bool(c.runtime.redis.ping())
+    except redis.exceptions.ConnectionError:
+        return False
+
+
+def test_redis_restart_mid_batch_with_aof(tmp_path: Path) -> None:
+    # A gate held across the restart must not outlive the visibility timeout by much.
+    with cluster(tmp_path, visibility_timeout=10) as c:
+        base_time, base = _restart_batch(c, tmp_path, "base", restart=False)
+        restart_time, status = _restart_batch(c, tmp_path, "rst", restart=True)
+        print(f"\nbatch of 6 models: {base_time:.1f}s without a Redis restart, "
+              f"{restart_time:.1f}s with one")
+
+        assert base.counts == {"deployed": 6}
+        assert status.counts == {"deployed": 6}
+        for row in status.rows:
+            assert [v["version"] for v in c.runtime.registry.versions(row.name)] == [1]
+        assert all(p.poll() is None for p in c.workers.procs), "workers must reconnect, not die"
+
+
+def test_sigterm_mid_stage_finishes_the_task_then_exits(tmp_path: Path) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    spec = {"name": "term", "models": [classifier("gate", FAULTY, started=str(started),
+                                                  wait_for=str(release))]}
+    with cluster(tmp_path, visibility_timeout=60) as c:
+        handle = c.submit(spec)
+        _, ppid, _ = wait_lines(started, 1)[0]
+        index, victim = next((i, p) for i, p in enumerate(c.workers.procs) if p.pid == int(ppid))
+        # When the worker running the stage gets SIGTERM (as `docker stop` / Kubernetes send)
+        os.kill(victim.pid, signal.SIGTERM)
+        wait_for(lambda: "Warm shutdown" in c.log(index), 30, "the warm shutdown message")
+        assert victim.poll() is None, "a warm shutdown waits for the running stage"
+        release.touch()
+        # Then it finishes the stage within the grace period and exits cleanly
+        assert victim.wait(60) == 0
+        status = handle.wait(timeout=120)
+
+        assert status.counts == {"deployed": 1}
+        trains = [r for r in c.runtime.tracker.runs(batch_id=handle.batch_id) if r["stage"] == "train"]
+        assert [(r["status"], r["worker"]) for r in trains] == [("succeeded", c.workers.names[index])]
+        assert len(lines(started)) == 1, "the stage ran once, not again elsewhere"
