@@ -11,6 +11,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from producer.cli_common import UserError, broker, console, err
+from producer.cli_ops import cancel
 from producer.spec import SpecError, load_batch
 from producer.status import BatchStatus, batch_status, leaderboard
 from producer.submit import BatchHandle, BrokerUnavailable, submit
@@ -129,6 +130,8 @@ def worker(ctx: click.Context, queues: str, concurrency: int | None) -> None:
             *ctx.args]
     app.worker_main(argv)
 
+
+main.add_command(cancel)
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import socket
 import subprocess
 import time
@@ -16,6 +17,7 @@ from kombu.exceptions import OperationalError
 
 from producer.spec import Batch
 from producer.status import BatchStatus, batch_status
+from workers import keys
 from workers.app import TASK_NAMES
 from workers.contracts import ChainState, ModelJob
 from workers.runtime import Runtime
@@ -77,12 +79,17 @@ def submit(batch: Batch, app: Celery, runtime: Runtime, no_cache: bool = False,
     batch_id = batch_id or f"{batch.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     check_broker(app, runtime.settings.broker_connect_timeout)
     canvas = build_canvas(app, batch_id, batch, no_cache)
+    # Task ids fixed now and kept per model, so `modelfleet cancel` can revoke them.
+    canvas.freeze()
+    task_ids = {m.name: json.dumps([t.id for t in c.tasks])
+                for m, c in zip(batch.models, canvas.tasks, strict=True)}
     runtime.tracker.create_batch({
         "id": batch_id, "name": batch.name, "spec": batch.source, "spec_path": batch.path,
         "models": [m.name for m in batch.models], "created": time.time(), "no_cache": no_cache,
         "primary_metrics": {m.name: m.primary_metric for m in batch.models},
         "submitted_by": _user(), "host": socket.gethostname(), "git_commit": _git_commit(batch.path),
     }, [m.name for m in batch.models])
+    runtime.redis.hset(keys.batch_tasks(batch_id), mapping=task_ids)
     send(app, canvas)
     return BatchHandle(batch_id, runtime)
 

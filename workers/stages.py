@@ -65,9 +65,7 @@ class StageTask(Task):  # type: ignore[misc]
         """Parse the message and refuse work that is done, cancelled or poisonous."""
         state = ChainState.model_validate(message)
         r, job = self.runtime.redis, state.job
-        if r.exists(keys.cancelled(job.batch_id)):
-            self.runtime.tracker.set_model_state(job.batch_id, job.model.name, status="cancelled")
-            raise Ignore()
+        self._skip_if_cancelled(job.batch_id, job.model.name)
         # A redelivered message whose task already succeeded (its next stage was sent): skip.
         if self.AsyncResult(self.request.id).state == "SUCCESS":
             raise Ignore()
@@ -79,7 +77,15 @@ class StageTask(Task):  # type: ignore[misc]
                                     "(its worker died each time)")
         self.runtime.tracker.set_model_state(job.batch_id, job.model.name, stage=stage,
                                              status="running", worker=self.request.hostname)
+        # Checked again after writing "running": `cancel` may have marked this model
+        # cancelled in between, and our write must not leave it running forever.
+        self._skip_if_cancelled(job.batch_id, job.model.name)
         return state
+
+    def _skip_if_cancelled(self, batch_id: str, model: str) -> None:
+        if self.runtime.redis.exists(keys.cancelled(batch_id)):
+            self.runtime.tracker.set_model_state(batch_id, model, status="cancelled")
+            raise Ignore()
 
     def step(self, state: ChainState, stage: str, params: Any, inputs: list[str],
              compute: Callable[[], tuple[dict[str, Any], list[str]]],
