@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -161,3 +163,23 @@ def test_sigterm_mid_stage_finishes_the_task_then_exits(tmp_path: Path) -> None:
         trains = [r for r in c.runtime.tracker.runs(batch_id=handle.batch_id) if r["stage"] == "train"]
         assert [(r["status"], r["worker"]) for r in trains] == [("succeeded", c.workers.names[index])]
         assert len(lines(started)) == 1, "the stage ran once, not again elsewhere"
+
+
+def test_unreachable_broker_at_submit_fails_fast_and_clearly(tmp_path: Path) -> None:
+    from producer.local import free_port
+    from tests.conftest import write_spec
+
+    port = free_port()  # nothing listens here
+    spec = write_spec(tmp_path, {"name": "nobroker", "models": [classifier("m")]})
+    env = {**os.environ, "MODELFLEET_BROKER_URL": f"redis://:s3cret-pw@127.0.0.1:{port}/0",
+           "MODELFLEET_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
+    t0 = time.monotonic()
+    # The subprocess timeout is the "does not hang" bound: exceeding it fails the test.
+    result = subprocess.run([sys.executable, "-m", "producer", "submit", str(spec)], env=env,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    print(f"\nsubmit to a closed port gave up after {time.monotonic() - t0:.1f}s")
+
+    assert result.returncode == 2
+    assert "cannot reach the broker" in result.stderr and f"127.0.0.1:{port}" in result.stderr
+    assert "nothing was submitted" in result.stderr and "Traceback" not in result.stderr
+    assert "s3cret-pw" not in result.stderr + result.stdout
