@@ -1,12 +1,11 @@
 """Importing this module leaves a mark, so a test can prove a worker never imported it."""
 
 import os
-import tempfile
-from pathlib import Path
 
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-MARKS = Path(tempfile.gettempdir()) / "modelfleet-canary"
+from tests.support.canary_path import MARKS
+
 MARKS.mkdir(exist_ok=True)
 (MARKS / str(os.getpid())).touch()
 

@@ -7,6 +7,7 @@ workers. Everything started here is stopped on exit, also when the test fails.
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,8 @@ def cluster(tmp: Path, workers: int = 2, password: str | None = None,
             **overrides: Any) -> Iterator[Cluster]:
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(RedisServer(tmp / "redis", password=password))
+        # Dropped result handles unsubscribe from Redis when collected: collect them while it runs.
+        stack.callback(gc.collect)
         settings = Settings(broker_url=server.url,  # type: ignore[arg-type]
                             artifact_root=tmp / "artifacts", data_root=SHARED_DATA,
                             **{**FAST, **overrides})
