@@ -65,6 +65,8 @@ def test_killed_pool_child_is_retried_and_poison_task_fails_bounded(tmp_path: Pa
 
         # A pool child killed once (as the OOM killer does): the task is redelivered and succeeds.
         assert rows["dies-once"].status == "deployed" and len(lines(once_started)) == 2
+        first, second = lines(once_started)
+        print(f"\na killed pool child's task restarted after {float(second[2]) - float(first[2]):.1f}s")
         # One that kills its pool child every time fails after max_deliveries tries, not forever.
         assert rows["dies-always"].status == "failed" and rows["dies-always"].stage == "train"
         assert "TooManyDeliveries" in rows["dies-always"].error
