@@ -11,7 +11,7 @@ import redis
 from producer.local import LocalWorkers, RedisServer
 from producer.submit import BrokerUnavailable, check_broker, submit
 from tests.conftest import SHARED_DATA, load
-from tests.support.cluster import classifier
+from tests.support.cluster import classifier, close_app
 from tests.support.tls import TlsProxy, make_certs
 from workers.app import create_app
 from workers.runtime import Runtime
@@ -34,7 +34,7 @@ def test_batch_runs_over_rediss_with_a_verified_certificate(tmp_path: Path) -> N
         settings = _settings(proxy, "tls-pw", ca, tmp_path)
         stack.enter_context(LocalWorkers(settings, 1, tmp_path / "logs"))
         app = create_app(settings)
-        stack.callback(app.close)
+        stack.callback(close_app, app)
         runtime = Runtime.from_settings(settings)
         spec = {"name": "tls", "models": [classifier("t1"), classifier("t2", max_depth=2)]}
         handle = submit(load(tmp_path, spec, settings), app, runtime)

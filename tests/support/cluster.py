@@ -54,15 +54,28 @@ def cluster(tmp: Path, workers: int = 2, password: str | None = None,
             **overrides: Any) -> Iterator[Cluster]:
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(RedisServer(tmp / "redis", password=password))
-        # Dropped result handles unsubscribe from Redis when collected: collect them while it runs.
-        stack.callback(gc.collect)
         settings = Settings(broker_url=server.url,  # type: ignore[arg-type]
                             artifact_root=tmp / "artifacts", data_root=SHARED_DATA,
                             **{**FAST, **overrides})
         pool = stack.enter_context(LocalWorkers(settings, workers, tmp / "logs"))
         app = create_app(settings)
-        stack.callback(app.close)
+        stack.callback(close_app, app)
         yield Cluster(server, settings, pool, app, Runtime.from_settings(settings), tmp)
+
+
+def close_app(app: Any) -> None:
+    """Close the app before its Redis goes away.
+
+    Sending a task subscribes the producer to its result channel; a result handle
+    collected later unsubscribes, and against a stopped Redis that means ~20 s of
+    reconnect retries inside whatever test runs next. Forget them while Redis is up.
+    """
+    gc.collect()
+    consumer = getattr(app.backend, "result_consumer", None)
+    if consumer is not None:
+        consumer.subscribed_to.clear()
+        consumer.stop()
+    app.close()
 
 
 def classifier(name: str, class_path: str = "sklearn.tree.DecisionTreeClassifier",
