@@ -13,7 +13,7 @@ from typing import Any
 
 import redis.exceptions
 from celery import Task, shared_task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
 from celery.signals import worker_process_init
 from celery.utils.log import get_task_logger
 from threadpoolctl import threadpool_limits
@@ -117,6 +117,22 @@ class StageTask(Task):  # type: ignore[misc]
             "outputs": [v for k, v in value.items() if k.endswith("_digest")]})
         rt.tracker.set_model_state(job.batch_id, job.model.name, **{f"done_{stage}": finished})
         return value, run_id
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's retry, but never drop the message when the retry cannot be sent.
+
+        If the broker is down, Celery rejects the message *without* requeue, which
+        with acks_late loses the model (seen in the Redis-restart test). Requeue it
+        instead; if even that cannot reach Redis, the message is still unacked
+        there and comes back after the visibility timeout.
+        """
+        try:
+            return super().retry(*args, **kwargs)
+        except Reject as exc:
+            if exc.requeue:
+                raise
+            log.warning("could not send the retry (%s); handing the message back", exc.reason)
+            raise Reject(exc.reason, requeue=True) from exc
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         self._mark(args, status="retrying", error=f"{type(exc).__name__}: {exc}")

@@ -103,18 +103,25 @@ def test_transient_errors_retry_and_deterministic_errors_fail_at_once(tmp_path: 
 
 
 def _restart_batch(c: Cluster, tmp: Path, tag: str, restart: bool) -> tuple[float, BatchStatus]:
-    """A gate model plus five small ones; Redis restarts while the gate trains if asked."""
+    """A gate model, a model that hits a connection error while Redis is down, and four
+    small ones; Redis restarts while the first two are in their fits, if asked."""
     started, release = tmp / f"started-{tag}", tmp / f"release-{tag}"
+    down, calls = tmp / f"down-{tag}", tmp / f"calls-{tag}"
     if not restart:
         release.touch()
+        down.touch()
     spec = {"name": f"restart-{tag}", "models": [
         classifier(f"gate-{tag}", FAULTY, started=str(started), wait_for=str(release)),
-        *(classifier(f"{tag}-{i}", max_depth=i + 1, random_state=len(tag)) for i in range(5))]}
+        classifier(f"retry-{tag}", FAULTY, started=str(started), wait_for=str(down),
+                   fail="connection", fail_times=int(restart), counter=str(calls)),
+        *(classifier(f"{tag}-{i}", max_depth=i + 1, random_state=len(tag)) for i in range(4))]}
     t0 = time.monotonic()
     handle = c.submit(spec)
     if restart:
-        wait_lines(started, 1)
+        wait_lines(started, 2)  # both workers are inside a fit
         c.redis.stop()  # SIGTERM: Redis flushes its append-only file and exits
+        down.touch()  # the second fit now raises a ConnectionError and cannot send its retry
+        wait_for(lambda: "reject requeue=" in c.logs(), 60, "the retry that cannot be sent")
         c.redis.start()  # same port, same directory: the AOF is replayed
         release.touch()
         wait_for(lambda: _pings(c), 30, "the producer's Redis client reconnecting")
@@ -137,6 +144,8 @@ def test_redis_restart_mid_batch_with_aof(tmp_path: Path) -> None:
         print(f"\nbatch of 6 models: {base_time:.1f}s without a Redis restart, "
               f"{restart_time:.1f}s with one")
 
+        # The stage whose retry could not be sent was handed back, not dropped.
+        assert len(lines(tmp_path / "calls-rst")) == 2
         assert base.counts == {"deployed": 6}
         assert status.counts == {"deployed": 6}
         for row in status.rows:

@@ -20,7 +20,7 @@ class FaultyClassifier(ClassifierMixin, BaseEstimator):
     """Predicts the majority class; its fit can announce itself, block, die or raise.
 
     - started: append "pid ppid time" to this file when fit begins;
-    - wait_for: block until this file exists (at most 300 s);
+    - wait_for: block until this file exists (at most 300 s), then go on below;
     - die: "never", "once" (SIGKILL its own process the first time, marked by
       die_flag) or "always";
     - fail: "none", "connection" (raise ConnectionError on the first fail_times
@@ -46,14 +46,14 @@ class FaultyClassifier(ClassifierMixin, BaseEstimator):
                 fh.write(f"{os.getpid()} {os.getppid()} {time.time()}\n")
         if self.die == "always" or (self.die == "once" and _first_time(self.die_flag)):
             os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer does
-        if self.fail == "value":
-            raise ValueError("deterministic failure: bad data for FaultyClassifier")
-        if self.fail == "connection" and _count(self.counter) <= self.fail_times:
-            raise ConnectionError("transient failure: connection reset (test)")
         if self.wait_for:
             deadline = time.monotonic() + 300
             while not Path(self.wait_for).exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
+        if self.fail == "value":
+            raise ValueError("deterministic failure: bad data for FaultyClassifier")
+        if self.fail == "connection" and _count(self.counter) <= self.fail_times:
+            raise ConnectionError("transient failure: connection reset (test)")
         values, counts = np.unique(y, return_counts=True)
         self.classes_ = values
         self.majority_ = values[np.argmax(counts)]
