@@ -58,7 +58,9 @@ def test_killed_pool_child_is_retried_and_poison_task_fails_bounded(tmp_path: Pa
                    die_flag=str(tmp_path / "died")),
         classifier("dies-always", FAULTY, started=str(always_started), die="always"),
         classifier("healthy", max_depth=2)]}
-    with cluster(tmp_path, max_deliveries=3) as c:
+    # A dead pool child is requeued at once; a long visibility timeout keeps the Redis
+    # restore sweep from adding a second copy while a loaded worker notices the death.
+    with cluster(tmp_path, max_deliveries=3, visibility_timeout=30) as c:
         handle = c.submit(spec)
         status = handle.wait(timeout=150)
         rows = {r.name: r for r in status.rows}
