@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from producer import cli_history
 from producer.cli_common import UserError, broker, console, err
+from producer.cli_ops import cancel
 from producer.cli_platform import up
 from producer.spec import SpecError, load_batch
 from producer.status import BatchStatus, batch_status, leaderboard
@@ -145,6 +146,7 @@ main.add_command(cli_history.cache)
 main.add_command(cli_history.retry_cmd)
 main.add_command(cli_history.reindex_cmd)
 main.add_command(up)
+main.add_command(cancel)
 
 if __name__ == "__main__":
     main()

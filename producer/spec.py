@@ -134,9 +134,13 @@ def _expand_matrix(matrix: MatrixSpec, defaults: dict[str, Any], where: str,
         labels = {axis: label for axis, (label, _) in zip(names, combo, strict=True)}
         try:
             name = matrix.name.format(**labels)
-        except (KeyError, IndexError, ValueError) as exc:
+        except KeyError as exc:
             raise SpecError([f"{where}: field 'matrix.name': {matrix.name!r} uses an unknown axis "
                              f"{exc}; axes are {names}"]) from exc
+        # Attribute, index and format-spec errors too: the template is user text (found by hypothesis).
+        except (IndexError, ValueError, AttributeError, TypeError) as exc:
+            raise SpecError([f"{where}: field 'matrix.name': {matrix.name!r} is not a valid name "
+                             f"template ({exc}); use plain {{axis}} fields from {names}"]) from exc
         model = _merge(defaults, matrix.base)
         for axis, (_, value) in zip(names, combo, strict=True):
             model = _merge(model, {axis: value})

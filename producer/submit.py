@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import socket
 import subprocess
 import time
@@ -91,8 +92,17 @@ def submit(batch: Batch, app: Celery, runtime: Runtime, no_cache: bool = False,
         "submitted_by": _user(), "host": socket.gethostname(), "git_commit": _git_commit(batch.path),
     }, [m.name for m in batch.models],
         specs={m.name: m.model_dump(mode="json") for m in batch.models})
+    record_task_ids(runtime, batch_id, batch.models, canvas)
     send(app, canvas)
     return BatchHandle(batch_id, runtime)
+
+
+def record_task_ids(runtime: Runtime, batch_id: str, models: list[ModelSpec], canvas: group) -> None:
+    """Fix the chains' task ids now and keep them per model, so `cancel` can revoke them."""
+    canvas.freeze()
+    task_ids = {m.name: json.dumps([t.id for t in c.tasks])
+                for m, c in zip(models, canvas.tasks, strict=True)}
+    runtime.redis.hset(keys.batch_tasks(batch_id), mapping=task_ids)
 
 
 class NothingToRetry(RuntimeError):
@@ -138,6 +148,7 @@ def retry(batch_id: str, app: Celery, runtime: Runtime) -> tuple[BatchHandle, li
     tracker.reset_models(batch_id, names)
     tracker.update_batch(batch_id, retries=[*record.get("retries", []),
                                             {"at": time.time(), "models": names}])
+    record_task_ids(runtime, batch_id, models, canvas)
     send(app, canvas)
     return BatchHandle(batch_id, runtime), names
 

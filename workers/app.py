@@ -12,6 +12,7 @@ from celery import Celery
 from kombu import Queue
 
 from workers.settings import STAGES, Settings
+from workers.tls import tls_options
 
 TASK_NAMES = {stage: f"modelfleet.{stage}" for stage in STAGES}
 
@@ -53,6 +54,9 @@ def create_app(settings: Settings | None = None) -> Celery:
             "socket_connect_timeout": settings.broker_connect_timeout,
         },
         result_backend_transport_options={"socket_connect_timeout": settings.broker_connect_timeout},
+        # rediss:// URLs: verify the server's certificate (kombu's own default is not to).
+        broker_use_ssl=tls_options(settings.broker()),
+        redis_backend_use_ssl=tls_options(settings.backend()),
         result_expires=7 * 24 * 3600,
         task_queues=[Queue(stage) for stage in STAGES],
         task_default_queue=STAGES[0],

@@ -65,3 +65,8 @@ def alias_history(name: str, alias: str) -> str:
 
 def cancelled(batch_id: str) -> str:
     return f"{PREFIX}:batch:{batch_id}:cancelled"
+
+
+def batch_tasks(batch_id: str) -> str:
+    """model name -> JSON list of its chain's task ids, so `cancel` can revoke them."""
+    return f"{PREFIX}:batch:{batch_id}:tasks"

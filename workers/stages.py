@@ -13,7 +13,7 @@ from typing import Any
 
 import redis.exceptions
 from celery import Task, shared_task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
 from celery.signals import worker_process_init
 from celery.utils.log import get_task_logger
 from threadpoolctl import threadpool_limits
@@ -75,8 +75,7 @@ class StageTask(Task):  # type: ignore[misc]
         pipe.expire(delivery_key, 7 * 24 * 3600)
         cancelled, result, deliveries, _ = pipe.execute()
         if cancelled:
-            self.runtime.tracker.set_model_state(job.batch_id, job.model.name, status="cancelled")
-            raise Ignore()
+            self._cancel(job.batch_id, job.model.name)
         # A redelivered message whose task already succeeded (its next stage was sent): skip.
         if result is not None and self.backend.decode_result(result).get("status") == "SUCCESS":
             raise Ignore()
@@ -85,7 +84,15 @@ class StageTask(Task):  # type: ignore[misc]
                                     "(its worker died each time)")
         self.runtime.tracker.set_model_state(job.batch_id, job.model.name, stage=stage,
                                              status="running", worker=self.request.hostname)
+        # Checked again after writing "running": `cancel` may have marked this model
+        # cancelled in between, and our write must not leave it running forever.
+        if r.exists(keys.cancelled(job.batch_id)):
+            self._cancel(job.batch_id, job.model.name)
         return state
+
+    def _cancel(self, batch_id: str, model: str) -> None:
+        self.runtime.tracker.set_model_state(batch_id, model, status="cancelled")
+        raise Ignore()
 
     def step(self, state: ChainState, stage: str, params: Any, inputs: list[str],
              compute: Callable[[], tuple[dict[str, Any], list[str]]],
@@ -126,6 +133,22 @@ class StageTask(Task):  # type: ignore[misc]
         self.runtime.tracker.record_run({
             **run, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "finished": finished,
             "duration": finished - run["started"], "cache_hit": False, "outputs": [], "metrics": {}})
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's retry, but never drop the message when the retry cannot be sent.
+
+        If the broker is down, Celery rejects the message *without* requeue, which
+        with acks_late loses the model (seen in the Redis-restart test). Requeue it
+        instead; if even that cannot reach Redis, the message is still unacked
+        there and comes back after the visibility timeout.
+        """
+        try:
+            return super().retry(*args, **kwargs)
+        except Reject as exc:
+            if exc.requeue:
+                raise
+            log.warning("could not send the retry (%s); handing the message back", exc.reason)
+            raise Reject(exc.reason, requeue=True) from exc
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         self._mark(args, status="retrying", error=f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,65 @@
+"""`modelfleet cancel BATCH` against real workers: what has not started never runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import FAULTY, classifier, cluster, wait_lines
+from workers import keys
+
+pytestmark = pytest.mark.integration
+
+
+def test_cancel_revokes_queued_models_and_leaves_other_batches_alone(tmp_path: Path) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    doomed = {"name": "doomed", "models": [
+        classifier("gate", FAULTY, started=str(started), wait_for=str(release)),
+        *(classifier(f"d{i}", max_depth=i + 1) for i in range(6))]}
+    other = {"name": "other", "models": [classifier(f"o{i}", max_depth=i + 1, random_state=7)
+                                         for i in range(2)]}
+    # One worker, one slot: while the gate trains, everything else waits in the queues.
+    with cluster(tmp_path, workers=1, visibility_timeout=60) as c:
+        handle = c.submit(doomed)
+        wait_lines(started, 1)
+        other_handle = c.submit(other)
+
+        env = {**os.environ, **c.settings.to_env()}
+        result = subprocess.run([sys.executable, "-m", "producer", "cancel", handle.batch_id, "--json"],
+                                env=env, capture_output=True, text=True, timeout=120)
+        cancelled_at = time.time()
+        release.touch()
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        status = handle.wait(timeout=120)
+        other_status = other_handle.wait(timeout=120)
+
+        # The report accounts for every model; the gate was running, the rest had not started.
+        names = [m["name"] for m in doomed["models"]]  # type: ignore[index]
+        assert sorted(report["revoked"] + report["stopping"] + list(report["finished"])) == sorted(names)
+        assert report["stopping"] == ["gate"] and report["revoked"]
+        # The batch ends, with cancelled models; finished ones (if any) stay deployed.
+        assert status.done and set(status.counts) <= {"cancelled", "deployed"}
+        rows = {r.name: r for r in status.rows}
+        assert rows["gate"].status == "cancelled"
+        assert all(rows[n].status == "cancelled" for n in report["revoked"])
+        for name, state in report["finished"].items():
+            assert state == "deployed" == rows[name].status
+            assert len(c.runtime.registry.versions(name)) == 1
+        # Nothing of the cancelled batch started after the cancel; the gate's stage finished.
+        runs = c.runtime.tracker.runs(batch_id=handle.batch_id)
+        assert all(r["started"] < cancelled_at for r in runs)
+        gate_runs = [(r["stage"], r["status"]) for r in runs if r["model"] == "gate"]
+        assert ("train", "succeeded") in gate_runs and not any(s == "evaluate" for s, _ in gate_runs)
+        assert not any(r["model"] in report["revoked"] for r in runs)
+        # The worker dropped the revoked tasks unopened.
+        first = json.loads(c.runtime.redis.hget(keys.batch_tasks(handle.batch_id), report["revoked"][-1]))
+        assert f"Discarding revoked task: modelfleet.preprocess[{first[0]}]" in c.logs()
+        # The rest of the platform is unaffected.
+        assert other_status.counts == {"deployed": 2}

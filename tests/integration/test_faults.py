@@ -1,0 +1,198 @@
+"""Faults that must lose nothing: killed workers and pool children, poison tasks,
+transient versus deterministic errors. Each test owns its Redis and workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from producer.local import wait_for
+from producer.status import BatchStatus
+from tests.support.cluster import FAULTY, Cluster, classifier, cluster, lines, wait_lines
+
+pytestmark = pytest.mark.integration
+
+
+def test_sigkilled_worker_loses_no_model_and_deploys_each_once(tmp_path: Path) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    gate = classifier("gate", FAULTY, started=str(started), wait_for=str(release))
+    spec = {"name": "killed", "models": [gate, *(classifier(f"m{i}", max_depth=i + 1)
+                                                 for i in range(3))]}
+    with cluster(tmp_path) as c:
+        handle = c.submit(spec)
+        # Given the gate model is training on one worker
+        pid, ppid, _ = wait_lines(started, 1)[0]
+        victim = next(p for p in c.workers.procs if p.pid == int(ppid))
+        # When that worker's whole process tree is SIGKILLed
+        os.killpg(victim.pid, signal.SIGKILL)
+        killed_at = time.time()
+        victim.wait(10)
+        release.touch()
+        status = handle.wait(timeout=120)
+        # Then the other worker picks the task up after the visibility timeout
+        second = wait_lines(started, 2)[1]
+        recovered_after = float(second[2]) - killed_at
+        print(f"\nrecovered a SIGKILLed worker's task after {recovered_after:.1f}s "
+              f"(visibility_timeout={c.settings.visibility_timeout}, "
+              f"restore_interval={c.settings.restore_interval})")
+
+        assert status.counts == {"deployed": 4}
+        assert int(second[1]) != victim.pid
+        for model in ("gate", "m0", "m1", "m2"):
+            assert [v["version"] for v in c.runtime.registry.versions(model)] == [1]
+        trains = c.runtime.tracker.runs(batch_id=handle.batch_id, model="gate")
+        assert [r["status"] for r in trains if r["stage"] == "train"] == ["succeeded"]
+
+
+def test_killed_pool_child_is_retried_and_poison_task_fails_bounded(tmp_path: Path) -> None:
+    once_started, always_started = tmp_path / "once", tmp_path / "always"
+    spec = {"name": "oom", "models": [
+        classifier("dies-once", FAULTY, started=str(once_started), die="once",
+                   die_flag=str(tmp_path / "died")),
+        classifier("dies-always", FAULTY, started=str(always_started), die="always"),
+        classifier("healthy", max_depth=2)]}
+    # A dead pool child is requeued at once; a long visibility timeout keeps the Redis
+    # restore sweep from adding a second copy while a loaded worker notices the death.
+    with cluster(tmp_path, max_deliveries=3, visibility_timeout=30) as c:
+        handle = c.submit(spec)
+        status = handle.wait(timeout=150)
+        rows = {r.name: r for r in status.rows}
+
+        # A pool child killed once (as the OOM killer does): the task is redelivered and succeeds.
+        assert rows["dies-once"].status == "deployed" and len(lines(once_started)) == 2
+        first, second = lines(once_started)
+        print(f"\na killed pool child's task restarted after {float(second[2]) - float(first[2]):.1f}s")
+        # One that kills its pool child every time fails after max_deliveries tries, not forever.
+        assert rows["dies-always"].status == "failed" and rows["dies-always"].stage == "train"
+        assert "TooManyDeliveries" in rows["dies-always"].error
+        assert len(lines(always_started)) == c.settings.max_deliveries
+        assert rows["healthy"].status == "deployed"
+        # The workers themselves survived: both still answer.
+        assert all(p.poll() is None for p in c.workers.procs)
+
+
+def test_transient_errors_retry_and_deterministic_errors_fail_at_once(tmp_path: Path) -> None:
+    counter = tmp_path / "calls"
+    spec = {"name": "errors", "models": [
+        classifier("flaky", FAULTY, fail="connection", fail_times=2, counter=str(counter)),
+        classifier("broken", FAULTY, fail="value")]}
+    with cluster(tmp_path) as c:
+        handle = c.submit(spec)
+        status = handle.wait(timeout=120)
+        rows = {r.name: r for r in status.rows}
+        runs = c.runtime.tracker.runs(batch_id=handle.batch_id)
+
+        def trains(model: str) -> list[dict[str, object]]:
+            return sorted((r for r in runs if r["model"] == model and r["stage"] == "train"),
+                          key=lambda r: float(r["started"]))  # type: ignore[arg-type]
+
+        # Transient: two ConnectionErrors, retried with backoff, then deployed.
+        assert rows["flaky"].status == "deployed"
+        flaky = trains("flaky")
+        assert [r["status"] for r in flaky] == ["failed", "failed", "succeeded"]
+        assert all("ConnectionError" in str(r["error"]) for r in flaky[:2])
+        # Deterministic: one try, failed, the error in the model's status.
+        assert rows["broken"].status == "failed" and rows["broken"].stage == "train"
+        assert "ValueError" in rows["broken"].error and "bad data" in rows["broken"].error
+        assert [r["status"] for r in trains("broken")] == ["failed"]
+
+
+def _restart_batch(c: Cluster, tmp: Path, tag: str, restart: bool) -> tuple[float, BatchStatus]:
+    """A gate model, a model that hits a connection error while Redis is down, and four
+    small ones; Redis restarts while the first two are in their fits, if asked."""
+    started, release = tmp / f"started-{tag}", tmp / f"release-{tag}"
+    down, calls = tmp / f"down-{tag}", tmp / f"calls-{tag}"
+    if not restart:
+        release.touch()
+        down.touch()
+    spec = {"name": f"restart-{tag}", "models": [
+        classifier(f"gate-{tag}", FAULTY, started=str(started), wait_for=str(release)),
+        classifier(f"retry-{tag}", FAULTY, started=str(started), wait_for=str(down),
+                   fail="connection", fail_times=int(restart), counter=str(calls)),
+        *(classifier(f"{tag}-{i}", max_depth=i + 1, random_state=len(tag)) for i in range(4))]}
+    t0 = time.monotonic()
+    handle = c.submit(spec)
+    if restart:
+        wait_lines(started, 2)  # both workers are inside a fit
+        c.redis.stop()  # SIGTERM: Redis flushes its append-only file and exits
+        down.touch()  # the second fit now raises a ConnectionError and cannot send its retry
+        wait_for(lambda: "reject requeue=" in c.logs(), 60, "the retry that cannot be sent")
+        c.redis.start()  # same port, same directory: the AOF is replayed
+        release.touch()
+        wait_for(lambda: _pings(c), 30, "the producer's Redis client reconnecting")
+    status = handle.wait(timeout=150)
+    return time.monotonic() - t0, status
+
+
+def _pings(c: Cluster) -> bool:
+    try:
+        return bool(c.runtime.redis.ping())
+    except redis.exceptions.ConnectionError:
+        return False
+
+
+def test_redis_restart_mid_batch_with_aof(tmp_path: Path) -> None:
+    # A gate held across the restart must not outlive the visibility timeout by much.
+    with cluster(tmp_path, visibility_timeout=10) as c:
+        base_time, base = _restart_batch(c, tmp_path, "base", restart=False)
+        restart_time, status = _restart_batch(c, tmp_path, "rst", restart=True)
+        print(f"\nbatch of 6 models: {base_time:.1f}s without a Redis restart, "
+              f"{restart_time:.1f}s with one")
+
+        # The stage whose retry could not be sent was handed back, not dropped.
+        assert len(lines(tmp_path / "calls-rst")) == 2
+        assert base.counts == {"deployed": 6}
+        assert status.counts == {"deployed": 6}
+        for row in status.rows:
+            assert [v["version"] for v in c.runtime.registry.versions(row.name)] == [1]
+        assert all(p.poll() is None for p in c.workers.procs), "workers must reconnect, not die"
+
+
+def test_sigterm_mid_stage_finishes_the_task_then_exits(tmp_path: Path) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    spec = {"name": "term", "models": [classifier("gate", FAULTY, started=str(started),
+                                                  wait_for=str(release))]}
+    with cluster(tmp_path, visibility_timeout=60) as c:
+        handle = c.submit(spec)
+        _, ppid, _ = wait_lines(started, 1)[0]
+        index, victim = next((i, p) for i, p in enumerate(c.workers.procs) if p.pid == int(ppid))
+        # When the worker running the stage gets SIGTERM (as `docker stop` / Kubernetes send)
+        os.kill(victim.pid, signal.SIGTERM)
+        wait_for(lambda: "Warm shutdown" in c.log(index), 30, "the warm shutdown message")
+        assert victim.poll() is None, "a warm shutdown waits for the running stage"
+        release.touch()
+        # Then it finishes the stage within the grace period and exits cleanly
+        assert victim.wait(60) == 0
+        status = handle.wait(timeout=120)
+
+        assert status.counts == {"deployed": 1}
+        trains = [r for r in c.runtime.tracker.runs(batch_id=handle.batch_id) if r["stage"] == "train"]
+        assert [(r["status"], r["worker"]) for r in trains] == [("succeeded", c.workers.names[index])]
+        assert len(lines(started)) == 1, "the stage ran once, not again elsewhere"
+
+
+def test_unreachable_broker_at_submit_fails_fast_and_clearly(tmp_path: Path) -> None:
+    from producer.local import free_port
+    from tests.conftest import write_spec
+
+    port = free_port()  # nothing listens here
+    spec = write_spec(tmp_path, {"name": "nobroker", "models": [classifier("m")]})
+    env = {**os.environ, "MODELFLEET_BROKER_URL": f"redis://:s3cret-pw@127.0.0.1:{port}/0",
+           "MODELFLEET_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
+    t0 = time.monotonic()
+    # The subprocess timeout is the "does not hang" bound: exceeding it fails the test.
+    result = subprocess.run([sys.executable, "-m", "producer", "submit", str(spec)], env=env,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    print(f"\nsubmit to a closed port gave up after {time.monotonic() - t0:.1f}s")
+
+    assert result.returncode == 2
+    assert "cannot reach the broker" in result.stderr and f"127.0.0.1:{port}" in result.stderr
+    assert "nothing was submitted" in result.stderr and "Traceback" not in result.stderr
+    assert "s3cret-pw" not in result.stderr + result.stdout
