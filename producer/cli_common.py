@@ -14,9 +14,10 @@ from producer.local import LocalWorkers, RedisServer
 from workers.settings import Settings
 
 # Piped or captured output has no terminal width; rich would assume 80 columns
-# and cut model names, so give tables room there.
-console = Console(width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+# and cut model names, so give tables room there. soft_wrap: a message line is
+# never broken in the middle (scripts and logs grep for it).
+console = Console(width=None if sys.stdout.isatty() else 140, soft_wrap=True)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140, soft_wrap=True)
 
 
 class UserError(click.ClickException):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,8 +48,25 @@ def runtime(settings: Settings) -> Runtime:
 
 
 @pytest.fixture(scope="session")
-def app(settings: Settings) -> Any:
-    return create_app(settings)
+def app(settings: Settings) -> Iterator[Any]:
+    app = create_app(settings)
+    yield app
+    close_app(app)
+
+
+def close_app(app: Any) -> None:
+    """Close the app before its Redis goes away.
+
+    Sending a task subscribes the producer to its result channel; a result handle
+    collected later unsubscribes, and against a stopped Redis that means ~20 s of
+    reconnect retries inside whatever test runs next. Forget them while Redis is up.
+    """
+    gc.collect()
+    consumer = getattr(app.backend, "result_consumer", None)
+    if consumer is not None:
+        consumer.subscribed_to.clear()
+        consumer.stop()
+    app.close()
 
 
 @pytest.fixture

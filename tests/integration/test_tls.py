@@ -10,8 +10,8 @@ import redis
 
 from producer.local import LocalWorkers, RedisServer
 from producer.submit import BrokerUnavailable, check_broker, submit
-from tests.conftest import SHARED_DATA, load
-from tests.support.cluster import classifier, close_app
+from tests.conftest import SHARED_DATA, close_app, load
+from tests.support.cluster import classifier
 from tests.support.tls import TlsProxy, make_certs
 from workers.app import create_app
 from workers.runtime import Runtime

@@ -7,7 +7,6 @@ workers. Everything started here is stopped on exit, also when the test fails.
 from __future__ import annotations
 
 import contextlib
-import gc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 from producer.local import LocalWorkers, RedisServer, wait_for
 from producer.spec import Batch, load_batch
 from producer.submit import BatchHandle, submit
-from tests.conftest import SHARED_DATA, write_spec
+from tests.conftest import SHARED_DATA, close_app, write_spec
 from workers.app import create_app
 from workers.runtime import Runtime
 from workers.settings import Settings
@@ -61,21 +60,6 @@ def cluster(tmp: Path, workers: int = 2, password: str | None = None,
         app = create_app(settings)
         stack.callback(close_app, app)
         yield Cluster(server, settings, pool, app, Runtime.from_settings(settings), tmp)
-
-
-def close_app(app: Any) -> None:
-    """Close the app before its Redis goes away.
-
-    Sending a task subscribes the producer to its result channel; a result handle
-    collected later unsubscribes, and against a stopped Redis that means ~20 s of
-    reconnect retries inside whatever test runs next. Forget them while Redis is up.
-    """
-    gc.collect()
-    consumer = getattr(app.backend, "result_consumer", None)
-    if consumer is not None:
-        consumer.subscribed_to.clear()
-        consumer.stop()
-    app.close()
 
 
 def classifier(name: str, class_path: str = "sklearn.tree.DecisionTreeClassifier",
