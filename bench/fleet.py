@@ -17,7 +17,7 @@ from pathlib import Path
 
 from producer.local import LocalWorkers, RedisServer
 from producer.spec import Batch
-from producer.submit import submit
+from producer.submit import close_app, submit
 from workers.app import create_app
 from workers.runtime import Runtime
 from workers.settings import Settings
@@ -79,7 +79,7 @@ class Fleet:
             done = [float(s["done_deploy"]) - t0 for s in states.values()]
             cpu1 = cpu_seconds(worker_pids), cpu_seconds([self.redis_pid])
         finally:
-            app.close()
+            close_app(app)
             runtime.redis.close()
         return FleetRun(max(done), submitted - t0, sorted(done), cpu1[0] - cpu0[0], cpu1[1] - cpu0[1])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import getpass
 import json
 import socket
@@ -191,3 +192,19 @@ def _git_commit(spec_path: str) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def close_app(app: Celery) -> None:
+    """Close a producer app before its Redis goes away.
+
+    Sending a task subscribes the app to the task's result channel (Celery's Redis
+    backend); a result handle collected later unsubscribes, and against a stopped
+    Redis that means ~20 s of reconnect retries wherever the collection happens.
+    Forget the subscriptions while Redis is still up.
+    """
+    gc.collect()
+    consumer = getattr(app.backend, "result_consumer", None)
+    if consumer is not None:
+        consumer.subscribed_to.clear()
+        consumer.stop()
+    app.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import yaml
 from producer.local import LocalWorkers, RedisServer
 from producer.spec import Batch, load_batch
 from producer.status import BatchStatus
-from producer.submit import BatchHandle, submit
+from producer.submit import BatchHandle, close_app, submit
 from workers.app import create_app
 from workers.runtime import Runtime
 from workers.settings import Settings
@@ -52,21 +51,6 @@ def app(settings: Settings) -> Iterator[Any]:
     app = create_app(settings)
     yield app
     close_app(app)
-
-
-def close_app(app: Any) -> None:
-    """Close the app before its Redis goes away.
-
-    Sending a task subscribes the producer to its result channel; a result handle
-    collected later unsubscribes, and against a stopped Redis that means ~20 s of
-    reconnect retries inside whatever test runs next. Forget them while Redis is up.
-    """
-    gc.collect()
-    consumer = getattr(app.backend, "result_consumer", None)
-    if consumer is not None:
-        consumer.subscribed_to.clear()
-        consumer.stop()
-    app.close()
 
 
 @pytest.fixture
