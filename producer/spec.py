@@ -27,6 +27,10 @@ from workers.settings import Settings
 _REPLACED_WHOLE = frozenset({"dataset", "estimator"})
 
 
+# libyaml's safe loader when PyYAML was built with it: ~10x faster on big specs.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class SpecError(ValueError):
     """A batch spec is invalid; `problems` lists each one with file, model and field."""
 
@@ -70,7 +74,7 @@ def load_batch(path: Path | str, settings: Settings) -> Batch:
     except OSError as exc:
         raise SpecError([f"{where}: cannot read the spec: {exc.strerror or exc}"]) from exc
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
