@@ -33,7 +33,7 @@ def _wait_until_interrupted(flower: LocalFlower) -> int:
             time.sleep(1.0)
     except KeyboardInterrupt:
         return 0
-    err.print(f"flower exited unexpectedly; see {flower.log_dir / 'flower.log'}")
+    err.print(f"flower exited unexpectedly; see {flower.log_path()}")
     return 1
 
 

@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import redis
 
@@ -74,8 +75,39 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
         pass
 
 
-class RedisServer:
+class _ServiceProcess:
+    """One long-running local process (redis-server, Flower): liveness check and stop."""
+
+    name = "process"
+    proc: subprocess.Popen[bytes] | None = None
+
+    def log_path(self) -> Path:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def _check_alive(self) -> None:
+        """Fail the readiness wait at once if the process already died."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path()}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RedisServer(_ServiceProcess):
     """A real redis-server on a free loopback port, with append-only persistence."""
+
+    name = "redis-server"
 
     def __init__(self, data_dir: Path, port: int | None = None, password: str | None = None,
                  host: str = "127.0.0.1") -> None:
@@ -97,31 +129,21 @@ class RedisServer:
                 "--maxmemory-policy", "noeviction", "--daemonize", "no", "--loglevel", "warning"]
         if self.password:
             args += ["--requirepass", self.password]
-        log = (self.data_dir / "redis.log").open("ab")
+        log = self.log_path().open("ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         wait_for(lambda: self._ping(client), 15, f"redis-server on port {self.port}")
         return self
 
+    def log_path(self) -> Path:
+        return self.data_dir / "redis.log"
+
     def _ping(self, client: redis.Redis) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {self.proc.returncode}; see "
-                               f"{self.data_dir / 'redis.log'}")
+        self._check_alive()
         try:
             return bool(client.ping())
         except redis.exceptions.RedisError:
             return False
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
@@ -198,7 +220,7 @@ class LocalWorkers:
         self.stop()
 
 
-class LocalFlower:
+class LocalFlower(_ServiceProcess):
     """A real Flower on the loopback, always behind basic auth, stopped on exit.
 
     The password is Settings.flower_password, else a random one (`generated` is
@@ -206,6 +228,8 @@ class LocalFlower:
     environment (FLOWER_BASIC_AUTH), not argv, so `ps` does not show it. Note:
     Flower's /metrics and /healthcheck are never behind its basic auth.
     """
+
+    name = "flower"
 
     def __init__(self, settings: Settings, log_dir: Path, port: int | None = None,
                  user: str | None = None, password: str | None = None,
@@ -240,7 +264,7 @@ class LocalFlower:
 
     def start(self, wait: float = 60.0) -> LocalFlower:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_dir / "flower.log").open("ab")
+        log = self.log_path().open("ab")
         self.proc = subprocess.Popen(self.command(), env=self.env(), stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -250,23 +274,14 @@ class LocalFlower:
             raise
         return self
 
+    def log_path(self) -> Path:
+        return self.log_dir / "flower.log"
+
     def _answers(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"flower exited with {self.proc.returncode}; see "
-                               f"{self.log_dir / 'flower.log'}")
+        self._check_alive()
         try:
             with urllib.request.urlopen(f"{self.url}/healthcheck", timeout=2) as resp:
                 return bool(resp.status == 200)
         except (urllib.error.URLError, OSError):
             return False
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
-
-    def __enter__(self) -> LocalFlower:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
