@@ -19,7 +19,8 @@ from workers.runtime import Runtime
 from workers.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# Data the tests read lives in the repository (examples/data), so a plain clone passes.
+EXAMPLE_DATA = REPO / "examples" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +32,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="session")
 def settings(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(broker_url=redis_server.url,  # type: ignore[arg-type]
-                    artifact_root=tmp_path_factory.mktemp("artifacts"), data_root=SHARED_DATA,
+                    artifact_root=tmp_path_factory.mktemp("artifacts"), data_root=EXAMPLE_DATA,
                     lease_ttl=3.0)
 
 

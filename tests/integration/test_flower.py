@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from producer.local import LocalFlower, LocalWorkers, RedisServer, wait_for
-from tests.conftest import SHARED_DATA, load, run_batch
+from tests.conftest import EXAMPLE_DATA, load, run_batch
 from workers.app import create_app
 from workers.runtime import Runtime
 from workers.settings import STAGES, Settings
@@ -51,7 +51,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     root = tmp_path_factory.mktemp("flower")
     with RedisServer(root / "redis", password=secrets.token_hex(16)) as redis:
         settings = Settings(broker_url=redis.url,  # type: ignore[arg-type]
-                            artifact_root=root / "artifacts", data_root=SHARED_DATA, lease_ttl=3.0)
+                            artifact_root=root / "artifacts", data_root=EXAMPLE_DATA, lease_ttl=3.0)
         with LocalFlower(settings, root / "logs") as flower, \
                 LocalWorkers(settings, 2, root / "logs", name_prefix="fl") as workers:
             app = create_app(settings)

@@ -26,7 +26,7 @@ import pytest
 import redis
 
 from producer.local import LocalWorkers, RedisServer
-from tests.conftest import SHARED_DATA, load, run_batch
+from tests.conftest import EXAMPLE_DATA, load, run_batch
 from workers.app import create_app
 from workers.runtime import Runtime
 from workers.settings import STAGES, Settings
@@ -140,7 +140,7 @@ def test_batch_runs_on_workers_in_separate_network_namespaces(tmp_path: Path, ho
             redis.Redis(host="127.0.0.1", port=server.port, password=password,
                         socket_connect_timeout=2).ping()
         settings = Settings(broker_url=server.url,  # type: ignore[arg-type]
-                            artifact_root=tmp_path / "shared-artifacts", data_root=SHARED_DATA,
+                            artifact_root=tmp_path / "shared-artifacts", data_root=EXAMPLE_DATA,
                             lease_ttl=3.0)
         with NamespaceWorkers(settings, hosts.namespaces, tmp_path / "logs") as workers:
             # Each worker really runs in its own namespace, not in ours.

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from producer.local import RedisServer, wait_for
-from tests.conftest import REPO, SHARED_DATA, write_spec
+from tests.conftest import REPO, EXAMPLE_DATA, write_spec
 
 pytestmark = pytest.mark.integration
 
@@ -109,7 +109,7 @@ def start_up(tmp_path: Path, workers: int, **extra_env: str
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELFLEET_")}
     env.update(MODELFLEET_LOCAL_REDIS_DIR=str(tmp_path / "redis"),
                MODELFLEET_ARTIFACT_ROOT=str(tmp_path / "artifacts"),
-               MODELFLEET_DATA_ROOT=str(SHARED_DATA), **extra_env)
+               MODELFLEET_DATA_ROOT=str(EXAMPLE_DATA), **extra_env)
     proc = subprocess.Popen([sys.executable, "-m", "producer", "up", "--workers", str(workers)],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)

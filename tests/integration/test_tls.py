@@ -10,7 +10,7 @@ import redis
 
 from producer.local import LocalWorkers, RedisServer
 from producer.submit import BrokerUnavailable, check_broker, submit
-from tests.conftest import SHARED_DATA, close_app, load
+from tests.conftest import EXAMPLE_DATA, close_app, load
 from tests.support.cluster import classifier
 from tests.support.tls import TlsProxy, make_certs
 from workers.app import create_app
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 def _settings(proxy: TlsProxy, password: str, ca: Path, tmp: Path) -> Settings:
     url = f"rediss://:{password}@127.0.0.1:{proxy.port}/0?ssl_cert_reqs=required&ssl_ca_certs={ca}"
     return Settings(broker_url=url, artifact_root=tmp / "artifacts",  # type: ignore[arg-type]
-                    data_root=SHARED_DATA, lease_ttl=3.0)
+                    data_root=EXAMPLE_DATA, lease_ttl=3.0)
 
 
 def test_batch_runs_over_rediss_with_a_verified_certificate(tmp_path: Path) -> None:

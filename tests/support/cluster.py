@@ -15,7 +15,7 @@ from typing import Any
 from producer.local import LocalWorkers, RedisServer, wait_for
 from producer.spec import Batch, load_batch
 from producer.submit import BatchHandle, submit
-from tests.conftest import SHARED_DATA, close_app, write_spec
+from tests.conftest import EXAMPLE_DATA, close_app, write_spec
 from workers.app import create_app
 from workers.runtime import Runtime
 from workers.settings import Settings
@@ -54,7 +54,7 @@ def cluster(tmp: Path, workers: int = 2, password: str | None = None,
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(RedisServer(tmp / "redis", password=password))
         settings = Settings(broker_url=server.url,  # type: ignore[arg-type]
-                            artifact_root=tmp / "artifacts", data_root=SHARED_DATA,
+                            artifact_root=tmp / "artifacts", data_root=EXAMPLE_DATA,
                             **{**FAST, **overrides})
         pool = stack.enter_context(LocalWorkers(settings, workers, tmp / "logs"))
         app = create_app(settings)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import EXAMPLE_DATA
 from workers.contracts import CsvDataset, EstimatorSpec, PreprocessSpec, SklearnDataset, SyntheticDataset
 from workers.pipeline.data import load_dataset
 from workers.pipeline.errors import PipelineError
@@ -51,7 +51,7 @@ def test_synthetic_is_seeded() -> None:
 def test_walmart_segment_regression_beats_mean() -> None:
     spec = CsvDataset(kind="csv", path="walmart_weekly_sales.csv", target="Weekly_Sales",
                       segment_by="Store", segment="20")
-    table = load_dataset(spec, "regression", SHARED_DATA)
+    table = load_dataset(spec, "regression", EXAMPLE_DATA)
     assert table.X.shape == (143, 5) and "Store" not in table.feature_names
     split = prepare(table, "regression", PreprocessSpec())
     est = build_estimator(EstimatorSpec(class_path="sklearn.ensemble.RandomForestRegressor",

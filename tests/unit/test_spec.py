@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from producer.spec import SpecError, load_batch
-from tests.conftest import REPO, SHARED_DATA, load, write_spec
+from tests.conftest import REPO, EXAMPLE_DATA, load, write_spec
 from workers.contracts import CsvDataset
 from workers.settings import Settings
 
-SETTINGS = Settings(data_root=SHARED_DATA)
+SETTINGS = Settings(data_root=EXAMPLE_DATA)
 
 
 def model(name: str = "m1", **over: Any) -> dict[str, Any]:
