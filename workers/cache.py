@@ -26,7 +26,7 @@ import sklearn
 from redis.exceptions import LockError
 
 from workers import keys
-from workers.journal import Journal
+from workers.journal import Journal, encoded
 from workers.store import ArtifactStore
 from workers.writes import Writes
 
@@ -84,10 +84,10 @@ class StepCache:
 
     def put(self, writes: Writes, key: str, stage: str, value: dict[str, Any], artifacts: list[str]) -> None:
         """Queue a cache entry (index and journal)."""
-        entry = {"key": key, "stage": stage, "value": value, "artifacts": artifacts,
-                 "created": time.time()}
-        writes.pipe.hset(keys.CACHE, key, json.dumps(entry))
-        writes.record({"kind": "cache", "entry": entry})
+        body = json.dumps({"key": key, "stage": stage, "value": value, "artifacts": artifacts,
+                           "created": time.time()})
+        writes.pipe.hset(keys.CACHE, key, body)
+        writes.record(encoded("cache", "entry", body))
 
     def compute_once(self, key: str, stage: str,
                      compute: Callable[[], tuple[dict[str, Any], list[str]]],
