@@ -90,6 +90,8 @@ class StageTask(Task):  # type: ignore[misc]
     retry_jitter = True
     # Celery reprs every return value; the message is long and nobody reads it.
     resultrepr_maxsize = 120
+    # A malformed message is dead-lettered, not allowed to stop the worker.
+    Strategy = "workers.guard:guarded"
     _runtime: Runtime | None = None
     _begin_script: Any = None
 
