@@ -294,3 +294,13 @@ _keeper = _LeaseKeeper()
 def _heartbeat(lease: Any, every: float) -> Any:
     """Renew the lease while the body runs, so only a dead holder loses it."""
     return _keeper.holding(lease, every)
+
+
+def keep_alive(client: redis.Redis, key: str, token: str, ttl: float) -> Any:
+    """Renew `key` (set to `token`, expiring after `ttl` s) while the body runs.
+
+    Every copy of a task uses the task id as token, so any live copy keeps it.
+    """
+    marker = client.lock(key, timeout=ttl, thread_local=False)
+    marker.local.token = token
+    return _keeper.holding(marker, ttl / 3)

@@ -46,6 +46,11 @@ def deliveries(task_id: str) -> str:
     return f"{PREFIX}:deliveries:{task_id}"
 
 
+def alive(task_id: str) -> str:
+    """Exists while a copy of the task runs (renewed by its heartbeat): not poison, just long."""
+    return f"{PREFIX}:alive:{task_id}"
+
+
 MODELS = f"{PREFIX}:models"
 
 

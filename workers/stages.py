@@ -26,7 +26,7 @@ from celery.utils.log import get_task_logger
 from threadpoolctl import threadpool_limits
 
 from workers import keys
-from workers.cache import LIBRARY_VERSIONS, STAGE_VERSIONS, LeaseTimeout, cache_key
+from workers.cache import LIBRARY_VERSIONS, STAGE_VERSIONS, LeaseTimeout, cache_key, keep_alive
 from workers.contracts import (
     ChainState,
     DeployedInfo,
@@ -56,17 +56,23 @@ logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
 TRANSIENT = (ConnectionError, TimeoutError, redis.exceptions.ConnectionError,
              redis.exceptions.TimeoutError, LeaseTimeout, InterruptedError, BlockingIOError)
 
-# KEYS: cancelled flag, the task's result, its delivery counter, the model's state.
-# ARGV: max deliveries, stage, worker, now. Marks the model running unless its batch was
-# cancelled, the task already succeeded (a redelivered copy), it was delivered too often or
-# the model already failed (a pack retried for a neighbour's transient error skips it);
-# atomic, so `cancel` (flag first, then states) never misses a model that starts meanwhile.
+# KEYS: cancelled flag, the task's result, its delivery counter, the model's state, the task's
+# alive key. ARGV: max deliveries, stage, worker, now, alive token, alive ttl (ms). Marks the
+# model running unless its batch was cancelled, the task already succeeded (a redelivered copy),
+# the model already failed (a pack retried for a neighbour's transient error skips it) or the
+# message was delivered too often: then 'wait' while an earlier copy still runs (its heartbeat
+# keeps the alive key), else 'poison'. Atomic, so `cancel` (flag first, then states) never
+# misses a model that starts meanwhile.
 _BEGIN = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'cancelled' end
-if redis.call('HGET', KEYS[4], 'status') == 'failed' then return 'failed' end
 local result = redis.call('GET', KEYS[2])
 if result and cjson.decode(result)['status'] == 'SUCCESS' then return 'done' end
-if tonumber(redis.call('GET', KEYS[3]) or '0') > tonumber(ARGV[1]) then return 'poison' end
+if redis.call('HGET', KEYS[4], 'status') == 'failed' then return 'failed' end
+if tonumber(redis.call('GET', KEYS[3]) or '0') > tonumber(ARGV[1]) then
+  if redis.call('EXISTS', KEYS[5]) == 1 then return 'wait' end
+  return 'poison'
+end
+redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[6])
 redis.call('HSET', KEYS[4], 'stage', ARGV[2], 'status', 'running', 'worker', ARGV[3], 'updated', ARGV[4])
 redis.call('HINCRBY', KEYS[4], 'rev', 1)
 return redis.call('HGETALL', KEYS[4])
@@ -109,8 +115,22 @@ class StageTask(Task):  # type: ignore[misc]
         packed = isinstance(message, dict) and "pack" in message
         states = parse_message(message)
         started = time.perf_counter()
+        running = self.begin(states, stage)
+        # While this copy runs, its heartbeat keeps the task's alive key: a redelivered copy
+        # of a long, healthy stage then waits for it instead of counting it as poison.
+        with keep_alive(self.runtime.redis, keys.alive(self.request.id), self.request.id,
+                        self.runtime.settings.lease_ttl):
+            done = self._run_members(running, stage, packed, step)
+        log.info("%s %s: %d model(s) in %.3f s", stage, self.request.argsrepr or "", len(done),
+                 time.perf_counter() - started)
+        if not done:
+            raise Ignore()  # every model left the chain (failed, cancelled): nothing goes on
+        return to_message(done, packed)
+
+    def _run_members(self, states: list[ChainState], stage: str, packed: bool,
+                     step: Callable[[ChainState, Writes], ChainState]) -> list[ChainState]:
         done = []
-        for state in self.begin(states, stage):
+        for state in states:
             writes = self.runtime.tracker.writes()
             try:
                 done.append(step(state, writes))
@@ -124,11 +144,7 @@ class StageTask(Task):  # type: ignore[misc]
                 log.warning("%s failed for %s: %s", stage, state.job.model.name, _error(exc))
                 continue
             writes.execute()
-        log.info("%s %s: %d model(s) in %.3f s", stage, self.request.argsrepr or "", len(done),
-                 time.perf_counter() - started)
-        if not done:
-            raise Ignore()  # every model left the chain (failed, cancelled): nothing goes on
-        return to_message(done, packed)
+        return done
 
     def begin(self, states: list[ChainState], stage: str) -> list[ChainState]:
         """Mark the models running; drop cancelled ones; refuse done or poisonous messages."""
@@ -139,18 +155,23 @@ class StageTask(Task):  # type: ignore[misc]
         begin.pipe.expire(delivery_key, 7 * 24 * 3600)
         result_key = self.backend.get_key_for_task(self.request.id)
         worker = self.request.hostname or socket.gethostname()
+        alive = keys.alive(self.request.id)
         for state in states:
             job = state.job
             begin.script(self._begin_script,
                          [keys.cancelled(job.batch_id), result_key, delivery_key,
-                          keys.batch_model(job.batch_id, job.model.name)],
-                         [rt.settings.max_deliveries, stage, worker, time.time()])
+                          keys.batch_model(job.batch_id, job.model.name), alive],
+                         [rt.settings.max_deliveries, stage, worker, time.time(), self.request.id,
+                          int(rt.settings.lease_ttl * 1000)])
         replies = begin.execute()[2:]
         running, journal = [], []
         for state, reply in zip(states, replies, strict=True):
             job = state.job
             if reply == "done":  # a redelivered copy of a task that already succeeded
                 raise Ignore()
+            if reply == "wait":
+                self._wait_for_running_copy(result_key, alive)
+                self._poisoned(states, stage)  # the running copy died without finishing
             if reply == "poison":
                 self._poisoned(states, stage)
             if reply == "cancelled":
@@ -163,6 +184,18 @@ class StageTask(Task):  # type: ignore[misc]
             running.append(state)
         rt.tracker.journal.append(journal)
         return running
+
+    def _wait_for_running_copy(self, result_key: str, alive: str) -> None:
+        """Wait while an earlier copy of this task runs: Ignore if it succeeds, return if it dies."""
+        r, deadline = self.runtime.redis, time.monotonic() + self.runtime.settings.lease_wait_timeout
+        while time.monotonic() < deadline:
+            result, running = r.get(result_key), r.exists(alive)
+            if result is not None and self.backend.decode_result(result).get("status") == "SUCCESS":
+                raise Ignore()
+            if not running:
+                return
+            time.sleep(0.25)  # polling Redis: the copy's success or its heartbeat's lapse
+        raise LeaseTimeout(f"waited {self.runtime.settings.lease_wait_timeout}s for a running copy")
 
     def _poisoned(self, states: list[ChainState], stage: str) -> None:
         """A message that killed its worker every time: fail one model, split a pack."""
@@ -366,8 +399,9 @@ def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
                                                         .model_dump(mode="json")},
                               [ev.report_digest], compute, cached=False)
     info = DeployedInfo(run_id=run_id, **value)
+    # error="": a model that deploys carries no error from an earlier, superseded try.
     rt.tracker.state(writes, job.batch_id, name, status="deployed", version=info.version,
-                     promoted=int(info.promoted), reason=info.reason, metrics=ev.metrics)
+                     promoted=int(info.promoted), reason=info.reason, metrics=ev.metrics, error="")
     return state.model_copy(update={"deployed": info})
 
 

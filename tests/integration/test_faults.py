@@ -278,3 +278,29 @@ def test_lease_outlives_a_redis_outage_longer_than_its_ttl_so_the_model_trains_o
         trains = [r for r in c.runtime.tracker.runs(batch_id=handle.batch_id) if r["stage"] == "train"]
         assert [r["cache_hit"] for r in trains if r["status"] == "succeeded"].count(False) == 1
         assert [v["version"] for v in c.runtime.registry.versions("blip")] == [1]
+
+
+def test_a_long_healthy_stage_on_a_multi_slot_worker_is_not_failed_as_poison(tmp_path: Path) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    spec = {"name": "long", "models": [classifier("long", FAULTY, started=str(started),
+                                                  wait_for=str(release))]}
+    # One worker with 4 slots, a stage far longer than max_deliveries x the visibility timeout:
+    # Redis hands the still-running message out again and again, to free slots of the same worker.
+    with cluster(tmp_path, workers=1, concurrency=4, visibility_timeout=2, max_deliveries=2) as c:
+        handle = c.submit(spec)
+        wait_lines(started, 1)
+        counts: list[int] = []
+
+        def delivered_beyond_the_limit() -> bool:
+            counts[:] = [int(c.runtime.redis.get(k) or 0) for k in c.runtime.redis.keys("mf:deliveries:*")]
+            return max(counts, default=0) > c.settings.max_deliveries
+
+        wait_for(delivered_beyond_the_limit, 60, "a delivery past max_deliveries")
+        release.touch()
+        status = handle.wait(timeout=120)
+
+        row = status.rows[0]
+        assert status.counts == {"deployed": 1}, row.error
+        assert "TooManyDeliveries" not in c.logs() and not row.error
+        assert len(lines(started)) == 1, "the stage ran again instead of waiting for its running copy"
+        assert [v["version"] for v in c.runtime.registry.versions("long")] == [1]
