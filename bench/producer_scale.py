@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -51,9 +53,16 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def spec_path(n: int, form: str, workdir: Path, pack: str | None) -> Path:
+    return workdir / f"scale-{form}-{n}-{pack or 'default'}.yaml"
+
+
 def measure(n: int, form: str, broker: str, workdir: Path, pack: str | None = None) -> dict[str, Any]:
-    path = workdir / f"scale-{form}-{n}.yaml"
-    path.write_text(yaml.safe_dump(spec(n, form, pack), sort_keys=False))
+    path = spec_path(n, form, workdir, pack)
+    # Written by another process: building and dumping 100k models' YAML would raise this one's peak RSS.
+    subprocess.run([sys.executable, "-m", "bench.producer_scale", "--models", str(n), "--form", form,
+                    "--workdir", str(workdir), *(["--pack", pack] if pack else []), "--write-only"],
+                   check=True)
     settings = Settings(broker_url=broker, artifact_root=workdir / "artifacts",  # type: ignore[arg-type]
                         max_models_per_batch=max(n, 10_000))
     app, runtime = create_app(settings), Runtime.from_settings(settings)
@@ -82,10 +91,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", type=int, required=True)
     parser.add_argument("--form", choices=["list", "matrix"], default="list")
-    parser.add_argument("--broker", required=True)
+    parser.add_argument("--broker", help="required unless --write-only")
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--pack", help="the spec's `pack` key: auto or a number (default: no key)")
+    parser.add_argument("--write-only", action="store_true", help="only write the spec file")
     args = parser.parse_args()
+    if args.write_only:
+        spec_path(args.models, args.form, args.workdir, args.pack).write_text(
+            yaml.safe_dump(spec(args.models, args.form, args.pack), sort_keys=False))
+        return
+    if not args.broker:
+        parser.error("--broker is required")
     print(json.dumps(measure(args.models, args.form, args.broker, args.workdir, args.pack)))
 
 

@@ -248,8 +248,9 @@ def markdown(raw: dict[str, Any], plot_name: str | None) -> str:
     return "\n".join(parts)
 
 
-PLOT_STYLE = (("pool", "s-"), ("peer", "x-"), ("procs", "o-"), ("conc", "^-"),
-              ("procs-packed", "o--"), ("conc-packed", "^--"))
+# (method, marker and line, colour): one colour per method family in every panel.
+PLOT_STYLE = (("pool", "s-", "C0"), ("peer", "x-", "C1"), ("procs", "o-", "C2"), ("conc", "^-", "C3"),
+              ("procs-packed", "o--", "C2"), ("conc-packed", "^--", "C3"))
 
 
 def plotted(raw: dict[str, Any]) -> list[dict[str, Any]]:
@@ -262,6 +263,7 @@ def plot(raw: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     workloads = plotted(raw)
     fig, axes = plt.subplots(1, len(workloads), figsize=(5 * len(workloads), 4.2), squeeze=False)
@@ -270,17 +272,18 @@ def plot(raw: dict[str, Any], path: Path) -> None:
         ks = sorted({r["k"] for r in data})
         n = w["n"]
         ax.plot(ks, [n / -(-n // k) for k in ks], "k--", label="ideal n / ceil(n/k)")
-        for method, style in PLOT_STYLE:
+        for method, style, colour in PLOT_STYLE:
             pts = sorted((r["k"], r["speedup"]) for r in data if r["method"] == method)
             if method.startswith("conc"):  # k = 1 of modelfleet is the same for both shapes
                 base = method.replace("conc", "procs")
                 pts = sorted(set(pts) | {(r["k"], r["speedup"]) for r in data
                                          if r["method"] == base and r["k"] == 1})
             if len(pts) > (1 if method.startswith("conc") else 0):
-                ax.plot(*zip(*pts, strict=True), style, label=METHOD_LABEL[method])
+                ax.plot(*zip(*pts, strict=True), style, color=colour, label=METHOD_LABEL[method])
         ax.axhline(1.0, color="grey", lw=0.8, label="plain loop")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.set_xlabel("k (worker processes)")
         ax.set_ylabel("speedup over the plain loop (log)")
