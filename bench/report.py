@@ -228,6 +228,8 @@ def markdown(raw: dict[str, Any], plot_name: str | None) -> str:
              f"(the I/O loop and the I/O rows whose ideal time is over 30 s run once); load average "
              f"{raw['machine']['load_average']} at start, {raw['load_after']} at the end. Packing rows "
              f"(`pack: auto`): {'yes' if packing else 'none (no `pack` key in this build, or --no-pack)'}.\n",
+             "**A quick run: small sizes, one repeat, to debug the bench; its figures are not results.**\n"
+             if raw.get("quick") else "",
              "### Targets (issue 9)\n\nMet is judged on modelfleet's default shape (k workers x 1, "
              "`pack: auto` where the build packs).\n\n" + targets_table(raw),
              "Wall time runs from the call to `submit` (the peer: to its send) to the last model's deploy "

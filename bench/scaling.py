@@ -257,7 +257,7 @@ def main() -> None:
     raw: dict[str, Any] = {
         "command": shlex.join(["python", "bench/scaling.py", *sys.argv[1:]]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
-        "machine": describe(find_redis_server()), "repeats": repeats,
+        "machine": describe(find_redis_server()), "repeats": repeats, "quick": args.quick,
         "workloads": [{"name": w.name, "title": w.title, "n": w.n, "ks": list(w.ks),
                        "estimator": w.estimators or w.estimator, "notes": w.notes} for w in chosen],
         "runs": [], "producer": [],
