@@ -11,11 +11,12 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from producer.packing import Pack
 from workers.contracts import SLUG, CsvDataset, ModelSpec
 from workers.pipeline.data import inspect_csv
 from workers.pipeline.errors import PipelineError
@@ -54,6 +55,8 @@ class BatchFile(BaseModel):
     defaults: dict[str, Any] = Field(default_factory=dict)
     models: list[dict[str, Any]] = Field(default_factory=list)
     matrix: MatrixSpec | None = None
+    # Models per chain: "auto" packs small models from their recorded cost, 1 sends one chain each.
+    pack: Annotated[int, Field(ge=1, le=1000)] | Literal["auto"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Batch:
     models: list[ModelSpec]
     source: str
     path: str
+    pack: Pack = "auto"
 
 
 def load_batch(path: Path | str, settings: Settings) -> Batch:
@@ -85,7 +89,7 @@ def load_batch(path: Path | str, settings: Settings) -> Batch:
         spec = BatchFile.model_validate(raw)
     except ValidationError as exc:
         raise SpecError([f"{where}: field {_loc(e['loc'])!r}: {e['msg']}" for e in exc.errors()]) from exc
-    return Batch(spec.name, validate_models(spec, settings, where), text, where)
+    return Batch(spec.name, validate_models(spec, settings, where), text, where, spec.pack)
 
 
 def validate_models(spec: BatchFile, settings: Settings, where: str) -> list[ModelSpec]:

@@ -10,19 +10,21 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from celery import Celery, chain, group
 from celery.canvas import _chain
 from kombu.exceptions import OperationalError
 
+from producer.packing import plan_packs
 from producer.spec import Batch
 from producer.status import BatchStatus, batch_status
 from workers import keys
 from workers.app import TASK_NAMES
-from workers.contracts import ChainState, ModelJob, ModelSpec
+from workers.contracts import ChainState, ModelJob, ModelSpec, to_message
 from workers.runtime import Runtime
 from workers.settings import STAGES
 from workers.tracking import RETRYABLE
@@ -32,19 +34,40 @@ class BrokerUnavailable(RuntimeError):
     """The broker cannot be reached; nothing was sent."""
 
 
-def build_canvas(app: Celery, batch_id: str, batch: Batch, no_cache: bool = False) -> group:
-    """group(chain(preprocess, train, evaluate, deploy) per model), each stage on its queue."""
-    chains = []
-    for model in batch.models:
-        state = ChainState(job=ModelJob(batch_id=batch_id, model=model, no_cache=no_cache))
+@dataclass(frozen=True)
+class ChainPlan:
+    """One chain to send: its first message, the label Flower shows, the models it carries."""
+
+    label: str
+    message: dict[str, Any]
+    models: list[str]
+
+
+def plan_chains(batch_id: str, batch: Batch, no_cache: bool = False,
+                costs: Mapping[str, float] | None = None) -> list[ChainPlan]:
+    """One chain per pack of models (one model each with `pack: 1`)."""
+    plans = []
+    for members in plan_packs(batch.models, batch.pack, costs or {}):
+        states = [ChainState(job=ModelJob(batch_id=batch_id, model=m, no_cache=no_cache)) for m in members]
         # A short label instead of celery's repr of the whole message: Flower and the logs
         # show which model it is, and nobody pays for repr()ing the spec on every send.
-        label = f"{batch_id}/{model.name}"
-        first = app.signature(TASK_NAMES[STAGES[0]], args=(state.model_dump(mode="json"),),
-                              queue=STAGES[0], argsrepr=label)
-        rest = [app.signature(TASK_NAMES[s], queue=s, argsrepr=label) for s in STAGES[1:]]
+        more = f" +{len(members) - 1}" if len(members) > 1 else ""
+        plans.append(ChainPlan(f"{batch_id}/{members[0].name}{more}",
+                               to_message(states, packed=len(members) > 1), [m.name for m in members]))
+    return plans
+
+
+def build_canvas(app: Celery, batch_id: str, batch: Batch, no_cache: bool = False,
+                 costs: Mapping[str, float] | None = None) -> tuple[group, list[ChainPlan]]:
+    """group(chain(preprocess, train, evaluate, deploy) per pack), each stage on its queue."""
+    plans = plan_chains(batch_id, batch, no_cache, costs)
+    chains = []
+    for plan in plans:
+        first = app.signature(TASK_NAMES[STAGES[0]], args=(plan.message,), queue=STAGES[0],
+                              argsrepr=plan.label)
+        rest = [app.signature(TASK_NAMES[s], queue=s, argsrepr=plan.label) for s in STAGES[1:]]
         chains.append(chain(first, *rest))
-    return group(chains)
+    return group(chains), plans
 
 
 def check_broker(app: Celery, timeout: float) -> None:
@@ -85,24 +108,25 @@ def submit(batch: Batch, app: Celery, runtime: Runtime, no_cache: bool = False,
     """Record the batch and send its canvas; nothing is sent if the broker is down."""
     batch_id = batch_id or f"{batch.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     check_broker(app, runtime.settings.broker_connect_timeout)
-    canvas = build_canvas(app, batch_id, batch, no_cache)
+    canvas, plans = build_canvas(app, batch_id, batch, no_cache, runtime.tracker.model_costs())
     runtime.tracker.create_batch({
         "id": batch_id, "name": batch.name, "spec": batch.source, "spec_path": batch.path,
+        "pack": batch.pack, "chains": len(plans),
         "models": [m.name for m in batch.models], "created": time.time(), "no_cache": no_cache,
         "primary_metrics": {m.name: m.primary_metric for m in batch.models},
         "submitted_by": _user(), "host": socket.gethostname(), "git_commit": _git_commit(batch.path),
     }, [m.name for m in batch.models],
         specs={m.name: m.model_dump(mode="json") for m in batch.models})
-    record_task_ids(runtime, batch_id, batch.models, canvas)
+    record_task_ids(runtime, batch_id, plans, canvas)
     send(app, canvas)
     return BatchHandle(batch_id, runtime)
 
 
-def record_task_ids(runtime: Runtime, batch_id: str, models: list[ModelSpec], canvas: group) -> None:
+def record_task_ids(runtime: Runtime, batch_id: str, plans: list[ChainPlan], canvas: group) -> None:
     """Fix the chains' task ids now and keep them per model, so `cancel` can revoke them."""
     canvas.freeze()
-    task_ids = {m.name: json.dumps([t.id for t in c.tasks])
-                for m, c in zip(models, canvas.tasks, strict=True)}
+    task_ids = {name: json.dumps([t.id for t in c.tasks])
+                for plan, c in zip(plans, canvas.tasks, strict=True) for name in plan.models}
     runtime.redis.hset(keys.batch_tasks(batch_id), mapping=task_ids)
 
 
@@ -141,15 +165,15 @@ def retry(batch_id: str, app: Celery, runtime: Runtime) -> tuple[BatchHandle, li
     record = tracker.get_batch(batch_id)
     assert record is not None
     check_broker(app, runtime.settings.broker_connect_timeout)
-    canvas = build_canvas(app, batch_id, Batch(record["name"], models, record.get("spec", ""),
-                                               record.get("spec_path", "")),
-                          no_cache=bool(record.get("no_cache")))
+    resend = Batch(record["name"], models, record.get("spec", ""), record.get("spec_path", ""),
+                   record.get("pack", "auto"))
+    canvas, plans = build_canvas(app, batch_id, resend, bool(record.get("no_cache")), tracker.model_costs())
     # A cancelled batch is un-cancelled for the models we resend.
     runtime.redis.delete(keys.cancelled(batch_id))
     tracker.reset_models(batch_id, names)
     tracker.update_batch(batch_id, retries=[*record.get("retries", []),
                                             {"at": time.time(), "models": names}])
-    record_task_ids(runtime, batch_id, models, canvas)
+    record_task_ids(runtime, batch_id, plans, canvas)
     send(app, canvas)
     return BatchHandle(batch_id, runtime), names
 

@@ -37,7 +37,9 @@ def create_app(settings: Settings | None = None) -> Celery:
         # Events on, so Flower sees every task from sent to done.
         worker_send_task_events=True,
         task_send_sent_event=True,
-        task_track_started=True,
+        # No STARTED result write per task: the stage's begin marks the model running
+        # in the same round trip as its other checks (and Flower has the events).
+        task_track_started=False,
         broker_connection_retry_on_startup=True,
         broker_connection_retry=True,
         broker_connection_max_retries=None,

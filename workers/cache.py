@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,7 +26,9 @@ import sklearn
 from redis.exceptions import LockError
 
 from workers import keys
+from workers.journal import Journal
 from workers.store import ArtifactStore
+from workers.writes import Writes
 
 # Bump a stage's version whenever its code changes what it produces.
 STAGE_VERSIONS = {"preprocess": 2, "train": 1, "evaluate": 1, "deploy": 1}
@@ -43,16 +47,33 @@ def cache_key(stage: str, params: Any, inputs: list[str]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+# KEYS: cache hash, lease. ARGV: cache key, use cache ('1'/'0'), lease token, lease ttl in ms.
+# One round trip: the stored entry if there is one, else the lease if nobody holds it.
+_LOOKUP_OR_LEASE = """
+if ARGV[2] == '1' then
+  local entry = redis.call('HGET', KEYS[1], ARGV[1])
+  if entry then return {'hit', entry} end
+end
+if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then return {'lease', ''} end
+return {'busy', ''}
+"""
+
+
 class StepCache:
     def __init__(self, client: redis.Redis, store: ArtifactStore, lease_ttl: float,
-                 wait_timeout: float) -> None:
+                 wait_timeout: float, journal: Journal | None = None) -> None:
         self.r = client
         self.store = store
         self.lease_ttl = lease_ttl
         self.wait_timeout = wait_timeout
+        self.journal = journal or Journal(store.root)
+        self._lookup = client.register_script(_LOOKUP_OR_LEASE)
 
     def get(self, key: str) -> dict[str, Any] | None:
         raw = self.r.hget(keys.CACHE, key)
+        return self._usable(raw)
+
+    def _usable(self, raw: str | None) -> dict[str, Any] | None:
         if raw is None:
             return None
         entry = json.loads(raw)
@@ -61,41 +82,60 @@ class StepCache:
             return None
         return dict(entry["value"])
 
-    def put(self, key: str, stage: str, value: dict[str, Any], artifacts: list[str]) -> None:
+    def put(self, writes: Writes, key: str, stage: str, value: dict[str, Any], artifacts: list[str]) -> None:
+        """Queue a cache entry (index and journal)."""
         entry = {"key": key, "stage": stage, "value": value, "artifacts": artifacts,
                  "created": time.time()}
-        self.r.hset(keys.CACHE, key, json.dumps(entry))
-        self.store.write_record(f"cache/{key[:2]}/{key}.json", entry)
+        writes.pipe.hset(keys.CACHE, key, json.dumps(entry))
+        writes.record({"kind": "cache", "entry": entry})
 
     def compute_once(self, key: str, stage: str,
                      compute: Callable[[], tuple[dict[str, Any], list[str]]],
-                     use_cache: bool = True) -> tuple[dict[str, Any], bool]:
-        """(value, was_hit): reuse a stored result, or compute it exactly once across workers."""
-        if use_cache and (hit := self._hit(key)) is not None:
-            return hit, True
-        lock = self.r.lock(keys.lease(key), timeout=self.lease_ttl, sleep=0.05,
-                           blocking_timeout=self.wait_timeout, thread_local=False)
-        if not lock.acquire():
-            raise LeaseTimeout(f"waited {self.wait_timeout}s for another worker on {stage}")
-        try:
-            # Whoever held the lease before us may have just stored the result.
-            if use_cache and (hit := self._hit(key)) is not None:
-                return hit, True
-            with _heartbeat(lock, self.lease_ttl / 3):
-                value, artifacts = compute()
-            self.put(key, stage, value, artifacts)
-            self.r.hincrby(keys.CACHE_STATS, "misses", 1)
-            return value, False
-        finally:
-            # If the lease expired under us the result is stored anyway.
-            with contextlib.suppress(LockError):
-                lock.release()
+                     use_cache: bool = True, writes: Writes | None = None) -> tuple[dict[str, Any], bool]:
+        """(value, was_hit): reuse a stored result, or compute it exactly once across workers.
 
-    def _hit(self, key: str) -> dict[str, Any] | None:
-        value = self.get(key)
+        The entry, the hit/miss count and the lease's release are queued on `writes`
+        (sent with the stage's other records); without one they are sent here.
+        """
+        own = writes is None
+        writes = writes if writes is not None else Writes(self.r, self.journal)
+        value, lease = self._hit_or_lease(key, stage, use_cache)
         if value is not None:
-            self.r.hincrby(keys.CACHE_STATS, "hits", 1)
-        return value
+            writes.pipe.hincrby(keys.CACHE_STATS, "hits", 1)
+        else:
+            assert lease is not None
+            try:
+                with _heartbeat(lease, self.lease_ttl / 3):
+                    value, artifacts = compute()
+            except BaseException:
+                _release(lease)
+                raise
+            self.put(writes, key, stage, value, artifacts)
+            writes.pipe.hincrby(keys.CACHE_STATS, "misses", 1)
+            # If the lease expired under us the result is stored anyway.
+            writes.script(lease.lua_release, [lease.name], [lease.local.token])
+        if own:
+            writes.execute()
+        return value, lease is None
+
+    def _hit_or_lease(self, key: str, stage: str, use_cache: bool) -> tuple[dict[str, Any] | None, Any]:
+        """(stored value, None) or (None, a lease we hold); waits while another worker computes."""
+        lease = self.r.lock(keys.lease(key), timeout=self.lease_ttl, sleep=0.05,
+                            blocking_timeout=self.wait_timeout, thread_local=False)
+        token = uuid.uuid4().hex
+        kind, raw = self._lookup(keys=[keys.CACHE, lease.name],
+                                 args=[key, "1" if use_cache else "0", token, int(self.lease_ttl * 1000)])
+        if kind == "hit" and (value := self._usable(raw)) is not None:
+            return value, None
+        if kind == "lease":
+            lease.local.token = token
+        elif not lease.acquire(token=token):  # pruned artifacts, or another worker holds the lease
+            raise LeaseTimeout(f"waited {self.wait_timeout}s for another worker on {stage}")
+        # Whoever held the lease before us may have just stored the result.
+        if kind == "busy" and use_cache and (value := self.get(key)) is not None:
+            _release(lease)
+            return value, None
+        return None, lease
 
     def entries(self) -> list[dict[str, Any]]:
         return [json.loads(v) for v in self.r.hvals(keys.CACHE)]
@@ -113,13 +153,26 @@ class StepCache:
                 "hits": hits, "misses": misses,
                 "hit_rate": hits / (hits + misses) if hits + misses else None}
 
+    def journaled_entries(self) -> list[dict[str, Any]]:
+        """The entries on the artifact root: the newest per key, minus those pruned after it."""
+        newest = {e["key"]: e for e in self.store.iter_records("cache")}
+        pruned: dict[str, float] = {}
+        for rec in self.journal.replay():
+            if rec["kind"] == "cache":
+                entry = rec["entry"]
+                if entry["key"] not in newest or entry["created"] >= newest[entry["key"]]["created"]:
+                    newest[entry["key"]] = entry
+            elif rec["kind"] == "cache_pruned":
+                pruned[rec["key"]] = max(pruned.get(rec["key"], 0.0), rec["created"])
+        return [e for k, e in newest.items() if e["created"] > pruned.get(k, -1.0)]
+
     def reindex(self, runs: list[dict[str, Any]]) -> int:
         """Rebuild the index from the JSON copies, and the hit/miss counters from the runs.
 
         Every counted hit or miss left a run record with that `cache_hit`, so
         counting the succeeded runs of cached stages gives the same numbers.
         """
-        entries = self.store.iter_records("cache")
+        entries = self.journaled_entries()
         pipe = self.r.pipeline(transaction=False)
         for entry in entries:
             pipe.hset(keys.CACHE, entry["key"], json.dumps(entry))
@@ -138,16 +191,19 @@ class StepCache:
         Returns (entries removed, objects removed).
         """
         cutoff = time.time() - older_than
-        removed = 0
         live: set[str] = set(keep)
+        writes = Writes(self.r, self.journal)
         for entry in self.entries():
             if entry["created"] < cutoff:
-                self.r.hdel(keys.CACHE, entry["key"])
+                writes.pipe.hdel(keys.CACHE, entry["key"])
+                # Replay drops this entry (and any older one of the key), not a later recompute.
+                writes.record({"kind": "cache_pruned", "key": entry["key"], "created": entry["created"]})
                 (self.store.root / "cache" / entry["key"][:2] / f"{entry['key']}.json").unlink(
                     missing_ok=True)
-                removed += 1
             else:
                 live.update(entry["artifacts"])
+        removed = len(writes.records)
+        writes.execute()
         objects = 0
         if self.store.objects.exists():
             for path in self.store.objects.rglob("*"):
@@ -158,22 +214,82 @@ class StepCache:
         return removed, objects
 
 
-@contextmanager
-def _heartbeat(lock: Any, every: float) -> Iterator[None]:
-    """Renew the lease while the body runs, so only a dead holder loses it."""
-    stop = threading.Event()
+def _release(lease: Any) -> None:
+    with contextlib.suppress(LockError, redis.exceptions.RedisError):
+        lease.release()
 
-    def beat() -> None:
-        while not stop.wait(every):
+
+class _LeaseKeeper:
+    """One heartbeat thread per process renews every lease the process holds.
+
+    Starting a thread per stage cost about a millisecond; one long-lived thread
+    costs nothing while no lease is held. A broker outage does not stop it: it
+    retries every second and renews as soon as Redis answers. If the outage
+    outlasted a lease and nobody took it meanwhile, it takes the lease back; if
+    another worker did, it lets that lease go (the result is stored either way,
+    see docs/guarantees.md).
+    """
+
+    def __init__(self) -> None:
+        self._leases: dict[int, tuple[Any, float]] = {}  # id -> (lease, renew every)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pid = 0
+
+    @contextmanager
+    def holding(self, lease: Any, every: float) -> Iterator[None]:
+        with self._lock:
+            if self._pid != os.getpid():  # first use, or a forked child: its own thread
+                self._pid = os.getpid()
+                self._leases = {}
+                threading.Thread(target=self._run, name="lease-heartbeat", daemon=True).start()
+            self._leases[id(lease)] = (lease, every)
+        self._wake.set()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._leases.pop(id(lease), None)
+
+    def _run(self) -> None:
+        due: dict[int, float] = {}
+        while True:
+            with self._lock:
+                held = dict(self._leases)
+            now = time.monotonic()
+            for key, (lease, every) in held.items():
+                due.setdefault(key, now + every)
+                if now < due[key]:
+                    continue
+                outcome = self._renew(lease)
+                if outcome == "lost":
+                    with self._lock:
+                        self._leases.pop(key, None)
+                due[key] = now + (min(every, 1.0) if outcome == "retry" else every)
+            due = {k: t for k, t in due.items() if k in held}
+            self._wake.wait(max(0.05, min(due.values(), default=now + 60) - time.monotonic()))
+            self._wake.clear()
+
+    @staticmethod
+    def _renew(lease: Any) -> str:
+        """'ok' (renewed or taken back), 'retry' (Redis did not answer) or 'lost' (another holds it)."""
+        try:
+            lease.reacquire()
+            return "ok"
+        except LockError:
             try:
-                lock.reacquire()
-            except LockError:
-                return
+                taken = lease.redis.set(lease.name, lease.local.token, nx=True,
+                                        px=int(lease.timeout * 1000))
+            except redis.exceptions.RedisError:
+                return "retry"
+            return "ok" if taken else "lost"
+        except redis.exceptions.RedisError:
+            return "retry"
 
-    thread = threading.Thread(target=beat, name="lease-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+
+_keeper = _LeaseKeeper()
+
+
+def _heartbeat(lease: Any, every: float) -> Any:
+    """Renew the lease while the body runs, so only a dead holder loses it."""
+    return _keeper.holding(lease, every)

@@ -19,6 +19,8 @@ JsonParam = JsonScalar | list[JsonScalar] | dict[str, JsonScalar]
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "precision_macro",
                           "recall_macro")
 REGRESSION_METRICS = ("r2", "mae", "rmse", "mape")
+# Estimator parameters that set how long a fit takes (part of a model's cost class).
+_SIZE_PARAMS = ("n_estimators", "max_depth", "max_iter", "n_neighbors")
 # Metrics where lower is better; the gate and the promotion rule flip for them.
 LOWER_IS_BETTER = frozenset({"mae", "rmse", "mape"})
 
@@ -147,6 +149,19 @@ class ModelSpec(Strict):
     def gate_metric(self) -> str:
         return self.deploy.gate.metric or self.primary_metric
 
+    @property
+    def cost_class(self) -> str:
+        """Models that cost about the same to run: task, estimator and its size, data shape.
+
+        Stage times are recorded per class, and the producer sizes packs from them.
+        """
+        ds = self.dataset
+        shape = (f"sklearn:{ds.name}" if isinstance(ds, SklearnDataset) else
+                 f"synthetic:{ds.n_samples}x{ds.n_features}" if isinstance(ds, SyntheticDataset) else
+                 f"csv:{ds.path}:{ds.segment_by or ''}")
+        size = ",".join(f"{k}={self.estimator.params[k]}" for k in _SIZE_PARAMS if k in self.estimator.params)
+        return f"{self.task}|{self.estimator.class_path}({size})|{shape}"
+
 
 class ModelJob(Strict):
     """The first message of a chain: which batch, which model, and how."""
@@ -198,3 +213,27 @@ class ChainState(Strict):
     trained: TrainedInfo | None = None
     evaluated: EvaluatedInfo | None = None
     deployed: DeployedInfo | None = None
+
+
+class PackState(Strict):
+    """Several small models in one chain: every stage runs its step for each of them.
+
+    Each member is still tracked, cached, versioned and failed on its own; a
+    member that fails leaves the pack, the others go on.
+    """
+
+    pack: list[ChainState] = Field(min_length=1)
+
+
+def parse_message(message: object) -> list[ChainState]:
+    """The models a stage message carries: one ChainState, or a PackState's members."""
+    if isinstance(message, dict) and "pack" in message:
+        return list(PackState.model_validate(message).pack)
+    return [ChainState.model_validate(message)]
+
+
+def to_message(states: list[ChainState], packed: bool) -> dict[str, object]:
+    """The message for the next stage, in the shape the chain was sent in."""
+    if packed:
+        return PackState(pack=states).model_dump(mode="json")
+    return states[0].model_dump(mode="json")

@@ -33,6 +33,8 @@ def model_runs(model: str) -> str:
 
 
 CACHE = f"{PREFIX}:cache"
+# "<cost class>|<stage>|s" -> seconds computed, "...|n" -> runs: what packing sizes from.
+STAGE_COSTS = f"{PREFIX}:stage_costs"
 CACHE_STATS = f"{PREFIX}:cache:stats"
 
 
@@ -70,3 +72,8 @@ def cancelled(batch_id: str) -> str:
 def batch_tasks(batch_id: str) -> str:
     """model name -> JSON list of its chain's task ids, so `cancel` can revoke them."""
     return f"{PREFIX}:batch:{batch_id}:tasks"
+
+
+def aliases_rev(name: str) -> str:
+    """Counts a model's alias moves, so the newest journaled alias snapshot is known."""
+    return f"{PREFIX}:reg:{name}:aliases_rev"

@@ -16,6 +16,7 @@ import redis
 
 from workers import keys
 from workers.contracts import LOWER_IS_BETTER, GateSpec
+from workers.journal import Journal
 from workers.store import ArtifactStore
 from workers.tracking import has_tags
 
@@ -30,13 +31,23 @@ redis.call('HSET', KEYS[1], ARGV[1], n)
 redis.call('SADD', KEYS[3], ARGV[3])
 return {n, 1}
 """
-# KEYS: aliases, history. ARGV: alias, expected current ('' = none), new version, push history.
+# KEYS: aliases, history, revision counter. ARGV: alias, expected current ('' = none), new
+# version, push history, history key prefix. Returns '' if the alias moved meanwhile, else the
+# model's aliases and their histories as JSON, numbered by a revision (newest journal copy wins).
 _MOVE_ALIAS = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or ''
-if cur ~= ARGV[2] then return 0 end
+if cur ~= ARGV[2] then return '' end
 if cur ~= '' and ARGV[4] == '1' then redis.call('RPUSH', KEYS[2], cur) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-return 1
+local aliases = redis.call('HGETALL', KEYS[1])
+local snap = {aliases = {}, history = {}, rev = redis.call('INCR', KEYS[3])}
+for i = 1, #aliases, 2 do
+  snap.aliases[aliases[i]] = tonumber(aliases[i + 1])
+  local h = redis.call('LRANGE', ARGV[5] .. aliases[i], 0, -1)
+  for j = 1, #h do h[j] = tonumber(h[j]) end
+  snap.history[aliases[i]] = h
+end
+return cjson.encode(snap)
 """
 
 
@@ -68,9 +79,10 @@ def decide(gate: GateSpec, metric: str, metrics: dict[str, float],
 
 
 class Registry:
-    def __init__(self, client: redis.Redis, store: ArtifactStore) -> None:
+    def __init__(self, client: redis.Redis, store: ArtifactStore, journal: Journal | None = None) -> None:
         self.r = client
         self.store = store
+        self.journal = journal or Journal(store.root)
         self._register = client.register_script(_REGISTER)
         self._move = client.register_script(_MOVE_ALIAS)
 
@@ -81,7 +93,7 @@ class Registry:
             keys=[keys.version_by_digest(name), keys.versions(name), keys.MODELS],
             args=[artifact, body, name])
         if created:
-            self.store.write_record(f"registry/{name}/{version}.json", self.version(name, version))
+            self.journal.append([{"kind": "version", "record": self.version(name, version)}])
         return int(version), bool(created)
 
     def version(self, name: str, version: int) -> dict[str, Any]:
@@ -94,7 +106,7 @@ class Registry:
         """Add fields (e.g. the promotion decision) to a version record."""
         rec = {**self.version(name, version), **fields}
         self.r.hset(keys.versions(name), str(version), json.dumps(rec))
-        self.store.write_record(f"registry/{name}/{version}.json", rec)
+        self.journal.append([{"kind": "version", "record": rec}])
 
     def versions(self, name: str) -> list[dict[str, Any]]:
         raws = self.r.hvals(keys.versions(name))
@@ -113,15 +125,6 @@ class Registry:
     def history(self, name: str, alias: str) -> list[int]:
         """The versions an alias pointed at before, oldest first (rollback pops the last)."""
         return [int(v) for v in self.r.lrange(keys.alias_history(name, alias), 0, -1)]
-
-    def _alias_snapshot(self, name: str) -> dict[str, Any]:
-        aliases = self.aliases(name)
-        return {"name": name, "aliases": aliases,
-                "history": {a: self.history(name, a) for a in sorted(aliases)}}
-
-    def _write_aliases(self, name: str) -> None:
-        """The JSON copy of a model's aliases and their history, for `reindex`."""
-        self.store.write_snapshot(f"registry/{name}/aliases.json", lambda: self._alias_snapshot(name))
 
     def resolve(self, ref: str) -> dict[str, Any]:
         """A version record from `NAME@alias`, `NAME/version` or `NAME` (latest)."""
@@ -143,12 +146,17 @@ class Registry:
                    keep_history: bool = True) -> bool:
         """Point alias at version if it still points at `expected` (compare-and-set)."""
         self.version(name, version)  # must exist
-        done = self._move(keys=[keys.aliases(name), keys.alias_history(name, alias)],
-                          args=[alias, "" if expected is None else str(expected), str(version),
-                                "1" if keep_history else "0"])
-        if done:
-            self._write_aliases(name)
-        return bool(done)
+        snapshot = self._move(keys=[keys.aliases(name), keys.alias_history(name, alias),
+                                    keys.aliases_rev(name)],
+                              args=[alias, "" if expected is None else str(expected), str(version),
+                                    "1" if keep_history else "0", keys.alias_history(name, "")])
+        if snapshot:
+            snap = json.loads(snapshot)
+            # Lua's cjson writes an empty list as {}: a history is always a list.
+            history = {a: list(h) if h else [] for a, h in snap["history"].items()}
+            self.journal.append([{"kind": "aliases", "name": name, "aliases": snap["aliases"] or {},
+                                  "history": history, "rev": snap["rev"]}])
+        return bool(snapshot)
 
     def promote(self, name: str, version: int, alias: str) -> None:
         """Point alias at version by hand, whatever it points at now."""
@@ -167,23 +175,17 @@ class Registry:
         return int(previous)
 
     def reindex(self) -> dict[str, int]:
-        """Rebuild versions, digests, names, aliases and alias history from the JSON copies."""
-        base = self.store.root / "registry"
+        """Rebuild versions, digests, names, aliases and alias history from the artifact root."""
+        versions, aliases = self.stored_records()
         counts = {"models": 0, "versions": 0}
-        for folder in sorted(p for p in base.iterdir() if p.is_dir()) if base.exists() else []:
-            name = folder.name
+        for name in sorted(set(versions) | set(aliases)):
             pipe = self.r.pipeline(transaction=False)
-            for path in folder.glob("*.json"):
-                if path.name == "aliases.json":
-                    continue
-                rec = json.loads(path.read_text())
+            for rec in versions.get(name, {}).values():
                 pipe.hset(keys.versions(name), str(rec["version"]), json.dumps(rec))
                 pipe.hset(keys.version_by_digest(name), rec["artifact"], rec["version"])
                 counts["versions"] += 1
             pipe.sadd(keys.MODELS, name)
-            aliases = folder / "aliases.json"
-            if aliases.exists():
-                snap = json.loads(aliases.read_text())
+            if (snap := aliases.get(name)) is not None:
                 pipe.delete(keys.aliases(name))
                 if snap["aliases"]:
                     pipe.hset(keys.aliases(name), mapping=snap["aliases"])
@@ -191,6 +193,30 @@ class Registry:
                     pipe.delete(keys.alias_history(name, alias))
                     if history:
                         pipe.rpush(keys.alias_history(name, alias), *history)
+                pipe.set(keys.aliases_rev(name), snap.get("rev", 0))
             pipe.execute()
             counts["models"] += 1
         return counts
+
+    def stored_records(self) -> tuple[dict[str, dict[int, dict[str, Any]]], dict[str, dict[str, Any]]]:
+        """Version records and the newest alias snapshot per model: per-file copies, then the journal."""
+        versions: dict[str, dict[int, dict[str, Any]]] = {}
+        aliases: dict[str, dict[str, Any]] = {}
+        base = self.store.root / "registry"
+        for folder in sorted(p for p in base.iterdir() if p.is_dir()) if base.exists() else []:
+            for path in folder.glob("*.json"):
+                rec = json.loads(path.read_text())
+                if path.name == "aliases.json":
+                    aliases[folder.name] = rec
+                else:
+                    versions.setdefault(folder.name, {})[rec["version"]] = rec
+        for rec in self.journal.replay():
+            if rec["kind"] == "version":
+                version = rec["record"]
+                have = versions.setdefault(version["name"], {})
+                # A version only gains fields (its decision), so the fuller record is the newer.
+                if len(version) >= len(have.get(version["version"], {})):
+                    have[version["version"]] = version
+            elif rec["kind"] == "aliases" and rec["rev"] >= aliases.get(rec["name"], {}).get("rev", 0):
+                aliases[rec["name"]] = rec
+        return versions, aliases

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import redis
 
 from workers.cache import StepCache
+from workers.journal import Journal
 from workers.registry import Registry
 from workers.settings import Settings
 from workers.store import ArtifactStore
@@ -29,6 +30,7 @@ class Runtime:
             health_check_interval=30, retry_on_timeout=True,
             decode_responses=True)
         store = ArtifactStore(settings.artifact_root)
-        return cls(settings, client, store, Tracker(client, store),
-                   StepCache(client, store, settings.lease_ttl, settings.lease_wait_timeout),
-                   Registry(client, store))
+        journal = Journal(settings.artifact_root)
+        return cls(settings, client, store, Tracker(client, store, journal),
+                   StepCache(client, store, settings.lease_ttl, settings.lease_wait_timeout, journal),
+                   Registry(client, store, journal))

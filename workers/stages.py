@@ -1,18 +1,25 @@
 """The four Celery tasks. Each is thin: parse the message, look in the cache,
 call the pure step, store the artifact, record the run, return the message.
 
+A message carries one model (ChainState) or a pack of small models (PackState);
+a task runs its step for each model it carries, and each model is tracked,
+cached, versioned and failed on its own. Per model a stage costs a shared
+begin (one round trip for the whole pack), one cache lookup and one pipelined
+write of all its records (run, state, cache entry, counters, lease release).
+
 Retries, routing and acks are declared here and in app.py, never in the ML code.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 import redis.exceptions
-from celery import Task, shared_task
+from celery import Task, chain, shared_task
 from celery.exceptions import Ignore, Reject
 from celery.signals import worker_process_init
 from celery.utils.log import get_task_logger
@@ -20,7 +27,15 @@ from threadpoolctl import threadpool_limits
 
 from workers import keys
 from workers.cache import LIBRARY_VERSIONS, STAGE_VERSIONS, LeaseTimeout, cache_key
-from workers.contracts import ChainState, DeployedInfo, EvaluatedInfo, PreparedInfo, TrainedInfo
+from workers.contracts import (
+    ChainState,
+    DeployedInfo,
+    EvaluatedInfo,
+    PreparedInfo,
+    TrainedInfo,
+    parse_message,
+    to_message,
+)
 from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import compute_metrics
@@ -28,13 +43,34 @@ from workers.pipeline.preprocess import dump_split, load_split, prepare, table_d
 from workers.pipeline.train import dump_model, fit, load_model
 from workers.registry import decide
 from workers.runtime import Runtime
+from workers.settings import STAGES
 from workers.store import digest_bytes
+from workers.writes import Writes
 
 log = get_task_logger(__name__)
+# Celery logs every result at INFO (a repr of the whole message); our own line per stage
+# names the models and the time instead, at a fraction of the cost.
+logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
 
 # Worth another try: the broker or disk hiccupped, or another worker held a lease too long.
 TRANSIENT = (ConnectionError, TimeoutError, redis.exceptions.ConnectionError,
              redis.exceptions.TimeoutError, LeaseTimeout, InterruptedError, BlockingIOError)
+
+# KEYS: cancelled flag, the task's result, its delivery counter, the model's state.
+# ARGV: max deliveries, stage, worker, now. Marks the model running unless its batch was
+# cancelled, the task already succeeded (a redelivered copy), it was delivered too often or
+# the model already failed (a pack retried for a neighbour's transient error skips it);
+# atomic, so `cancel` (flag first, then states) never misses a model that starts meanwhile.
+_BEGIN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'cancelled' end
+if redis.call('HGET', KEYS[4], 'status') == 'failed' then return 'failed' end
+local result = redis.call('GET', KEYS[2])
+if result and cjson.decode(result)['status'] == 'SUCCESS' then return 'done' end
+if tonumber(redis.call('GET', KEYS[3]) or '0') > tonumber(ARGV[1]) then return 'poison' end
+redis.call('HSET', KEYS[4], 'stage', ARGV[2], 'status', 'running', 'worker', ARGV[3], 'updated', ARGV[4])
+redis.call('HINCRBY', KEYS[4], 'rev', 1)
+return redis.call('HGETALL', KEYS[4])
+"""
 
 
 @worker_process_init.connect
@@ -52,71 +88,124 @@ class StageTask(Task):  # type: ignore[misc]
     retry_backoff = 2
     retry_backoff_max = 60
     retry_jitter = True
+    # Celery reprs every return value; the message is long and nobody reads it.
+    resultrepr_maxsize = 120
     _runtime: Runtime | None = None
+    _begin_script: Any = None
 
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
-            type(self)._runtime = Runtime.from_settings(self.app.modelfleet_settings)
+            type(self)._runtime = rt = Runtime.from_settings(self.app.modelfleet_settings)
+            type(self)._begin_script = rt.redis.register_script(_BEGIN)
         assert self._runtime is not None
         return self._runtime
 
-    def begin(self, message: dict[str, Any], stage: str) -> ChainState:
-        """Parse the message and refuse work that is done, cancelled or poisonous."""
-        state = ChainState.model_validate(message)
-        r, job = self.runtime.redis, state.job
-        delivery_key = f"{keys.deliveries(self.request.id)}:{self.request.retries}"
-        # The checks and the delivery count in one round trip instead of four (this runs
-        # for every stage of every model). The result backend is this same Redis.
-        pipe = r.pipeline(transaction=False)
-        pipe.exists(keys.cancelled(job.batch_id))
-        pipe.get(self.backend.get_key_for_task(self.request.id))
-        pipe.incr(delivery_key)
-        pipe.expire(delivery_key, 7 * 24 * 3600)
-        cancelled, result, deliveries, _ = pipe.execute()
-        if cancelled:
-            self._cancel(job.batch_id, job.model.name)
-        # A redelivered message whose task already succeeded (its next stage was sent): skip.
-        if result is not None and self.backend.decode_result(result).get("status") == "SUCCESS":
-            raise Ignore()
-        if deliveries > self.runtime.settings.max_deliveries:
-            raise TooManyDeliveries(f"{stage} was delivered {deliveries} times and never finished "
-                                    "(its worker died each time)")
-        self.runtime.tracker.set_model_state(job.batch_id, job.model.name, stage=stage,
-                                             status="running", worker=self.request.hostname)
-        # Checked again after writing "running": `cancel` may have marked this model
-        # cancelled in between, and our write must not leave it running forever.
-        if r.exists(keys.cancelled(job.batch_id)):
-            self._cancel(job.batch_id, job.model.name)
-        return state
+    def run_stage(self, message: dict[str, Any], stage: str,
+                  step: Callable[[ChainState, Writes], ChainState]) -> dict[str, Any]:
+        """Run `step` for every model the message carries; returns the next stage's message."""
+        packed = isinstance(message, dict) and "pack" in message
+        states = parse_message(message)
+        started = time.perf_counter()
+        done = []
+        for state in self.begin(states, stage):
+            writes = self.runtime.tracker.writes()
+            try:
+                done.append(step(state, writes))
+            except TRANSIENT:
+                raise  # the whole message is retried; finished members are cache hits then
+            except Exception as exc:
+                if not packed:
+                    raise  # on_failure marks the model failed
+                self.runtime.tracker.set_model_state(state.job.batch_id, state.job.model.name,
+                                                     status="failed", error=_error(exc))
+                log.warning("%s failed for %s: %s", stage, state.job.model.name, _error(exc))
+                continue
+            writes.execute()
+        log.info("%s %s: %d model(s) in %.3f s", stage, self.request.argsrepr or "", len(done),
+                 time.perf_counter() - started)
+        if not done:
+            raise Ignore()  # every model left the chain (failed, cancelled): nothing goes on
+        return to_message(done, packed)
 
-    def _cancel(self, batch_id: str, model: str) -> None:
-        self.runtime.tracker.set_model_state(batch_id, model, status="cancelled")
+    def begin(self, states: list[ChainState], stage: str) -> list[ChainState]:
+        """Mark the models running; drop cancelled ones; refuse done or poisonous messages."""
+        rt = self.runtime
+        delivery_key = f"{keys.deliveries(self.request.id)}:{self.request.retries}"
+        begin = Writes(rt.redis, rt.tracker.journal)
+        begin.pipe.incr(delivery_key)
+        begin.pipe.expire(delivery_key, 7 * 24 * 3600)
+        result_key = self.backend.get_key_for_task(self.request.id)
+        worker = self.request.hostname or socket.gethostname()
+        for state in states:
+            job = state.job
+            begin.script(self._begin_script,
+                         [keys.cancelled(job.batch_id), result_key, delivery_key,
+                          keys.batch_model(job.batch_id, job.model.name)],
+                         [rt.settings.max_deliveries, stage, worker, time.time()])
+        replies = begin.execute()[2:]
+        running, journal = [], []
+        for state, reply in zip(states, replies, strict=True):
+            job = state.job
+            if reply == "done":  # a redelivered copy of a task that already succeeded
+                raise Ignore()
+            if reply == "poison":
+                self._poisoned(states, stage)
+            if reply == "cancelled":
+                rt.tracker.set_model_state(job.batch_id, job.model.name, status="cancelled")
+                continue
+            if reply == "failed":  # stays failed until `modelfleet retry` resets it
+                continue
+            journal.append({"kind": "state", "batch_id": job.batch_id, "model": job.model.name,
+                            "state": dict(zip(reply[::2], reply[1::2], strict=True))})
+            running.append(state)
+        rt.tracker.journal.append(journal)
+        return running
+
+    def _poisoned(self, states: list[ChainState], stage: str) -> None:
+        """A message that killed its worker every time: fail one model, split a pack."""
+        if len(states) == 1:
+            raise TooManyDeliveries(f"{stage} was delivered {self.runtime.settings.max_deliveries + 1} "
+                                    "times and never finished (its worker died each time)")
+        # One model of the pack may be the killer: go on one by one, so it cannot take
+        # its neighbours down; each single chain has its own delivery count.
+        rest = STAGES[STAGES.index(stage):]
+        for state in states:
+            label = f"{state.job.batch_id}/{state.job.model.name}"
+            first = self.app.signature(f"modelfleet.{rest[0]}", args=(state.model_dump(mode="json"),),
+                                       queue=rest[0], argsrepr=label)
+            chain(first, *[self.app.signature(f"modelfleet.{s}", queue=s, argsrepr=label)
+                           for s in rest[1:]]).apply_async()
+        log.warning("%s: a pack of %d killed its worker %d times; resent its models one by one",
+                    stage, len(states), self.runtime.settings.max_deliveries + 1)
         raise Ignore()
 
-    def step(self, state: ChainState, stage: str, params: Any, inputs: list[str],
+    def step(self, state: ChainState, writes: Writes, stage: str, params: Any, inputs: list[str],
              compute: Callable[[], tuple[dict[str, Any], list[str]]],
              cached: bool = True) -> tuple[dict[str, Any], str]:
-        """Run compute through the cache and record the run; returns (value, run_id)."""
+        """Run compute through the cache and queue the run record; returns (value, run_id)."""
         rt, job = self.runtime, state.job
         key = cache_key(stage, params, inputs)
         run = self.run_base(state, stage, params, inputs, key)
         started = run["started"]
         try:
             if cached:
-                value, hit = rt.cache.compute_once(key, stage, compute, use_cache=not job.no_cache)
+                value, hit = rt.cache.compute_once(key, stage, compute, use_cache=not job.no_cache,
+                                                   writes=writes)
             else:
                 (value, _), hit = compute(), False
         except Exception as exc:
             self.record_failure(run, exc)
             raise
         finished = time.time()
-        run_id = rt.tracker.record_run({
+        if not hit:
+            rt.tracker.record_cost(writes, job.model.cost_class, stage, finished - started)
+        run_id = rt.tracker.run(writes, {
             **run, "status": "succeeded", "error": None, "finished": finished,
             "duration": finished - started, "cache_hit": hit, "metrics": value.get("metrics", {}),
             "outputs": [v for k, v in value.items() if k.endswith("_digest") and v],
             "result": value})
-        rt.tracker.set_model_state(job.batch_id, job.model.name, **{f"done_{stage}": finished})
+        rt.tracker.state(writes, job.batch_id, job.model.name, **{f"done_{stage}": finished})
         return value, run_id
 
     def run_base(self, state: ChainState, stage: str, params: Any, inputs: list[str],
@@ -131,7 +220,7 @@ class StageTask(Task):  # type: ignore[misc]
     def record_failure(self, run: dict[str, Any], exc: BaseException) -> None:
         finished = time.time()
         self.runtime.tracker.record_run({
-            **run, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "finished": finished,
+            **run, "status": "failed", "error": _error(exc), "finished": finished,
             "duration": finished - run["started"], "cache_hit": False, "outputs": [], "metrics": {}})
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
@@ -151,19 +240,27 @@ class StageTask(Task):  # type: ignore[misc]
             raise Reject(exc.reason, requeue=True) from exc
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        self._mark(args, status="retrying", error=f"{type(exc).__name__}: {exc}")
+        log.warning("%s will be retried: %s", self.request.argsrepr or task_id, _error(exc))
+        self._mark(args, status="retrying", error=_error(exc))
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                    einfo: Any) -> None:
-        self._mark(args, status="failed", error=f"{type(exc).__name__}: {exc}")
+        self._mark(args, status="failed", error=_error(exc))
 
     def _mark(self, args: Any, **fields: Any) -> None:
         try:
-            job = ChainState.model_validate(args[0]).job
+            states = parse_message(args[0])
         except Exception:  # a hand-made message that never parsed has no model to mark
             log.warning("rejected a message that is not a modelfleet chain state")
             return
-        self.runtime.tracker.set_model_state(job.batch_id, job.model.name, **fields)
+        writes = self.runtime.tracker.writes()
+        for state in states:
+            self.runtime.tracker.state(writes, state.job.batch_id, state.job.model.name, **fields)
+        writes.execute()
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _stage(name: str) -> Callable[[Callable[..., Any]], Any]:
@@ -172,7 +269,10 @@ def _stage(name: str) -> Callable[[Callable[..., Any]], Any]:
 
 @_stage("preprocess")
 def preprocess(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
-    state = self.begin(message, "preprocess")
+    return self.run_stage(message, "preprocess", lambda state, writes: _preprocess(self, state, writes))
+
+
+def _preprocess(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     model, store = state.job.model, self.runtime.store
     params = {"task": model.task, "preprocess": model.preprocess.model_dump(mode="json")}
     try:
@@ -190,14 +290,17 @@ def preprocess(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
                 "n_features": split.X_train.shape[1], "transform_digest": transform}, \
             [digest] + ([transform] if transform else [])
 
-    value, run_id = self.step(state, "preprocess", params, [dataset_digest], compute)
+    value, run_id = self.step(state, writes, "preprocess", params, [dataset_digest], compute)
     info = PreparedInfo(dataset_digest=dataset_digest, run_id=run_id, **value)
-    return state.model_copy(update={"prepared": info}).model_dump(mode="json")
+    return state.model_copy(update={"prepared": info})
 
 
 @_stage("train")
 def train(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
-    state = self.begin(message, "train")
+    return self.run_stage(message, "train", lambda state, writes: _train(self, state, writes))
+
+
+def _train(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     model, rt = state.job.model, self.runtime
     assert state.prepared is not None, "train needs a prepared message"
     data_digest = state.prepared.data_digest
@@ -210,14 +313,16 @@ def train(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
         return {"model_digest": digest}, [digest]
 
     params = {"task": model.task, "estimator": model.estimator.model_dump(mode="json")}
-    value, run_id = self.step(state, "train", params, [data_digest], compute)
-    info = TrainedInfo(run_id=run_id, **value)
-    return state.model_copy(update={"trained": info}).model_dump(mode="json")
+    value, run_id = self.step(state, writes, "train", params, [data_digest], compute)
+    return state.model_copy(update={"trained": TrainedInfo(run_id=run_id, **value)})
 
 
 @_stage("evaluate")
 def evaluate(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
-    state = self.begin(message, "evaluate")
+    return self.run_stage(message, "evaluate", lambda state, writes: _evaluate(self, state, writes))
+
+
+def _evaluate(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     model, rt = state.job.model, self.runtime
     assert state.prepared is not None and state.trained is not None, "evaluate needs a trained message"
     data_digest, model_digest = state.prepared.data_digest, state.trained.model_digest
@@ -231,14 +336,16 @@ def evaluate(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
         return {"report_digest": report, "metrics": metrics}, [report]
 
     params = {"metrics": model.metric_names}
-    value, run_id = self.step(state, "evaluate", params, [model_digest, data_digest], compute)
-    info = EvaluatedInfo(run_id=run_id, **value)
-    return state.model_copy(update={"evaluated": info}).model_dump(mode="json")
+    value, run_id = self.step(state, writes, "evaluate", params, [model_digest, data_digest], compute)
+    return state.model_copy(update={"evaluated": EvaluatedInfo(run_id=run_id, **value)})
 
 
 @_stage("deploy")
 def deploy(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
-    state = self.begin(message, "deploy")
+    return self.run_stage(message, "deploy", lambda state, writes: _deploy(self, state, writes))
+
+
+def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     job, rt = state.job, self.runtime
     ev = state.evaluated
     assert ev is not None, "deploy needs an evaluated message"
@@ -253,14 +360,13 @@ def deploy(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
         promoted, reason = _promote_once(rt, state, version)
         return {"version": version, "promoted": promoted, "reason": reason, "alias": alias}, []
 
-    value, run_id = self.step(state, "deploy", {"alias": alias, "gate": job.model.deploy.gate
-                                                .model_dump(mode="json")},
+    value, run_id = self.step(state, writes, "deploy", {"alias": alias, "gate": job.model.deploy.gate
+                                                        .model_dump(mode="json")},
                               [ev.report_digest], compute, cached=False)
     info = DeployedInfo(run_id=run_id, **value)
-    rt.tracker.set_model_state(job.batch_id, name, status="deployed", version=info.version,
-                               promoted=int(info.promoted), reason=info.reason,
-                               metrics=ev.metrics)
-    return state.model_copy(update={"deployed": info}).model_dump(mode="json")
+    rt.tracker.state(writes, job.batch_id, name, status="deployed", version=info.version,
+                     promoted=int(info.promoted), reason=info.reason, metrics=ev.metrics)
+    return state.model_copy(update={"deployed": info})
 
 
 def _promote_once(rt: Runtime, state: ChainState, version: int) -> tuple[bool, str]:
@@ -282,4 +388,3 @@ def _promote_once(rt: Runtime, state: ChainState, version: int) -> tuple[bool, s
     rt.registry.annotate(name, version, decision={"promoted": decision.promote,
                                                   "reason": decision.reason, "alias": alias})
     return decision.promote, decision.reason
-

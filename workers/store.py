@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,26 +66,6 @@ class ArtifactStore:
     def write_record(self, relpath: str, obj: Any) -> None:
         """A JSON copy of an index record beside the artifacts, for `modelfleet reindex`."""
         atomic_write(self.root / relpath, json.dumps(obj, sort_keys=True, indent=1).encode())
-
-    def write_snapshot(self, relpath: str, read: Callable[[], Any]) -> None:
-        """Write `read()` as a JSON copy under a file lock, so the last writer writes the newest state.
-
-        Concurrent writers of one record (two workers moving one alias) would
-        otherwise race their file writes; reading the index inside the lock
-        makes whichever writes last write what the index holds now.
-        """
-        with self._locked(self.root / f"{relpath}.lock"):
-            self.write_record(relpath, read())
-
-    @contextmanager
-    def _locked(self, path: Path) -> Iterator[None]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def iter_records(self, subdir: str) -> list[Any]:
         base = self.root / subdir

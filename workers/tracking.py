@@ -1,15 +1,16 @@
-"""Run and batch records in Redis, with a JSON copy beside the artifacts.
+"""Run and batch records in Redis, with a durable copy on the artifact root.
 
 Every Redis write is a single command or pipeline (no read-modify-write, no
-Redis locks), so thousands of workers can record at once. Run records are
-written once; the copy of a record that changes (a model's state) is written
-under a per-record file lock (ArtifactStore.write_snapshot). The file copies
-let `modelfleet reindex` rebuild the index from the artifact root alone:
+Redis locks), so thousands of workers can record at once. A stage queues its
+run record and state change on the step's `Writes` (one round trip, one
+journal append). `modelfleet reindex` rebuilds the index from the artifact root:
 
-    batches/<batch>.json         the batch record (spec text, submitter, commit)
-    specs/<batch>.json           each model's ModelSpec as submitted (for `retry`)
-    states/<batch>/<model>.json  a model's latest state in that batch
-    runs/<batch>/<run>.json      one stage execution
+    batches/<batch>.json   the batch record (spec text, submitter, commit), once per batch
+    specs/<batch>.json     each model's ModelSpec as submitted (for `retry`), once per batch
+    journal/*.jsonl        run records, and each model state as read back after every change;
+                           a state carries `rev` (incremented by every change), so replay keeps
+                           the newest whatever the order of the files
+    states/, runs/         the per-record copies of older versions, still read by reindex
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import json
 import time
 import uuid
 from collections.abc import Iterable
-from functools import partial
 from typing import Any
 
 import redis
 
 from workers import keys
+from workers.journal import Journal
 from workers.store import ArtifactStore
+from workers.writes import Writes
 
 TERMINAL = frozenset({"deployed", "failed", "cancelled"})
 RETRYABLE = frozenset({"failed", "cancelled"})
@@ -33,7 +35,15 @@ _CHUNK = 500
 
 def initial_state(created: float) -> dict[str, str]:
     """A model's state before any worker touched it (reindex rebuilds the same)."""
-    return {"status": "queued", "stage": "", "updated": str(created)}
+    return {"status": "queued", "stage": "", "updated": str(created), "rev": "0"}
+
+
+def state_mapping(fields: dict[str, Any]) -> dict[str, Any]:
+    """Field values as a Redis hash stores them (JSON for dicts and lists, '' for None)."""
+    mapping = {k: json.dumps(v) if isinstance(v, dict | list) else ("" if v is None else v)
+               for k, v in fields.items()}
+    mapping["updated"] = time.time()
+    return mapping
 
 
 def has_tags(record: dict[str, Any], tags: dict[str, str] | None) -> bool:
@@ -43,9 +53,13 @@ def has_tags(record: dict[str, Any], tags: dict[str, str] | None) -> bool:
 
 
 class Tracker:
-    def __init__(self, client: redis.Redis, store: ArtifactStore) -> None:
+    def __init__(self, client: redis.Redis, store: ArtifactStore, journal: Journal | None = None) -> None:
         self.r = client
         self.store = store
+        self.journal = journal or Journal(store.root)
+
+    def writes(self) -> Writes:
+        return Writes(self.r, self.journal)
 
     # --- batches -------------------------------------------------------------
     def create_batch(self, record: dict[str, Any], models: list[str],
@@ -55,8 +69,9 @@ class Tracker:
         pipe = self.r.pipeline(transaction=True)
         pipe.set(keys.batch(batch_id), json.dumps(record))
         pipe.zadd(keys.BATCHES, {batch_id: record["created"]})
+        initial = initial_state(record["created"])
         for name in models:
-            pipe.hset(keys.batch_model(batch_id, name), mapping=initial_state(record["created"]))
+            pipe.hset(keys.batch_model(batch_id, name), mapping=initial)
         if specs:
             pipe.hset(keys.batch_specs(batch_id),
                       mapping={n: json.dumps(s, sort_keys=True) for n, s in specs.items()})
@@ -84,24 +99,34 @@ class Tracker:
         """Each model's ModelSpec JSON as submitted ({} for batches recorded before specs were kept)."""
         return {k: json.loads(v) for k, v in self.r.hgetall(keys.batch_specs(batch_id)).items()}
 
-    def set_model_state(self, batch_id: str, model: str, **fields: Any) -> None:
-        mapping = {k: json.dumps(v) if isinstance(v, dict | list) else ("" if v is None else v)
-                   for k, v in fields.items()}
-        mapping["updated"] = time.time()
+    def state(self, writes: Writes, batch_id: str, model: str, **fields: Any) -> None:
+        """Queue a change of a model's state; the state as it is then goes to the journal."""
         key = keys.batch_model(batch_id, model)
-        self.r.hset(key, mapping=mapping)
-        self.store.write_snapshot(f"states/{batch_id}/{model}.json", lambda: self.r.hgetall(key))
+        writes.pipe.hset(key, mapping=state_mapping(fields))
+        writes.pipe.hincrby(key, "rev", 1)
+        writes.pipe.hgetall(key)
+        writes.record_reply(lambda state: {"kind": "state", "batch_id": batch_id, "model": model,
+                                           "state": state})
+
+    def set_model_state(self, batch_id: str, model: str, **fields: Any) -> None:
+        writes = self.writes()
+        self.state(writes, batch_id, model, **fields)
+        writes.execute()
 
     def reset_models(self, batch_id: str, models: Iterable[str]) -> None:
         """Back to the initial state (for `retry`): old errors and stage marks go."""
         now = time.time()
         for name in models:
             key = keys.batch_model(batch_id, name)
-            pipe = self.r.pipeline(transaction=True)
-            pipe.delete(key)
-            pipe.hset(key, mapping=initial_state(now))
-            pipe.execute()
-            self.store.write_snapshot(f"states/{batch_id}/{name}.json", partial(self.r.hgetall, key))
+            # `rev` keeps counting through the reset, so the journal's newest state stays newest.
+            rev = int(self.r.hget(key, "rev") or 0)
+            writes = self.writes()
+            writes.pipe.delete(key)
+            writes.pipe.hset(key, mapping={**initial_state(now), "rev": rev + 1})
+            writes.pipe.hgetall(key)
+            writes.record_reply(lambda state, name=name: {  # type: ignore[misc]
+                "kind": "state", "batch_id": batch_id, "model": name, "state": state})
+            writes.execute()
 
     def model_states(self, batch_id: str, models: list[str]) -> dict[str, dict[str, str]]:
         pipe = self.r.pipeline(transaction=False)
@@ -111,11 +136,18 @@ class Tracker:
                 for name, raw in zip(models, pipe.execute(), strict=True)}
 
     # --- runs ----------------------------------------------------------------
-    def record_run(self, run: dict[str, Any]) -> str:
+    def run(self, writes: Writes, run: dict[str, Any]) -> str:
+        """Queue a run record (index and journal); returns its id."""
         run = {"id": uuid.uuid4().hex, **run}
-        self._index_runs(self.r.pipeline(transaction=False), [run]).execute()
-        self.store.write_record(f"runs/{run['batch_id']}/{run['id']}.json", run)
+        self._index_runs(writes.pipe, [run])
+        writes.record({"kind": "run", "run": run})
         return str(run["id"])
+
+    def record_run(self, run: dict[str, Any]) -> str:
+        writes = self.writes()
+        run_id = self.run(writes, run)
+        writes.execute()
+        return run_id
 
     @staticmethod
     def _index_runs(pipe: Any, runs: Iterable[dict[str, Any]]) -> Any:
@@ -125,6 +157,21 @@ class Tracker:
             pipe.zadd(keys.batch_runs(run["batch_id"]), {run["id"]: run["started"]})
             pipe.zadd(keys.model_runs(run["model"]), {run["id"]: run["started"]})
         return pipe
+
+    def record_cost(self, writes: Writes, cost_class: str, stage: str, seconds: float) -> None:
+        """Queue a computed stage's time for its model's cost class (packing sizes from these)."""
+        writes.pipe.hincrbyfloat(keys.STAGE_COSTS, f"{cost_class}|{stage}|s", seconds)
+        writes.pipe.hincrby(keys.STAGE_COSTS, f"{cost_class}|{stage}|n", 1)
+
+    def model_costs(self) -> dict[str, float]:
+        """Cost class -> mean seconds of a model's computed stages, summed over its stages."""
+        raw = self.r.hgetall(keys.STAGE_COSTS)
+        costs: dict[str, float] = {}
+        for field, total in raw.items():
+            if field.endswith("|s") and (runs := int(raw.get(field[:-1] + "n", 0))):
+                cost_class = field[:-2].rsplit("|", 1)[0]
+                costs[cost_class] = costs.get(cost_class, 0.0) + float(total) / runs
+        return costs
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         raw = self.r.get(keys.run(run_id))
@@ -147,9 +194,19 @@ class Tracker:
                 and has_tags(r, tags)]
 
     # --- rebuild from the artifact root -------------------------------------
+    def journaled_states(self) -> dict[tuple[str, str], dict[str, str]]:
+        """(batch, model) -> the newest state in the journal (highest `rev`)."""
+        newest: dict[tuple[str, str], dict[str, str]] = {}
+        for rec in self.journal.replay("state"):
+            at = (rec["batch_id"], rec["model"])
+            if at not in newest or int(rec["state"].get("rev", 0)) >= int(newest[at].get("rev", 0)):
+                newest[at] = rec["state"]
+        return newest
+
     def reindex(self) -> dict[str, int]:
-        """Rebuild batches, specs, model states and runs from the JSON copies."""
+        """Rebuild batches, specs, model states and runs from the artifact root."""
         counts = {"batches": 0, "runs": 0}
+        journaled = self.journaled_states()
         for record in self.store.iter_records("batches"):
             batch_id = record["id"]
             pipe = self.r.pipeline(transaction=False)
@@ -158,7 +215,8 @@ class Tracker:
             states_dir = self.store.root / "states" / batch_id
             for name in record["models"]:
                 copy = states_dir / f"{name}.json"
-                state = json.loads(copy.read_text()) if copy.exists() else initial_state(record["created"])
+                state = journaled.get((batch_id, name)) or (
+                    json.loads(copy.read_text()) if copy.exists() else initial_state(record["created"]))
                 pipe.delete(keys.batch_model(batch_id, name))
                 pipe.hset(keys.batch_model(batch_id, name), mapping=state)
             specs = self.store.root / "specs" / f"{batch_id}.json"
@@ -167,8 +225,10 @@ class Tracker:
                     n: json.dumps(s, sort_keys=True) for n, s in json.loads(specs.read_text()).items()})
             pipe.execute()
             counts["batches"] += 1
-        runs = self.store.iter_records("runs")
-        for start in range(0, len(runs), _CHUNK):
-            self._index_runs(self.r.pipeline(transaction=False), runs[start:start + _CHUNK]).execute()
-        counts["runs"] = len(runs)
+        runs = {r["id"]: r for r in self.store.iter_records("runs")}
+        runs.update((rec["run"]["id"], rec["run"]) for rec in self.journal.replay("run"))
+        rows = list(runs.values())
+        for start in range(0, len(rows), _CHUNK):
+            self._index_runs(self.r.pipeline(transaction=False), rows[start:start + _CHUNK]).execute()
+        counts["runs"] = len(rows)
         return counts

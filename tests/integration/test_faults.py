@@ -3,6 +3,7 @@ transient versus deterministic errors. Each test owns its Redis and workers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,18 +14,23 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer.local import wait_for
+from producer.local import RedisServer, wait_for
 from producer.status import BatchStatus
 from tests.support.cluster import FAULTY, Cluster, classifier, cluster, lines, wait_lines
+from tests.support.index import index_snapshot
+from workers.reindex import reindex
+from workers.runtime import Runtime
 
 pytestmark = pytest.mark.integration
 
 
-def test_sigkilled_worker_loses_no_model_and_deploys_each_once(tmp_path: Path) -> None:
+# pack 1: one chain per model; pack 4: the four models ride one chain (a pack).
+@pytest.mark.parametrize("pack", [1, 4])
+def test_sigkilled_worker_loses_no_model_and_deploys_each_once(tmp_path: Path, pack: int) -> None:
     started, release = tmp_path / "started", tmp_path / "release"
     gate = classifier("gate", FAULTY, started=str(started), wait_for=str(release))
-    spec = {"name": "killed", "models": [gate, *(classifier(f"m{i}", max_depth=i + 1)
-                                                 for i in range(3))]}
+    spec = {"name": "killed", "pack": pack,
+            "models": [gate, *(classifier(f"m{i}", max_depth=i + 1) for i in range(3))]}
     with cluster(tmp_path) as c:
         handle = c.submit(spec)
         # Given the gate model is training on one worker
@@ -47,13 +53,47 @@ def test_sigkilled_worker_loses_no_model_and_deploys_each_once(tmp_path: Path) -
         assert int(second[1]) != victim.pid
         for model in ("gate", "m0", "m1", "m2"):
             assert [v["version"] for v in c.runtime.registry.versions(model)] == [1]
-        trains = c.runtime.tracker.runs(batch_id=handle.batch_id, model="gate")
-        assert [r["status"] for r in trains if r["stage"] == "train"] == ["succeeded"]
+        runs = c.runtime.tracker.runs(batch_id=handle.batch_id)
+        for model in ("gate", "m0", "m1", "m2"):
+            trains = [r for r in runs if r["model"] == model and r["stage"] == "train"]
+            assert [(r["status"], r["cache_hit"]) for r in trains] == [("succeeded", False)]
+        assert len({r["task_id"] for r in runs if r["stage"] == "train"}) == 4 // pack
 
 
-def test_killed_pool_child_is_retried_and_poison_task_fails_bounded(tmp_path: Path) -> None:
+def test_after_a_crash_reindex_rebuilds_the_whole_index_from_the_artifact_root(tmp_path: Path) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    gate = classifier("crash-gate", FAULTY, started=str(started), wait_for=str(release))
+    spec = {"name": "crash", "pack": 3, "models": [
+        gate, *(classifier(f"crash-{i}", max_depth=i + 1) for i in range(5))]}
+    with cluster(tmp_path) as c:
+        handle = c.submit(spec)
+        # A worker SIGKILLed mid-pack: its pack is redelivered and finished by the other.
+        _, ppid, _ = wait_lines(started, 1)[0]
+        os.killpg(int(ppid), signal.SIGKILL)
+        release.touch()
+        assert handle.wait(timeout=120).counts == {"deployed": 6}
+        c.runtime.registry.promote("crash-1", 1, "staging")
+        # Then the crash: every worker dies at once, nothing is shut down cleanly.
+        for proc in c.workers.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        original = index_snapshot(c.runtime)
+        assert len(original["runs"]) >= 24 and original["registry"]["crash-1"]["aliases"]
+
+        # Redis is lost too: a fresh one on the same artifact root knows nothing until reindex.
+        with RedisServer(tmp_path / "fresh-redis") as fresh:
+            rebuilt = Runtime.from_settings(c.settings.with_broker(fresh.url))
+            assert rebuilt.tracker.list_batches() == []
+            counts = reindex(rebuilt)
+            assert counts["batches"] == 1 and counts["runs"] == len(original["runs"])
+            assert index_snapshot(rebuilt) == original
+            rebuilt.redis.close()
+
+
+@pytest.mark.parametrize("pack", [1, 3])
+def test_killed_pool_child_is_retried_and_poison_task_fails_bounded(tmp_path: Path, pack: int) -> None:
     once_started, always_started = tmp_path / "once", tmp_path / "always"
-    spec = {"name": "oom", "models": [
+    spec = {"name": "oom", "pack": pack, "models": [
         classifier("dies-once", FAULTY, started=str(once_started), die="once",
                    die_flag=str(tmp_path / "died")),
         classifier("dies-always", FAULTY, started=str(always_started), die="always"),
@@ -72,15 +112,24 @@ def test_killed_pool_child_is_retried_and_poison_task_fails_bounded(tmp_path: Pa
         # One that kills its pool child every time fails after max_deliveries tries, not forever.
         assert rows["dies-always"].status == "failed" and rows["dies-always"].stage == "train"
         assert "TooManyDeliveries" in rows["dies-always"].error
-        assert len(lines(always_started)) == c.settings.max_deliveries
+        if pack == 1:
+            assert len(lines(always_started)) == c.settings.max_deliveries
+        else:
+            # The pack kept dying, so it was split and its models went on one by one: the
+            # killer alone used up its own deliveries, its neighbours finished.
+            assert c.settings.max_deliveries < len(lines(always_started)) <= 2 * c.settings.max_deliveries
+            assert "resent its models one by one" in c.logs()
         assert rows["healthy"].status == "deployed"
+        for name in ("dies-once", "healthy"):
+            assert [v["version"] for v in c.runtime.registry.versions(name)] == [1]
         # The workers themselves survived: both still answer.
         assert all(p.poll() is None for p in c.workers.procs)
 
 
-def test_transient_errors_retry_and_deterministic_errors_fail_at_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pack", [1, 2])
+def test_transient_errors_retry_and_deterministic_errors_fail_at_once(tmp_path: Path, pack: int) -> None:
     counter = tmp_path / "calls"
-    spec = {"name": "errors", "models": [
+    spec = {"name": "errors", "pack": pack, "models": [
         classifier("flaky", FAULTY, fail="connection", fail_times=2, counter=str(counter)),
         classifier("broken", FAULTY, fail="value")]}
     with cluster(tmp_path) as c:

@@ -169,8 +169,10 @@ def test_concurrent_deploys_of_one_name_get_consecutive_versions_threads(runtime
     # Idempotent: the same artifact again is the same version, nothing new.
     assert runtime.registry.register(name, f"{uniq}-artifact-3-2", {"metrics": {}})[1] is False
     assert len(runtime.registry.versions(name)) == threads * per_thread
-    on_disk = sorted(int(p.stem) for p in (runtime.store.root / "registry" / name).glob("[0-9]*.json"))
-    assert on_disk == versions
+    # Every version reached the durable copy that `reindex` rebuilds from, once.
+    journaled = sorted(r["record"]["version"] for r in runtime.registry.journal.replay("version")
+                       if r["record"]["name"] == name)
+    assert journaled == versions
 
 
 def test_concurrent_deploys_of_one_name_through_workers(tmp_path: Path, settings: Settings,
@@ -221,8 +223,10 @@ def test_promote_rollback_lineage_and_serving(tmp_path: Path, settings: Settings
     assert _cli(["rollback", "--tag", f"region=eu-{uniq}", "--alias", "staging"], settings,
                 tmp_path).returncode == 0
     assert runtime.registry.aliases(name)["staging"] == 1
-    aliases_copy = json.loads((runtime.store.root / "registry" / name / "aliases.json").read_text())
+    # The durable copy `reindex` uses holds the newest aliases and their history.
+    aliases_copy = runtime.registry.stored_records()[1][name]
     assert aliases_copy["aliases"] == runtime.registry.aliases(name)
+    assert aliases_copy["history"]["staging"] == runtime.registry.history(name, "staging")
 
     # lineage of production: dataset digest, params, code and libraries, batch, runs, metrics
     out = _cli(["lineage", f"{name}@production", "--json"], settings, tmp_path)

@@ -4,7 +4,6 @@ long stage, and thousands of concurrent tracking writes."""
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import threading
 import time
@@ -23,6 +22,7 @@ from producer.local import LocalWorkers, RedisServer, wait_for
 from producer.models import load_model
 from tests.conftest import load, run_batch
 from tests.integration.test_end_to_end import _cli
+from tests.support.index import index_snapshot
 from workers import keys
 from workers.app import create_app
 from workers.cache import StepCache, cache_key
@@ -109,27 +109,6 @@ def test_retry_reruns_only_the_failed_models(tmp_path: Path, own_env: Env) -> No
     assert again.returncode == 2 and "no failed or cancelled model" in again.stderr
 
 
-def snapshot(rt: Runtime) -> dict[str, Any]:
-    """The whole index as the read APIs see it."""
-    batch_ids = rt.tracker.list_batches(10**6)
-    batches = {b: rt.tracker.get_batch(b) for b in batch_ids}
-    runs = rt.tracker.runs(limit=10**9)
-    names = rt.registry.names()
-    return {
-        "batch_order": batch_ids, "batches": batches,
-        "states": {b: rt.tracker.model_states(b, rec["models"]) for b, rec in batches.items() if rec},
-        "specs": {b: rt.tracker.model_specs(b) for b in batch_ids},
-        "runs": runs,
-        "batch_runs": {b: [r["id"] for r in rt.tracker.runs(batch_id=b)] for b in batch_ids},
-        "model_runs": {m: [r["id"] for r in rt.tracker.runs(model=m)] for m in {r["model"] for r in runs}},
-        "cache": sorted(rt.cache.entries(), key=lambda e: e["key"]),
-        "cache_stats": rt.cache.stats(),
-        "registry": {n: {"versions": rt.registry.versions(n), "aliases": rt.registry.aliases(n),
-                         "history": {a: rt.registry.history(n, a) for a in rt.registry.aliases(n)},
-                         "by_digest": rt.redis.hgetall(keys.version_by_digest(n))} for n in names},
-    }
-
-
 def test_index_rebuilt_from_the_artifact_root_equals_the_original(tmp_path: Path, own_env: Env) -> None:
     rt, settings = own_env.runtime, own_env.settings
     iris = {"kind": "sklearn", "name": "iris"}
@@ -144,7 +123,7 @@ def test_index_rebuilt_from_the_artifact_root_equals_the_original(tmp_path: Path
     rt.registry.promote("reidx-tree", 1, "production")
     rt.registry.rollback("reidx-tree", "production")
     rt.registry.promote("reidx-lr", 1, "staging")
-    original = snapshot(rt)
+    original = index_snapshot(rt)
     assert len(original["registry"]["reidx-tree"]["versions"]) == 3
     assert original["registry"]["reidx-tree"]["history"]["production"]
     assert original["cache_stats"]["hits"] > 0 and len(original["runs"]) >= 30
@@ -154,7 +133,7 @@ def test_index_rebuilt_from_the_artifact_root_equals_the_original(tmp_path: Path
         fresh_settings = settings.with_broker(fresh.url)
         result = _cli(["reindex"], fresh_settings, tmp_path)
         assert result.returncode == 0, result.stderr
-        rebuilt = snapshot(Runtime.from_settings(fresh_settings))
+        rebuilt = index_snapshot(Runtime.from_settings(fresh_settings))
 
     assert rebuilt == original
 
@@ -303,8 +282,10 @@ def test_thousands_of_concurrent_tracking_writes(tmp_path: Path) -> None:
         state = tracker.model_states(batch_id, ["shared"])["shared"]
 
     assert done == 2000 and len(runs) == 2000 and len({r["id"] for r in runs}) == 2000
-    assert len(list((tmp_path / "root" / "runs" / batch_id).glob("*.json"))) == 2000
     assert {r["worker"] for r in runs} == {f"p{p}t{t}" for p in range(procs) for t in range(threads)}
-    # The JSON copy of the hot state holds what Redis holds, despite 2000 racing writers.
-    copy = json.loads((tmp_path / "root" / "states" / batch_id / "shared.json").read_text())
-    assert copy == state and state["last"].endswith(f"-{per_thread - 1}")
+    # The journal (what reindex rebuilds from) holds every run once and, despite 2000 racing
+    # writers, the newest state it keeps is exactly what Redis holds.
+    journaled = [r["run"]["id"] for r in tracker.journal.replay("run") if r["run"]["batch_id"] == batch_id]
+    assert sorted(journaled) == sorted(r["id"] for r in runs)
+    assert tracker.journaled_states()[(batch_id, "shared")] == state
+    assert state["last"].endswith(f"-{per_thread - 1}") and state["rev"] == "2000"

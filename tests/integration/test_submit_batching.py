@@ -29,12 +29,12 @@ def test_send_publishes_every_chain_once_with_its_frozen_id(tmp_path: Path,
                    "dataset": {"kind": "synthetic", "n_samples": 40, "seed": i},
                    "estimator": {"class_path": "sklearn.tree.DecisionTreeClassifier"}}
                   for i in range(1200)]  # more than one pipeline flush (1,000 commands)
-        batch = load(tmp_path, {"name": "batching", "models": models}, settings)
+        batch = load(tmp_path, {"name": "batching", "pack": 1, "models": models}, settings)
         app = create_app(settings)
         # No result backend: the result objects freeze() makes would otherwise talk to
         # this Redis when garbage-collected, possibly after the server is gone.
         app.conf.result_backend = "disabled"
-        canvas = build_canvas(app, "b1", batch)
+        canvas, _ = build_canvas(app, "b1", batch)
         canvas.freeze()
         send(app, canvas)
 

@@ -23,8 +23,9 @@ def test_canvas_is_a_group_of_four_stage_chains_on_their_queues() -> None:
     settings = Settings(broker_url="redis://127.0.0.1:1/0")  # type: ignore[arg-type]
     app = create_app(settings)
     batch = load_batch(REPO / "examples" / "quickstart.yaml", settings)
-    canvas = build_canvas(app, "b1", batch)
+    canvas, plans = build_canvas(app, "b1", batch)
     assert isinstance(canvas, group) and len(canvas.tasks) == 12
+    assert [p.models for p in plans] == [[m.name] for m in batch.models]
     for sig, model in zip(canvas.tasks, batch.models, strict=True):
         assert isinstance(sig, _chain)
         assert [t.task for t in sig.tasks] == ["modelfleet.preprocess", "modelfleet.train",

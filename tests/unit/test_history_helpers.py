@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +10,10 @@ import pytest
 
 from producer.history import parse_age, parse_tags
 from workers.contracts import PreprocessSpec, SklearnDataset
+from workers.journal import Journal
 from workers.pipeline.data import load_dataset
 from workers.pipeline.preprocess import prepare
 from workers.pipeline.train import dump_model, load_model
-from workers.store import ArtifactStore
 from workers.tracking import has_tags
 
 
@@ -39,13 +40,31 @@ def test_parse_tags_and_matching() -> None:
             parse_tags((bad,))
 
 
-def test_snapshot_writes_what_read_returns_at_write_time(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path)
-    state = {"n": 1}
-    store.write_snapshot("states/b/m.json", lambda: dict(state))
-    state["n"] = 2
-    store.write_snapshot("states/b/m.json", lambda: dict(state))
-    assert store.iter_records("states") == [{"n": 2}]
+def test_journal_appends_whole_lines_per_process_and_skips_a_torn_tail(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.append([{"kind": "run", "n": 1}, {"kind": "state", "n": 2}])
+    journal.append([])
+    journal.append([{"kind": "run", "n": 3}])
+    files = list((tmp_path / "journal").glob("*.jsonl"))
+    assert len(files) == 1
+    # A writer killed mid-line leaves a torn last line: replay skips it, keeps the rest.
+    with files[0].open("a") as fh:
+        fh.write('{"kind": "run", "n": 4')
+    assert [r["n"] for r in journal.replay()] == [1, 2, 3]
+    assert [r["n"] for r in Journal(tmp_path).replay("run")] == [1, 3]
+
+
+def test_a_forked_child_writes_its_own_journal_file(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.append([{"kind": "run", "who": "parent"}])
+    pid = os.fork()
+    if pid == 0:  # the child: what a prefork pool child does with the parent's Runtime
+        journal.append([{"kind": "run", "who": "child"}])
+        os._exit(0)
+    os.waitpid(pid, 0)
+    files = sorted((tmp_path / "journal").glob("*.jsonl"))
+    assert len(files) == 2
+    assert sorted(r["who"] for r in journal.replay()) == ["child", "parent"]
 
 
 def test_prepare_keeps_the_fitted_transform_for_serving() -> None:

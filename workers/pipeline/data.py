@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,8 @@ def to_float(values: list[str]) -> np.ndarray | None:
     return out
 
 
-def feature_columns(spec: CsvDataset, columns: dict[str, list[str]]) -> list[str]:
+def feature_columns(spec: CsvDataset, columns: dict[str, list[str]],
+                    floats: dict[str, np.ndarray | None] | None = None) -> list[str]:
     """Named features, or every numeric column but the target and the segment column."""
     if spec.target not in columns:
         raise PipelineError("dataset.target", f"column {spec.target!r} not in {sorted(columns)}")
@@ -113,24 +115,48 @@ def feature_columns(spec: CsvDataset, columns: dict[str, list[str]]) -> list[str
         names = list(spec.features)
     else:
         skip = {spec.target, spec.segment_by}
-        names = [c for c in columns if c not in skip and to_float(columns[c]) is not None]
+        parsed = floats if floats is not None else {c: to_float(v) for c, v in columns.items()}
+        names = [c for c in columns if c not in skip and parsed[c] is not None]
     if not names:
         raise PipelineError("dataset.features", "no numeric feature columns")
     return names
 
 
+@dataclass(frozen=True)
+class ParsedCsv:
+    """A CSV file's columns as text and, where every value parses, as floats."""
+
+    text: dict[str, list[str]]
+    floats: dict[str, np.ndarray | None]
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_csv(path: Path, mtime_ns: int, size: int) -> ParsedCsv:
+    columns = read_csv(path)
+    return ParsedCsv(columns, {name: to_float(values) for name, values in columns.items()})
+
+
+def parsed_csv(path: Path) -> ParsedCsv:
+    """The file parsed once per process: 45 segment models of one table parse it once.
+
+    Keyed by modification time and size, so an edited file is read again.
+    """
+    stat = path.stat()
+    return _parse_csv(path, stat.st_mtime_ns, stat.st_size)
+
+
 def load_csv(spec: CsvDataset, task: str, data_root: Path) -> Table:
-    columns = read_csv(resolve_csv_path(data_root, spec.path))
-    names = feature_columns(spec, columns)
+    parsed = parsed_csv(resolve_csv_path(data_root, spec.path))
+    columns = parsed.text
+    names = feature_columns(spec, columns, parsed.floats)
     rows = np.arange(len(columns[spec.target]))
     if spec.segment_by is not None and spec.segment is not None:
-        seg = columns[spec.segment_by]
-        rows = np.array([i for i, v in enumerate(seg) if v == spec.segment], dtype=int)
+        rows = np.flatnonzero(np.asarray(columns[spec.segment_by]) == spec.segment)
         if rows.size == 0:
             raise PipelineError("dataset.segment", f"no rows where {spec.segment_by} == {spec.segment!r}")
     feats = []
     for name in names:
-        col = to_float(columns[name])
+        col = parsed.floats[name]
         if col is None:
             raise PipelineError("dataset.features", f"column {name!r} is not numeric")
         col = col[rows]
@@ -139,7 +165,8 @@ def load_csv(spec: CsvDataset, task: str, data_root: Path) -> Table:
         feats.append(col)
     X = np.column_stack(feats)
     target_raw = [columns[spec.target][i] for i in rows]
-    y_num = to_float(target_raw)
+    all_y = parsed.floats[spec.target]
+    y_num = None if all_y is None else all_y[rows]
     if task == "regression":
         if y_num is None or np.isnan(y_num).any():
             raise PipelineError("dataset.target", f"column {spec.target!r} must be numeric and complete")

@@ -1,0 +1,57 @@
+"""Pack small models into shared chains, sized from the stage times already recorded.
+
+A message costs Celery a few milliseconds whatever it carries; a small model's
+whole chain of work can cost less. So models whose recorded cost is small ride
+together: about TARGET_SECONDS of work per message. Models are packed only with
+models of the same cost class (task, estimator class, dataset shape), and a
+batch keeps at least MIN_MESSAGES chains, so packing never starves workers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Literal
+
+from workers.contracts import ModelSpec, SyntheticDataset
+
+# Work per message that makes Celery's per-message cost a few percent of it.
+TARGET_SECONDS = 0.3
+MAX_PACK = 64
+# A batch is split into at least this many chains (when it has that many models),
+# so up to this many workers all get work.
+MIN_MESSAGES = 16
+# A model of a class nobody has run yet: about what a small linear model costs in all stages.
+UNMEASURED_SECONDS = 0.02
+
+Pack = int | Literal["auto"]
+
+
+def estimate_seconds(model: ModelSpec, recorded: Mapping[str, float]) -> float:
+    """A model's work in all its stages: what its class took before, else a rough guess."""
+    if (seconds := recorded.get(model.cost_class)) is not None:
+        return seconds
+    guess = UNMEASURED_SECONDS
+    # Ensembles cost about one small model per member; big synthetic data costs more.
+    members = model.estimator.params.get("n_estimators")
+    if isinstance(members, int):
+        guess *= max(1.0, members / 10)
+    if isinstance(model.dataset, SyntheticDataset):
+        guess *= max(1.0, model.dataset.n_samples * model.dataset.n_features / 20_000)
+    return guess
+
+
+def plan_packs(models: list[ModelSpec], pack: Pack, recorded: Mapping[str, float]) -> list[list[ModelSpec]]:
+    """Split models into packs: `pack` models each, or sized by their estimated cost ("auto")."""
+    if pack != "auto":
+        return [models[i:i + pack] for i in range(0, len(models), pack)]
+    most = max(1, math.ceil(len(models) / MIN_MESSAGES))
+    classes: dict[str, list[ModelSpec]] = {}
+    for model in models:
+        classes.setdefault(model.cost_class, []).append(model)
+    packs: list[list[ModelSpec]] = []
+    for members in classes.values():
+        size = int(TARGET_SECONDS // estimate_seconds(members[0], recorded))
+        size = max(1, min(size, MAX_PACK, most))
+        packs += [members[i:i + size] for i in range(0, len(members), size)]
+    return packs
