@@ -184,7 +184,8 @@ def run_small450(w: Workload, repeats: int, workdir: Path, settings: Settings,
                 spec = write_spec(w, f"cli{suffix}r{rep}", where, pack)
                 result = live.run_cli(spec, w.n, timeout=600)
                 reps.append(asdict(result))
-                log(f"{w.name}: modelfleet submit --wait{suffix} repeat {rep + 1}: {result.wall:.2f} s "
+                log(f"{w.name}: modelfleet submit --wait (pack: {pack or '-'}) repeat {rep + 1}: "
+                    f"{result.wall:.2f} s "
                     f"(last deploy at {result.finishes[-1]:.2f} s, CPU workers {result.cpu_workers:.2f} s "
                     f"+ redis {result.cpu_redis:.2f} s)")
             runs.append({"workload": w.name, "method": "cli" + suffix, "k": k, "n": w.n, "pack": pack,
@@ -192,26 +193,28 @@ def run_small450(w: Workload, repeats: int, workdir: Path, settings: Settings,
     return runs
 
 
-def producer_scale(sizes: list[int], workdir: Path) -> list[dict[str, Any]]:
+def producer_scale(sizes: list[int], workdir: Path, packing: bool) -> list[dict[str, Any]]:
     """Validate + submit in a fresh subprocess per size (its own peak RSS), fresh Redis each.
 
-    The spec has no `pack` key: the platform's default (`pack: auto` once built). The matrix
-    form stops at 10,000 models: it differs from the list only in validation, which is cheaper.
+    The list and matrix specs have no `pack` key: the platform's default (`pack: auto` where
+    built). The matrix form, and the list with `pack: 1` where the build packs, stop at
+    10,000 models: the matrix differs from the list only in validation, which is cheaper.
     """
+    runs = [("list", None, n) for n in sizes] + [("matrix", None, n) for n in sizes if n <= 10_000]
+    runs += [("list", "1", n) for n in sizes if n <= 10_000 and packing]
     out = []
-    for form in ("list", "matrix"):
-        for n in (n for n in sizes if form == "list" or n <= 10_000):
-            with RedisServer(workdir / f"producer-redis-{form}-{n}") as server:
-                proc = subprocess.run(
-                    [sys.executable, "-m", "bench.producer_scale", "--models", str(n), "--form", form,
-                     "--broker", server.url, "--workdir", str(workdir)],
-                    capture_output=True, text=True, cwd=REPO, check=False, timeout=1800)
-            if proc.returncode != 0:
-                raise RuntimeError(f"producer scale {form} {n} failed:\n{proc.stderr[-3000:]}")
-            out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            log(f"producer {form} {n}: validate {out[-1]['validate_s']:.2f} s, "
-                f"submit {out[-1]['submit_s']:.2f} s, {out[-1]['queued']} messages, "
-                f"peak RSS {out[-1]['rss_peak_mb']:.0f} MB, Redis {out[-1]['redis_used_mb']:.0f} MB")
+    for form, pack, n in runs:
+        with RedisServer(workdir / f"producer-redis-{form}-{pack}-{n}") as server:
+            proc = subprocess.run(
+                [sys.executable, "-m", "bench.producer_scale", "--models", str(n), "--form", form,
+                 "--broker", server.url, "--workdir", str(workdir), *(["--pack", pack] if pack else [])],
+                capture_output=True, text=True, cwd=REPO, check=False, timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"producer scale {form} {n} failed:\n{proc.stderr[-3000:]}")
+        out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        log(f"producer {form} {n} (pack: {pack or 'default'}): validate {out[-1]['validate_s']:.2f} s, "
+            f"submit {out[-1]['submit_s']:.2f} s, {out[-1]['queued']} messages, "
+            f"peak RSS {out[-1]['rss_peak_mb']:.0f} MB, Redis {out[-1]['redis_used_mb']:.0f} MB")
     return out
 
 
@@ -278,7 +281,7 @@ def main() -> None:
                 raw["runs"] += run_workload(w, repeats, workdir, settings, worker_args, methods, packing)
         if "producer" in parts:
             sizes = args.producer_sizes or ([100, 1000] if args.quick else [1000, 10000, 100000])
-            raw["producer"] = producer_scale(sizes, workdir)
+            raw["producer"] = producer_scale(sizes, workdir, packing)
     raw["duration_s"] = time.time() - started
     raw["load_after"] = [round(x, 2) for x in os.getloadavg()]
     write(raw, out)

@@ -53,7 +53,7 @@ def test_targets_compare_modelfleet_with_the_peer_and_the_loop() -> None:
     figure, met = found["45 Walmart stores, Ridge, 2 workers, vs the loop"]
     assert met is True and figure.startswith("2.00x") and "pack: 1 1.00x" in figure
     assert found["submit 10,000 / 100,000 models"] == (
-        "1.5 s / -, peak RSS 300 MB (list form, submit only; validation apart)", True)
+        "1.5 s / -, peak RSS 300 MB (list form, default pack, submit only; validation apart)", True)
     assert found["I/O-bound, k = 16"][1] is None
     md = markdown(raw, None)
     assert "modelfleet, k workers x 1, pack: 1" in md and "| 2 | 200 | 50 | 0.25x | 500 | 2.50x |" in md
