@@ -268,8 +268,12 @@ def plot(raw: dict[str, Any], path: Path) -> None:
     from matplotlib.ticker import FuncFormatter
 
     workloads = plotted(raw)
-    fig, axes = plt.subplots(1, len(workloads), figsize=(5 * len(workloads), 4.2), squeeze=False)
-    for ax, w in zip(axes[0], workloads, strict=True):
+    cols = min(len(workloads), 2)
+    lines = -(-len(workloads) // cols)
+    fig, axes = plt.subplots(lines, cols, figsize=(5.5 * cols, 4.2 * lines), squeeze=False)
+    for ax in axes.flat[len(workloads):]:
+        ax.set_visible(False)
+    for ax, w in zip(axes.flat, workloads, strict=False):
         data = rows(raw, w["name"])
         ks = sorted({r["k"] for r in data})
         n = w["n"]
@@ -281,7 +285,8 @@ def plot(raw: dict[str, Any], path: Path) -> None:
                 pts = sorted(set(pts) | {(r["k"], r["speedup"]) for r in data
                                          if r["method"] == base and r["k"] == 1})
             if len(pts) > (1 if method.startswith("conc") else 0):
-                ax.plot(*zip(*pts, strict=True), style, color=colour, label=METHOD_LABEL[method])
+                text = next(r["label"] for r in data if r["method"] == method)
+                ax.plot(*zip(*pts, strict=True), style, color=colour, label=text)
         ax.axhline(1.0, color="grey", lw=0.8, label="plain loop")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
