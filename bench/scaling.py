@@ -25,7 +25,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from dataclasses import asdict  # noqa: E402
+from dataclasses import asdict, dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -84,11 +84,20 @@ def packing_supported(workdir: Path, settings: Settings) -> bool:
     return True
 
 
-def packs(w: Workload, packing: bool) -> list[tuple[str, int | str | None]]:
-    """(method suffix, spec `pack`) per modelfleet row: one chain per model, and packed where built."""
-    if not w.packed or not packing:
-        return [("", None)]  # without the key: one chain per model, which is all a build without packing does
-    return [("", 1), ("-packed", "auto")]
+@dataclass(frozen=True)
+class Packing:
+    supported: bool  # the build's spec takes `pack` (default auto)
+    rows: bool  # run the `pack: auto` rows (supported and not --no-pack)
+
+    def packs(self, w: Workload) -> list[tuple[str, int | str | None]]:
+        """(method suffix, spec `pack`) per modelfleet row.
+
+        Every workload runs one chain per model: `pack: 1` where the key exists (a build
+        without it does nothing else); CPU- and I/O-bound stay there, as Pool (auto would pack
+        the I/O models on a fresh Redis from a guess: a waiting fit looks like a tiny model).
+        """
+        single: list[tuple[str, int | str | None]] = [("", 1 if self.supported else None)]
+        return single + [("-packed", "auto")] if w.packed and self.rows else single
 
 
 def run_peer(w: Workload, repeats: int, workdir: Path, t_chain: float) -> list[dict[str, Any]]:
@@ -111,7 +120,7 @@ def run_peer(w: Workload, repeats: int, workdir: Path, t_chain: float) -> list[d
 
 
 def run_workload(w: Workload, repeats: int, workdir: Path, settings: Settings,
-                 worker_args: list[str], methods: set[str], packing: bool) -> list[dict[str, Any]]:
+                 worker_args: list[str], methods: set[str], packing: Packing) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
     batch = load(w, "base", workdir, settings)
     models = batch.models
@@ -145,7 +154,7 @@ def run_workload(w: Workload, repeats: int, workdir: Path, settings: Settings,
         where = Path(tempfile.mkdtemp(prefix=f"{w.name}-{method}{k}-", dir=workdir))
         with fleet(settings, where, processes, concurrency, worker_args) as live:
             log(f"{w.name}: {processes} worker(s) x {concurrency} ready in {live.startup:.1f} s")
-            for suffix, pack in packs(w, packing):
+            for suffix, pack in packing.packs(w):
                 reps = []
                 for rep in range(w.repeats_for(k, t_chain, repeats)):
                     batch = load(w, f"{method}{k}{suffix}r{rep}", where, live.settings, pack)
@@ -162,7 +171,7 @@ def run_workload(w: Workload, repeats: int, workdir: Path, settings: Settings,
 
 
 def run_small450(w: Workload, repeats: int, workdir: Path, settings: Settings,
-                 worker_args: list[str], packing: bool) -> list[dict[str, Any]]:
+                 worker_args: list[str], packing: Packing) -> list[dict[str, Any]]:
     """A plain scikit-learn loop vs `modelfleet submit --wait` (a CLI process) on 2 running workers."""
     assert w.estimators is not None
     reps: list[dict[str, Any]] = []
@@ -178,7 +187,7 @@ def run_small450(w: Workload, repeats: int, workdir: Path, settings: Settings,
     where = Path(tempfile.mkdtemp(prefix=f"{w.name}-cli{k}-", dir=workdir))
     with fleet(settings, where, k, 1, worker_args) as live:
         log(f"{w.name}: {k} worker(s) x 1 ready in {live.startup:.1f} s")
-        for suffix, pack in packs(w, packing):
+        for suffix, pack in packing.packs(w):
             reps = []
             for rep in range(repeats):
                 spec = write_spec(w, f"cli{suffix}r{rep}", where, pack)
@@ -193,15 +202,16 @@ def run_small450(w: Workload, repeats: int, workdir: Path, settings: Settings,
     return runs
 
 
-def producer_scale(sizes: list[int], workdir: Path, packing: bool) -> list[dict[str, Any]]:
+def producer_scale(sizes: list[int], workdir: Path, packing: Packing) -> list[dict[str, Any]]:
     """Validate + submit in a fresh subprocess per size (its own peak RSS), fresh Redis each.
 
     The list and matrix specs have no `pack` key: the platform's default (`pack: auto` where
-    built). The matrix form, and the list with `pack: 1` where the build packs, stop at
-    10,000 models: the matrix differs from the list only in validation, which is cheaper.
+    built; `pack: 1` with --no-pack). The matrix form, and the list with `pack: 1` next to
+    auto, stop at 10,000 models: the matrix differs from the list only in validation.
     """
-    runs = [("list", None, n) for n in sizes] + [("matrix", None, n) for n in sizes if n <= 10_000]
-    runs += [("list", "1", n) for n in sizes if n <= 10_000 and packing]
+    default = "1" if packing.supported and not packing.rows else None
+    runs = [("list", default, n) for n in sizes] + [("matrix", default, n) for n in sizes if n <= 10_000]
+    runs += [("list", "1", n) for n in sizes if n <= 10_000 and packing.rows]
     out = []
     for form, pack, n in runs:
         with RedisServer(workdir / f"producer-redis-{form}-{pack}-{n}") as server:
@@ -270,9 +280,11 @@ def main() -> None:
         workdir = Path(tmp)
         settings = Settings(artifact_root=workdir / "artifacts", data_root=REPO,  # type: ignore[call-arg]
                             allowed_estimator_prefixes=PREFIXES)
-        raw["packing"] = packing = not args.no_pack and packing_supported(workdir, settings)
-        why = "--no-pack" if args.no_pack else "the spec has no `pack` key yet"
-        log(f"packing rows: {'yes' if packing else f'no ({why})'}")
+        supported = packing_supported(workdir, settings)
+        packing = Packing(supported, supported and not args.no_pack)
+        raw["packing"], raw["pack_key"] = packing.rows, supported
+        why = "--no-pack: pack: 1 everywhere" if supported else "the spec has no `pack` key"
+        log(f"packing rows: {'yes' if packing.rows else f'no ({why})'}")
         worker_args = shlex.split(args.worker_args)
         for w in chosen:
             if w.name == "small450":
