@@ -20,7 +20,6 @@ from producer.packing import Pack
 from workers.contracts import SLUG, CsvDataset, ModelSpec
 from workers.pipeline.data import inspect_csv
 from workers.pipeline.errors import PipelineError
-from workers.pipeline.estimators import build_estimator
 from workers.settings import Settings
 
 # Fields replaced whole by a model rather than merged with the defaults: mixing
@@ -180,6 +179,9 @@ def _expand_segments(model: ModelSpec, settings: Settings,
 def _check_estimator(model: ModelSpec, settings: Settings,
                      checked: dict[str, PipelineError | None]) -> None:
     """Build the estimator once per distinct (task, class, params) to reject bad params now."""
+    # Imported here: only validation needs scikit-learn, not every command that loads this module.
+    from workers.pipeline.estimators import build_estimator
+
     key = json.dumps([model.task, model.estimator.model_dump()], sort_keys=True)
     if key not in checked:
         try:

@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,11 @@ class Journal:
         self._pid = 0
         self._lock = threading.Lock()
 
-    def append(self, records: list[dict[str, Any]]) -> None:
-        """Append records as JSON lines in one write (no-op for none)."""
+    def append(self, records: Sequence[dict[str, Any] | str]) -> None:
+        """Append records as JSON lines in one write (no-op for none); a str is a line already encoded."""
         if not records:
             return
-        data = "".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n"
+        data = "".join((r if isinstance(r, str) else json.dumps(r, separators=(",", ":"))) + "\n"
                        for r in records).encode()
         with self._lock:
             fd = self._file()
@@ -65,3 +65,8 @@ class Journal:
                         continue  # the writer died mid-line: that record never committed
                     if kind is None or record.get("kind") == kind:
                         yield record
+
+
+def encoded(kind: str, field: str, body: str) -> str:
+    """A journal line around a record already encoded as JSON (for Redis), so it is encoded once."""
+    return f'{{"kind":{json.dumps(kind)},{json.dumps(field)}:{body}}}'

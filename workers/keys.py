@@ -77,3 +77,8 @@ def batch_tasks(batch_id: str) -> str:
 def aliases_rev(name: str) -> str:
     """Counts a model's alias moves, so the newest journaled alias snapshot is known."""
     return f"{PREFIX}:reg:{name}:aliases_rev"
+
+
+# Malformed task messages the workers refused (newest first, capped), and counts per task name.
+DEAD_LETTERS = f"{PREFIX}:dead_letters"
+DEAD_LETTER_COUNTS = f"{PREFIX}:dead_letters:count"

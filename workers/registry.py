@@ -16,25 +16,27 @@ import redis
 
 from workers import keys
 from workers.contracts import LOWER_IS_BETTER, GateSpec
-from workers.journal import Journal
+from workers.journal import Journal, encoded
 from workers.store import ArtifactStore
 from workers.tracking import has_tags
 
 # KEYS: by_digest, versions, models. ARGV: artifact digest, record JSON (no version), name.
+# Returns {version, created (1/0), the version's record JSON}.
 _REGISTER = """
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
-if existing then return {tonumber(existing), 0} end
+if existing then return {tonumber(existing), 0, redis.call('HGET', KEYS[2], existing)} end
 local n = redis.call('HLEN', KEYS[2]) + 1
 local rec = '{"version": ' .. n .. ', ' .. string.sub(ARGV[2], 2)
 redis.call('HSET', KEYS[2], n, rec)
 redis.call('HSET', KEYS[1], ARGV[1], n)
 redis.call('SADD', KEYS[3], ARGV[3])
-return {n, 1}
+return {n, 1, rec}
 """
-# KEYS: aliases, history, revision counter. ARGV: alias, expected current ('' = none), new
-# version, push history, history key prefix. Returns '' if the alias moved meanwhile, else the
-# model's aliases and their histories as JSON, numbered by a revision (newest journal copy wins).
+# KEYS: aliases, history, revision counter, versions. ARGV: alias, expected current ('' = none),
+# new version, push history, history key prefix. Returns '' if the alias moved meanwhile, else
+# the model's aliases and their histories as JSON, numbered by a revision (newest journal copy wins).
 _MOVE_ALIAS = """
+if redis.call('HEXISTS', KEYS[4], ARGV[3]) == 0 then return redis.error_reply('no such version') end
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or ''
 if cur ~= ARGV[2] then return '' end
 if cur ~= '' and ARGV[4] == '1' then redis.call('RPUSH', KEYS[2], cur) end
@@ -88,13 +90,19 @@ class Registry:
 
     def register(self, name: str, artifact: str, record: dict[str, Any]) -> tuple[int, bool]:
         """(version, created): a new version for a new artifact, the old one otherwise."""
+        stored, created = self.register_record(name, artifact, record)
+        return int(stored["version"]), created
+
+    def register_record(self, name: str, artifact: str,
+                        record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """(the version's record, created), in one round trip."""
         body = json.dumps({**record, "name": name, "artifact": artifact, "created": time.time()})
-        version, created = self._register(
+        _, created, stored = self._register(
             keys=[keys.version_by_digest(name), keys.versions(name), keys.MODELS],
             args=[artifact, body, name])
         if created:
-            self.journal.append([{"kind": "version", "record": self.version(name, version)}])
-        return int(version), bool(created)
+            self.journal.append([encoded("version", "record", stored)])
+        return json.loads(stored), bool(created)
 
     def version(self, name: str, version: int) -> dict[str, Any]:
         raw = self.r.hget(keys.versions(name), str(version))
@@ -102,11 +110,11 @@ class Registry:
             raise KeyError(f"{name} has no version {version}")
         return dict(json.loads(raw))
 
-    def annotate(self, name: str, version: int, **fields: Any) -> None:
-        """Add fields (e.g. the promotion decision) to a version record."""
-        rec = {**self.version(name, version), **fields}
-        self.r.hset(keys.versions(name), str(version), json.dumps(rec))
-        self.journal.append([{"kind": "version", "record": rec}])
+    def annotate(self, name: str, version: int, record: dict[str, Any] | None = None, **fields: Any) -> None:
+        """Add fields (e.g. the promotion decision) to a version record (`record`: as just read)."""
+        body = json.dumps({**(record or self.version(name, version)), **fields})
+        self.r.hset(keys.versions(name), str(version), body)
+        self.journal.append([encoded("version", "record", body)])
 
     def versions(self, name: str) -> list[dict[str, Any]]:
         raws = self.r.hvals(keys.versions(name))
@@ -145,11 +153,15 @@ class Registry:
     def move_alias(self, name: str, alias: str, version: int, expected: int | None,
                    keep_history: bool = True) -> bool:
         """Point alias at version if it still points at `expected` (compare-and-set)."""
-        self.version(name, version)  # must exist
-        snapshot = self._move(keys=[keys.aliases(name), keys.alias_history(name, alias),
-                                    keys.aliases_rev(name)],
-                              args=[alias, "" if expected is None else str(expected), str(version),
-                                    "1" if keep_history else "0", keys.alias_history(name, "")])
+        try:
+            snapshot = self._move(keys=[keys.aliases(name), keys.alias_history(name, alias),
+                                        keys.aliases_rev(name), keys.versions(name)],
+                                  args=[alias, "" if expected is None else str(expected), str(version),
+                                        "1" if keep_history else "0", keys.alias_history(name, "")])
+        except redis.exceptions.ResponseError as exc:
+            if "no such version" not in str(exc):
+                raise
+            raise KeyError(f"{name} has no version {version}") from exc
         if snapshot:
             snap = json.loads(snapshot)
             # Lua's cjson writes an empty list as {}: a history is always a list.

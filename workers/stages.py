@@ -90,6 +90,8 @@ class StageTask(Task):  # type: ignore[misc]
     retry_jitter = True
     # Celery reprs every return value; the message is long and nobody reads it.
     resultrepr_maxsize = 120
+    # A malformed message is dead-lettered, not allowed to stop the worker.
+    Strategy = "workers.guard:guarded"
     _runtime: Runtime | None = None
     _begin_script: Any = None
 
@@ -353,12 +355,12 @@ def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
 
     def compute() -> tuple[dict[str, Any], list[str]]:
         # Keyed by the evaluation report: the same evaluated artifact registers once.
-        version, _ = rt.registry.register(name, ev.report_digest, {
+        record, _ = rt.registry.register_record(name, ev.report_digest, {
             "batch_id": job.batch_id, "metrics": ev.metrics, "primary_metric":
             job.model.primary_metric, "tags": job.model.tags, "lineage": state.model_dump(mode="json"),
             "libraries": LIBRARY_VERSIONS, "stage_versions": STAGE_VERSIONS})
-        promoted, reason = _promote_once(rt, state, version)
-        return {"version": version, "promoted": promoted, "reason": reason, "alias": alias}, []
+        promoted, reason = _promote_once(rt, state, record)
+        return {"version": record["version"], "promoted": promoted, "reason": reason, "alias": alias}, []
 
     value, run_id = self.step(state, writes, "deploy", {"alias": alias, "gate": job.model.deploy.gate
                                                         .model_dump(mode="json")},
@@ -369,12 +371,11 @@ def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     return state.model_copy(update={"deployed": info})
 
 
-def _promote_once(rt: Runtime, state: ChainState, version: int) -> tuple[bool, str]:
+def _promote_once(rt: Runtime, state: ChainState, record: dict[str, Any]) -> tuple[bool, str]:
     """Decide a version's promotion once; a redelivered deploy reuses the decision."""
     job, ev = state.job, state.evaluated
     assert ev is not None
-    name, alias = job.model.name, job.model.deploy.alias
-    record = rt.registry.version(name, version)
+    name, alias, version = job.model.name, job.model.deploy.alias, int(record["version"])
     if "decision" in record:
         return bool(record["decision"]["promoted"]), str(record["decision"]["reason"])
     while True:
@@ -385,6 +386,6 @@ def _promote_once(rt: Runtime, state: ChainState, version: int) -> tuple[bool, s
             break
         if rt.registry.move_alias(name, alias, version, current):
             break  # else another deploy moved the alias meanwhile: decide again against it
-    rt.registry.annotate(name, version, decision={"promoted": decision.promote,
-                                                  "reason": decision.reason, "alias": alias})
+    rt.registry.annotate(name, version, record, decision={"promoted": decision.promote,
+                                                          "reason": decision.reason, "alias": alias})
     return decision.promote, decision.reason

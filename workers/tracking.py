@@ -24,7 +24,7 @@ from typing import Any
 import redis
 
 from workers import keys
-from workers.journal import Journal
+from workers.journal import Journal, encoded
 from workers.store import ArtifactStore
 from workers.writes import Writes
 
@@ -139,8 +139,9 @@ class Tracker:
     def run(self, writes: Writes, run: dict[str, Any]) -> str:
         """Queue a run record (index and journal); returns its id."""
         run = {"id": uuid.uuid4().hex, **run}
-        self._index_runs(writes.pipe, [run])
-        writes.record({"kind": "run", "run": run})
+        body = json.dumps(run)
+        self._index_runs(writes.pipe, [run], [body])
+        writes.record(encoded("run", "run", body))
         return str(run["id"])
 
     def record_run(self, run: dict[str, Any]) -> str:
@@ -150,9 +151,9 @@ class Tracker:
         return run_id
 
     @staticmethod
-    def _index_runs(pipe: Any, runs: Iterable[dict[str, Any]]) -> Any:
-        for run in runs:
-            pipe.set(keys.run(run["id"]), json.dumps(run))
+    def _index_runs(pipe: Any, runs: list[dict[str, Any]], bodies: list[str] | None = None) -> Any:
+        for run, body in zip(runs, bodies or [json.dumps(r) for r in runs], strict=True):
+            pipe.set(keys.run(run["id"]), body)
             pipe.zadd(keys.RUNS, {run["id"]: run["started"]})
             pipe.zadd(keys.batch_runs(run["batch_id"]), {run["id"]: run["started"]})
             pipe.zadd(keys.model_runs(run["model"]), {run["id"]: run["started"]})

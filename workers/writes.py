@@ -21,13 +21,14 @@ class Writes:
         self.client = client
         self.pipe = client.pipeline(transaction=False)
         self.journal = journal
-        self.records: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any] | str] = []
         # (pipeline index, record from that command's reply): a snapshot read back in the same trip.
         self._from_reply: list[tuple[int, Callable[[Any], dict[str, Any]]]] = []
         # (pipeline index, fallback): scripts sent by sha, redone through their Script on NOSCRIPT.
         self._scripts: list[tuple[int, Callable[[], Any]]] = []
 
-    def record(self, record: dict[str, Any]) -> None:
+    def record(self, record: dict[str, Any] | str) -> None:
+        """A journal record: a dict, or a line already encoded (journal.encoded)."""
         self.records.append(record)
 
     def record_reply(self, make: Callable[[Any], dict[str, Any]]) -> None:

@@ -245,3 +245,36 @@ def test_unreachable_broker_at_submit_fails_fast_and_clearly(tmp_path: Path) -> 
     assert "cannot reach the broker" in result.stderr and f"127.0.0.1:{port}" in result.stderr
     assert "nothing was submitted" in result.stderr and "Traceback" not in result.stderr
     assert "s3cret-pw" not in result.stderr + result.stdout
+
+
+def test_lease_outlives_a_redis_outage_longer_than_its_ttl_so_the_model_trains_once(tmp_path: Path) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    spec = {"name": "blip", "models": [classifier("blip", FAULTY, started=str(started),
+                                                  wait_for=str(release))]}
+    # lease_ttl 2 s < the outage (3 s) < visibility timeout (8 s): the redelivered copy arrives
+    # while the first is still fitting, after the lease would have expired during the outage.
+    with cluster(tmp_path, visibility_timeout=8, lease_ttl=2.0, max_deliveries=10) as c:
+        handle = c.submit(spec)
+        wait_lines(started, 1)
+        c.redis.stop()
+        time.sleep(3)  # the outage itself (the fault under test), not a wait for a condition
+        c.redis.start()  # same port and directory: the AOF is replayed, the lease has expired
+        task_id = None
+
+        def redelivered() -> bool:
+            nonlocal task_id
+            with contextlib.suppress(redis.exceptions.ConnectionError):
+                keys_ = c.runtime.redis.keys("mf:deliveries:*")
+                counts = {k: int(c.runtime.redis.get(k) or 0) for k in keys_}
+                task_id = next((k for k, n in counts.items() if n >= 2), None)
+            return task_id is not None
+
+        wait_for(redelivered, 60, "the train message delivered a second time")
+        release.touch()
+        status = handle.wait(timeout=120)
+
+        assert status.counts == {"deployed": 1}
+        assert len(lines(started)) == 1, "the model was fitted twice"
+        trains = [r for r in c.runtime.tracker.runs(batch_id=handle.batch_id) if r["stage"] == "train"]
+        assert [r["cache_hit"] for r in trains if r["status"] == "succeeded"].count(False) == 1
+        assert [v["version"] for v in c.runtime.registry.versions("blip")] == [1]

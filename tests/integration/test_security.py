@@ -162,3 +162,47 @@ def test_password_protected_redis_and_no_secret_in_logs_events_or_records(tmp_pa
         assert secret not in _redis_values(c.runtime)
         records = [p.read_text() for p in (tmp_path / "artifacts").rglob("*.json")]
         assert records and not any(secret in text for text in records)
+
+
+# Bodies that are not a task's: Celery's consumer raised on each of these and the worker
+# exited ("Unrecoverable error"); the restored message then stopped the next worker.
+FORGED = [("null", "application/json"), ("[1]", "application/json"), ('"hello"', "application/json"),
+          ('{"a": 1}', "application/json"), ("raw bytes", "application/data"),
+          ("plain text", "application/text")]
+
+
+def test_malformed_messages_are_dead_lettered_and_workers_keep_consuming(tmp_path: Path) -> None:
+    from kombu import Connection, Producer
+
+    from workers import keys
+
+    with cluster(tmp_path, workers=1) as c:
+        pid = c.workers.procs[0].pid
+        # Given messages that claim to be stage tasks, published straight to a stage queue
+        with Connection(c.settings.broker()) as conn:
+            producer = Producer(conn)
+            for body, content_type in FORGED:
+                producer.publish(body, exchange="", routing_key="preprocess", content_type=content_type,
+                                 content_encoding="utf-8",
+                                 headers={"task": "modelfleet.preprocess", "id": uuid.uuid4().hex,
+                                          "lang": "py"})
+            # and one that parses as a task but whose argument is no modelfleet message
+            producer.publish(json.dumps([[{"a": 1}], {}, {}]), exchange="", routing_key="train",
+                             content_type="application/json", content_encoding="utf-8",
+                             headers={"task": "modelfleet.train", "id": uuid.uuid4().hex, "lang": "py"})
+        # When a real batch follows them
+        handle = c.submit({"name": "after-forgery", "models": [classifier("survivor")]})
+        status = handle.wait(timeout=90)
+
+        # Then the one worker is still the same process, and it trained the real model
+        assert status.counts == {"deployed": 1}
+        assert c.workers.procs[0].poll() is None and c.workers.procs[0].pid == pid
+        assert "Unrecoverable error" not in c.logs()
+        # Each malformed message was kept once, with its error, and counted; none is queued again.
+        letters = [json.loads(x) for x in c.runtime.redis.lrange(keys.DEAD_LETTERS, 0, -1)]
+        assert len(letters) == len(FORGED)
+        assert {x["content_type"] for x in letters} == {t for _, t in FORGED}
+        assert all(x["task"] == "modelfleet.preprocess" and x["error"] for x in letters)
+        assert c.runtime.redis.hgetall(keys.DEAD_LETTER_COUNTS) == {"modelfleet.preprocess": str(len(FORGED))}
+        assert c.runtime.redis.llen("preprocess") == 0 and c.runtime.redis.llen("train") == 0
+        assert "rejected a message that is not a modelfleet chain state" in c.logs()

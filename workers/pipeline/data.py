@@ -9,18 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn import datasets as skdatasets
 
 from workers.contracts import CsvDataset, Dataset, SklearnDataset, SyntheticDataset
 from workers.pipeline.errors import PipelineError
 
-_LOADERS = {
-    "iris": skdatasets.load_iris,
-    "wine": skdatasets.load_wine,
-    "breast_cancer": skdatasets.load_breast_cancer,
-    "digits": skdatasets.load_digits,
-    "diabetes": skdatasets.load_diabetes,
-}
 _MISSING = {"", "na", "nan", "null", "none"}
 
 
@@ -34,8 +26,12 @@ class Table:
 
 
 def load_dataset(spec: Dataset, task: str, data_root: Path) -> Table:
+    # scikit-learn is imported here, not at the top: producer commands that never load
+    # data (status, runs, cancel) then start without it (about 1.5 s).
+    from sklearn import datasets as skdatasets
+
     if isinstance(spec, SklearnDataset):
-        bunch = _LOADERS[spec.name]()
+        bunch = getattr(skdatasets, f"load_{spec.name}")()
         names = [str(n) for n in getattr(bunch, "feature_names", range(bunch.data.shape[1]))]
         return Table(np.asarray(bunch.data, dtype=float), np.asarray(bunch.target), names)
     if isinstance(spec, SyntheticDataset):
@@ -44,6 +40,8 @@ def load_dataset(spec: Dataset, task: str, data_root: Path) -> Table:
 
 
 def _synthetic(spec: SyntheticDataset, task: str) -> Table:
+    from sklearn import datasets as skdatasets
+
     if task == "classification":
         X, y = skdatasets.make_classification(
             n_samples=spec.n_samples, n_features=spec.n_features,
