@@ -7,11 +7,16 @@ artifact-store writes and reads, so the comparison is about the platform.
 
 from __future__ import annotations
 
+import csv
+import importlib
 import multiprocessing
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import joblib
+import numpy as np
 from threadpoolctl import threadpool_limits
 
 from workers.contracts import ModelSpec
@@ -78,3 +83,43 @@ def run_pool(models: Sequence[ModelSpec], k: int, store_root: Path, prefixes: Se
         t0 = time.perf_counter()
         finishes = [time.perf_counter() - t0 for _ in pool.imap_unordered(_pool_chain, models)]
     return finishes[-1], finishes, startup
+
+
+def run_sklearn_loop(csv_path: Path, target: str, segment_by: str,
+                     estimators: Mapping[str, Mapping[str, Any]],
+                     out_dir: Path) -> tuple[float, list[float], float]:
+    """What one writes without a platform: read the CSV once, then per segment and estimator
+    fit on that segment's rows and joblib.dump the model. No split, scaling or metrics.
+
+    Features: every numeric column but the target and the segment column (as modelfleet
+    picks them). Returns (wall seconds, each model's finish offset, CPU seconds).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    finishes = []
+    with threadpool_limits(1):
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        with csv_path.open(newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader)
+            rows = [r for r in reader if r]
+        segment_col = [r[header.index(segment_by)] for r in rows]
+        numeric = [i for i, name in enumerate(header)
+                   if name not in (target, segment_by) and _is_float(rows[0][i])]
+        X = np.array([[float(r[i]) for i in numeric] for r in rows])
+        y = np.array([float(r[header.index(target)]) for r in rows])
+        for segment in dict.fromkeys(segment_col):
+            mask = np.array([s == segment for s in segment_col])
+            for label, spec in estimators.items():
+                module, name = str(spec["class_path"]).rsplit(".", 1)
+                model = getattr(importlib.import_module(module), name)(**spec.get("params", {}))
+                joblib.dump(model.fit(X[mask], y[mask]), out_dir / f"{segment}-{label}.joblib")
+                finishes.append(time.perf_counter() - t0)
+    return finishes[-1], finishes, time.process_time() - cpu0
+
+
+def _is_float(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True

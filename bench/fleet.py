@@ -9,6 +9,9 @@ model's `done_deploy` timestamp (written by the deploy stage on the worker).
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -82,6 +85,37 @@ class Fleet:
             close_app(app)
             runtime.redis.close()
         return FleetRun(max(done), submitted - t0, sorted(done), cpu1[0] - cpu0[0], cpu1[1] - cpu0[1])
+
+    def run_cli(self, spec: Path, n: int, timeout: float) -> FleetRun:
+        """`modelfleet submit SPEC --wait --no-cache` as a user runs it: wall = the command's run time.
+
+        The command is a fresh process (its start and imports count); the finish
+        offsets are each model's `done_deploy` from the same t0, and `submit` is 0
+        (it happens inside the command).
+        """
+        worker_pids = [p.pid for p in self.workers.procs]
+        env = {**os.environ, **self.settings.to_env()}
+        cpu0 = cpu_seconds(worker_pids), cpu_seconds([self.redis_pid])
+        t0 = time.time()
+        script = Path(sys.executable).with_name("modelfleet")  # the installed console script
+        command = [str(script)] if script.is_file() else [sys.executable, "-m", "producer"]
+        proc = subprocess.run([*command, "submit", str(spec), "--wait", "--no-cache"], env=env,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+        wall = time.time() - t0
+        cpu1 = cpu_seconds(worker_pids), cpu_seconds([self.redis_pid])
+        found = re.search(r"submitted batch (\S+)", proc.stdout)
+        if proc.returncode != 0 or found is None:
+            raise RuntimeError(f"modelfleet submit failed ({proc.returncode}):\n{proc.stdout[-2000:]}"
+                               f"\n{proc.stderr[-2000:]}")
+        runtime = Runtime.from_settings(self.settings)
+        try:
+            record = runtime.tracker.get_batch(found.group(1))
+            assert record is not None and len(record["models"]) == n, f"expected {n} models"
+            states = runtime.tracker.model_states(found.group(1), record["models"])
+        finally:
+            runtime.redis.close()
+        done = sorted(float(s["done_deploy"]) - t0 for s in states.values())
+        return FleetRun(wall, 0.0, done, cpu1[0] - cpu0[0], cpu1[1] - cpu0[1])
 
 
 @contextmanager

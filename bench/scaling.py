@@ -1,7 +1,9 @@
-"""The scaling benchmark: the same batch as a plain loop, a multiprocessing.Pool and modelfleet.
+"""The scaling benchmark: the same batch as a plain loop, a multiprocessing.Pool, a hand-written
+Celery peer and modelfleet (one chain per model, `pack: 1`, and packed, `pack: auto`).
 
-    python bench/scaling.py            # full run, about 15 minutes; writes bench/results/
-    python bench/scaling.py --quick    # small sizes, a couple of minutes, writes bench/results/quick/
+    python bench/scaling.py            # full run, about 25 minutes; writes bench/results/
+    python bench/scaling.py --quick    # small sizes, a few minutes, writes bench/results/quick/
+    python bench/scaling.py --quick --only peer        # one part: cpu io noop peer tiny small450 producer
     python bench/scaling.py --report-only bench/results/scaling.json   # redo the .md and .png
 
 Run it on a quiet machine: every figure is a wall time. Not part of the test suite.
@@ -23,7 +25,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from dataclasses import asdict  # noqa: E402
+from dataclasses import asdict, dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -35,30 +37,90 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.g
 import yaml  # noqa: E402
 
 from bench import report  # noqa: E402
-from bench.baselines import run_loop, run_pool  # noqa: E402
+from bench.baselines import run_loop, run_pool, run_sklearn_loop  # noqa: E402
 from bench.fleet import fleet  # noqa: E402
 from bench.machine import describe  # noqa: E402
+from bench.peer import peer  # noqa: E402
 from bench.workload_specs import Workload, workloads  # noqa: E402
 from producer.local import RedisServer, find_redis_server  # noqa: E402
-from producer.spec import Batch, load_batch  # noqa: E402
+from producer.spec import Batch, SpecError, load_batch  # noqa: E402
 from workers.settings import Settings  # noqa: E402
 
 PREFIXES = ["sklearn.", "bench.workloads."]
+PARTS = ["cpu", "io", "noop", "tiny", "small450", "producer"]
+METHODS = ["pool", "procs", "conc", "peer"]
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def load(workload: Workload, tag: str, workdir: Path, settings: Settings) -> Batch:
-    """Write the batch spec and load it the way `modelfleet submit` does (validated)."""
+def write_spec(workload: Workload, tag: str, workdir: Path, pack: int | str | None = None) -> Path:
     path = workdir / f"{workload.name}-{tag}.yaml"
-    path.write_text(yaml.safe_dump(workload.spec(tag), sort_keys=False))
-    return load_batch(path, settings)
+    path.write_text(yaml.safe_dump(workload.spec(tag, pack), sort_keys=False))
+    return path
+
+
+def load(workload: Workload, tag: str, workdir: Path, settings: Settings,
+         pack: int | str | None = None) -> Batch:
+    """Write the batch spec and load it the way `modelfleet submit` does (validated)."""
+    batch = load_batch(write_spec(workload, tag, workdir, pack), settings)
+    if len(batch.models) != workload.n:
+        raise RuntimeError(f"{workload.name}: the spec expands to {len(batch.models)} models, "
+                           f"not {workload.n}")
+    return batch
+
+
+def packing_supported(workdir: Path, settings: Settings) -> bool:
+    """Whether this build's batch spec takes the top-level `pack` key (it is being built)."""
+    path = workdir / "pack-probe.yaml"
+    path.write_text(yaml.safe_dump({"name": "probe", "pack": "auto", "models": [{
+        "name": "m", "task": "classification", "dataset": {"kind": "sklearn", "name": "iris"},
+        "estimator": {"class_path": "sklearn.linear_model.LogisticRegression"}}]}))
+    try:
+        load_batch(path, settings)
+    except SpecError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Packing:
+    supported: bool  # the build's spec takes `pack` (default auto)
+    rows: bool  # run the `pack: auto` rows (supported and not --no-pack)
+
+    def packs(self, w: Workload) -> list[tuple[str, int | str | None]]:
+        """(method suffix, spec `pack`) per modelfleet row.
+
+        Every workload runs one chain per model: `pack: 1` where the key exists (a build
+        without it does nothing else); CPU- and I/O-bound stay there, as Pool (auto would pack
+        the I/O models on a fresh Redis from a guess: a waiting fit looks like a tiny model).
+        """
+        single: list[tuple[str, int | str | None]] = [("", 1 if self.supported else None)]
+        return single + [("-packed", "auto")] if w.packed and self.rows else single
+
+
+def run_peer(w: Workload, repeats: int, workdir: Path, t_chain: float) -> list[dict[str, Any]]:
+    """The hand-written Celery peer, k processes x 1, for every k of the workload."""
+    runs = []
+    for k in w.ks:
+        where = Path(tempfile.mkdtemp(prefix=f"{w.name}-peer{k}-", dir=workdir))
+        with peer(where, k) as live:
+            log(f"{w.name}: peer {k} worker(s) x 1 ready in {live.startup:.1f} s")
+            reps = []
+            for rep in range(w.repeats_for(k, t_chain, repeats)):
+                result = live.run(w.n, timeout=120 + 10 * w.n * max(t_chain, 0.1))
+                reps.append(asdict(result))
+                log(f"{w.name}: peer k={k} repeat {rep + 1}: {result.wall:.2f} s "
+                    f"(send {result.submit:.3f} s, CPU workers {result.cpu_workers:.2f} s "
+                    f"+ redis {result.cpu_redis:.2f} s)")
+        runs.append({"workload": w.name, "method": "peer", "k": k, "n": w.n, "repeats": reps,
+                     "startup": live.startup, "processes": k, "concurrency": 1})
+    return runs
 
 
 def run_workload(w: Workload, repeats: int, workdir: Path, settings: Settings,
-                 worker_args: list[str], methods: set[str]) -> list[dict[str, Any]]:
+                 worker_args: list[str], methods: set[str], packing: Packing) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
     batch = load(w, "base", workdir, settings)
     models = batch.models
@@ -83,60 +145,112 @@ def run_workload(w: Workload, repeats: int, workdir: Path, settings: Settings,
             runs.append({"workload": w.name, "method": "pool", "k": k, "n": w.n, "repeats": reps,
                          "startup": max(startups)})
 
+    if "peer" in methods and w.peer:
+        runs += run_peer(w, repeats, workdir, t_chain)
+
     shapes = [("procs", k, k, 1) for k in w.ks if "procs" in methods]
     shapes += [("conc", k, 1, k) for k in w.ks if k > 1 and "conc" in methods]
     for method, k, processes, concurrency in shapes:
         where = Path(tempfile.mkdtemp(prefix=f"{w.name}-{method}{k}-", dir=workdir))
         with fleet(settings, where, processes, concurrency, worker_args) as live:
             log(f"{w.name}: {processes} worker(s) x {concurrency} ready in {live.startup:.1f} s")
-            reps = []
-            for rep in range(w.repeats_for(k, t_chain, repeats)):
-                batch = load(w, f"{method}{k}r{rep}", where, live.settings)
-                timeout = 120 + 10 * w.n * max(t_chain, 0.1)
-                result = live.run(batch, timeout)
-                reps.append(asdict(result))
-                log(f"{w.name}: modelfleet {method} k={k} repeat {rep + 1}: {result.wall:.2f} s "
-                    f"(submit {result.submit:.3f} s, CPU workers {result.cpu_workers:.2f} s "
-                    f"+ redis {result.cpu_redis:.2f} s)")
-        runs.append({"workload": w.name, "method": method, "k": k, "n": w.n, "repeats": reps,
-                     "startup": live.startup, "processes": processes, "concurrency": concurrency})
+            for suffix, pack in packing.packs(w):
+                reps = []
+                for rep in range(w.repeats_for(k, t_chain, repeats)):
+                    batch = load(w, f"{method}{k}{suffix}r{rep}", where, live.settings, pack)
+                    timeout = 120 + 10 * w.n * max(t_chain, 0.1)
+                    result = live.run(batch, timeout)
+                    reps.append(asdict(result))
+                    log(f"{w.name}: modelfleet {method}{suffix} k={k} repeat {rep + 1}: {result.wall:.2f} s "
+                        f"(submit {result.submit:.3f} s, CPU workers {result.cpu_workers:.2f} s "
+                        f"+ redis {result.cpu_redis:.2f} s)")
+                runs.append({"workload": w.name, "method": method + suffix, "k": k, "n": w.n, "pack": pack,
+                             "repeats": reps, "startup": live.startup, "processes": processes,
+                             "concurrency": concurrency})
     return runs
 
 
-def producer_scale(sizes: list[int], workdir: Path) -> list[dict[str, Any]]:
-    """Validate + submit in a fresh subprocess per size (its own peak RSS), fresh Redis each."""
+def run_small450(w: Workload, repeats: int, workdir: Path, settings: Settings,
+                 worker_args: list[str], packing: Packing) -> list[dict[str, Any]]:
+    """A plain scikit-learn loop vs `modelfleet submit --wait` (a CLI process) on 2 running workers."""
+    assert w.estimators is not None
+    reps: list[dict[str, Any]] = []
+    for rep in range(repeats):
+        out = Path(tempfile.mkdtemp(prefix="sklearn-loop-", dir=workdir))
+        wall, finishes, cpu = run_sklearn_loop(REPO / w.dataset["path"], w.dataset["target"],
+                                               w.dataset["segment_by"], w.estimators, out)
+        reps.append({"wall": wall, "finishes": finishes, "cpu_workers": cpu, "cpu_redis": 0.0})
+        log(f"{w.name}: scikit-learn loop repeat {rep + 1}: {wall:.2f} s")
+    runs: list[dict[str, Any]] = [{"workload": w.name, "method": "loop", "k": 1, "n": w.n, "repeats": reps,
+                                   "startup": None}]
+    k = w.ks[0]
+    where = Path(tempfile.mkdtemp(prefix=f"{w.name}-cli{k}-", dir=workdir))
+    with fleet(settings, where, k, 1, worker_args) as live:
+        log(f"{w.name}: {k} worker(s) x 1 ready in {live.startup:.1f} s")
+        for suffix, pack in packing.packs(w):
+            reps = []
+            for rep in range(repeats):
+                spec = write_spec(w, f"cli{suffix}r{rep}", where, pack)
+                result = live.run_cli(spec, w.n, timeout=600)
+                reps.append(asdict(result))
+                log(f"{w.name}: modelfleet submit --wait (pack: {pack or '-'}) repeat {rep + 1}: "
+                    f"{result.wall:.2f} s "
+                    f"(last deploy at {result.finishes[-1]:.2f} s, CPU workers {result.cpu_workers:.2f} s "
+                    f"+ redis {result.cpu_redis:.2f} s)")
+            runs.append({"workload": w.name, "method": "cli" + suffix, "k": k, "n": w.n, "pack": pack,
+                         "repeats": reps, "startup": live.startup, "processes": k, "concurrency": 1})
+    return runs
+
+
+def producer_scale(sizes: list[int], workdir: Path, packing: Packing) -> list[dict[str, Any]]:
+    """Validate + submit in a fresh subprocess per size (its own peak RSS), fresh Redis each.
+
+    The list and matrix specs have no `pack` key: the platform's default (`pack: auto` where
+    built; `pack: 1` with --no-pack). The matrix form, and the list with `pack: 1` next to
+    auto, stop at 10,000 models: the matrix differs from the list only in validation.
+    """
+    default = "1" if packing.supported and not packing.rows else None
+    runs = [("list", default, n) for n in sizes] + [("matrix", default, n) for n in sizes if n <= 10_000]
+    runs += [("list", "1", n) for n in sizes if n <= 10_000 and packing.rows]
     out = []
-    for form in ("list", "matrix"):
-        for n in sizes:
-            with RedisServer(workdir / f"producer-redis-{form}-{n}") as server:
-                proc = subprocess.run(
-                    [sys.executable, "-m", "bench.producer_scale", "--models", str(n), "--form", form,
-                     "--broker", server.url, "--workdir", str(workdir)],
-                    capture_output=True, text=True, cwd=REPO, check=False)
-            if proc.returncode != 0:
-                raise RuntimeError(f"producer scale {form} {n} failed:\n{proc.stderr[-3000:]}")
-            out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            log(f"producer {form} {n}: validate {out[-1]['validate_s']:.2f} s, "
-                f"submit {out[-1]['submit_s']:.2f} s, peak RSS {out[-1]['rss_peak_mb']:.0f} MB")
+    for form, pack, n in runs:
+        with RedisServer(workdir / f"producer-redis-{form}-{pack}-{n}") as server:
+            proc = subprocess.run(
+                [sys.executable, "-m", "bench.producer_scale", "--models", str(n), "--form", form,
+                 "--broker", server.url, "--workdir", str(workdir), *(["--pack", pack] if pack else [])],
+                capture_output=True, text=True, cwd=REPO, check=False, timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"producer scale {form} {n} failed:\n{proc.stderr[-3000:]}")
+        out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        log(f"producer {form} {n} (pack: {pack or 'default'}): validate {out[-1]['validate_s']:.2f} s, "
+            f"submit {out[-1]['submit_s']:.2f} s, {out[-1]['queued']} messages, "
+            f"peak RSS {out[-1]['rss_peak_mb']:.0f} MB, Redis {out[-1]['redis_used_mb']:.0f} MB")
     return out
 
 
 def write(raw: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "scaling.json").write_text(json.dumps(raw, indent=1))
-    report.plot(raw, out / "scaling.png")
-    (out / "scaling.md").write_text(report.markdown(raw, "scaling.png"))
-    log(f"wrote {out / 'scaling.md'}, {out / 'scaling.png'} and {out / 'scaling.json'}")
+    drawn = bool(report.plotted(raw))
+    if drawn:
+        report.plot(raw, out / "scaling.png")
+    (out / "scaling.md").write_text(report.markdown(raw, "scaling.png" if drawn else None))
+    log(f"wrote {out / 'scaling.md'}{', scaling.png' if drawn else ''} and scaling.json")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 repeat: for debugging")
     parser.add_argument("--repeats", type=int, help="repeats per row (default 3, quick 1)")
-    parser.add_argument("--only", nargs="+", choices=["cpu", "io", "noop", "producer"],
-                        help="run only these parts")
-    parser.add_argument("--methods", nargs="+", default=["pool", "procs", "conc"],
-                        choices=["pool", "procs", "conc"], help="which parallel methods to run")
+    parser.add_argument("--only", nargs="+", choices=[*PARTS, "peer"],
+                        help="run only these parts; `peer` is the no-op workload's peer and "
+                             "k workers x 1 rows alone")
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS,
+                        help="which parallel methods to run (peer: the no-op workload only)")
+    parser.add_argument("--no-pack", action="store_true",
+                        help="no `pack: auto` rows even where the spec takes the key")
+    parser.add_argument("--producer-sizes", nargs="+", type=int,
+                        help="models per producer run (default 1000 10000 100000; quick 100 1000)")
     parser.add_argument("--worker-args", default="", help="extra `celery worker` arguments")
     parser.add_argument("--out", type=Path, help="default bench/results (quick: bench/results/quick)")
     parser.add_argument("--report-only", type=Path, help="rewrite the .md/.png from this JSON")
@@ -147,15 +261,18 @@ def main() -> None:
         return
     os.chdir(REPO)  # workers started below import bench.workloads from here
     repeats = args.repeats or (1 if args.quick else 3)
-    parts = set(args.only or ["cpu", "io", "noop", "producer"])
+    parts = set(args.only or PARTS)
+    methods = set(args.methods)
+    if "peer" in parts:  # the peer next to modelfleet's k workers x 1, nothing else
+        parts, methods = (parts - {"peer"}) | {"noop"}, methods & {"peer", "procs"}
     chosen = [w for w in workloads(args.quick) if w.name in parts]
     started = time.time()
     raw: dict[str, Any] = {
         "command": shlex.join(["python", "bench/scaling.py", *sys.argv[1:]]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
-        "machine": describe(find_redis_server()), "repeats": repeats,
+        "machine": describe(find_redis_server()), "repeats": repeats, "quick": args.quick,
         "workloads": [{"name": w.name, "title": w.title, "n": w.n, "ks": list(w.ks),
-                       "estimator": w.estimator, "notes": w.notes} for w in chosen],
+                       "estimator": w.estimators or w.estimator, "notes": w.notes} for w in chosen],
         "runs": [], "producer": [],
     }
     log(f"machine: {raw['machine']}")
@@ -163,11 +280,20 @@ def main() -> None:
         workdir = Path(tmp)
         settings = Settings(artifact_root=workdir / "artifacts", data_root=REPO,  # type: ignore[call-arg]
                             allowed_estimator_prefixes=PREFIXES)
+        supported = packing_supported(workdir, settings)
+        packing = Packing(supported, supported and not args.no_pack)
+        raw["packing"], raw["pack_key"] = packing.rows, supported
+        why = "--no-pack: pack: 1 everywhere" if supported else "the spec has no `pack` key"
+        log(f"packing rows: {'yes' if packing.rows else f'no ({why})'}")
+        worker_args = shlex.split(args.worker_args)
         for w in chosen:
-            raw["runs"] += run_workload(w, repeats, workdir, settings, shlex.split(args.worker_args),
-                                        set(args.methods))
+            if w.name == "small450":
+                raw["runs"] += run_small450(w, repeats, workdir, settings, worker_args, packing)
+            else:
+                raw["runs"] += run_workload(w, repeats, workdir, settings, worker_args, methods, packing)
         if "producer" in parts:
-            raw["producer"] = producer_scale([100, 1000] if args.quick else [1000, 10000], workdir)
+            sizes = args.producer_sizes or ([100, 1000] if args.quick else [1000, 10000, 100000])
+            raw["producer"] = producer_scale(sizes, workdir, packing)
     raw["duration_s"] = time.time() - started
     raw["load_after"] = [round(x, 2) for x in os.getloadavg()]
     write(raw, out)
