@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from producer.local import RedisServer, wait_for
-from tests.conftest import REPO, EXAMPLE_DATA, write_spec
+from tests.conftest import EXAMPLE_DATA, REPO, write_spec
 
 pytestmark = pytest.mark.integration
 

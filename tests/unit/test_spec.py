@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from producer.spec import SpecError, load_batch
-from tests.conftest import REPO, EXAMPLE_DATA, load, write_spec
+from tests.conftest import EXAMPLE_DATA, REPO, load, write_spec
 from workers.contracts import CsvDataset
 from workers.settings import Settings
 
