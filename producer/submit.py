@@ -92,7 +92,7 @@ def submit(batch: Batch, app: Celery, runtime: Runtime, no_cache: bool = False,
         "primary_metrics": {m.name: m.primary_metric for m in batch.models},
         "submitted_by": _user(), "host": socket.gethostname(), "git_commit": _git_commit(batch.path),
     }, [m.name for m in batch.models],
-        specs={m.name: m.model_dump(mode="json") for m in batch.models})
+        specs={m.name: m.model_dump_json() for m in batch.models})
     record_task_ids(runtime, batch_id, batch.models, canvas)
     send(app, canvas)
     return BatchHandle(batch_id, runtime)
