@@ -1,33 +1,36 @@
-"""Build the canvas for a batch, record the batch, send it, return a handle."""
+"""Record a batch, send one chain of stage tasks per model, return a handle."""
 
 from __future__ import annotations
 
 import gc
 import getpass
+import itertools
 import json
 import socket
 import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from celery import Celery, chain, group
-from celery.canvas import _chain
+from celery import Celery
 from kombu.exceptions import OperationalError
 
-from producer.packing import plan_packs
+from producer.messages import new_task_ids, send_chains
+from producer.packing import Pack, plan_packs
 from producer.spec import Batch
 from producer.status import BatchStatus, batch_status
 from workers import keys
-from workers.app import TASK_NAMES
-from workers.contracts import ChainState, ModelJob, ModelSpec, to_message
+from workers.contracts import ChainState, ModelJob, ModelSpec
 from workers.runtime import Runtime
-from workers.settings import STAGES
 from workers.tracking import RETRYABLE
+
+# Chains whose messages exist at once while sending (and task ids per Redis write).
+SEND_CHUNK = 2000
 
 
 class BrokerUnavailable(RuntimeError):
@@ -35,39 +38,39 @@ class BrokerUnavailable(RuntimeError):
 
 
 @dataclass(frozen=True)
-class ChainPlan:
-    """One chain to send: its first message, the label Flower shows, the models it carries."""
+class PlannedChain:
+    """One chain to send: its label, its first message and the models it carries.
+
+    A chain carries one model (its message is that model's ChainState) or a pack
+    of models (a PackState); task ids are recorded per carried model, so
+    `cancel` revokes a pack's chain for each of its models.
+    """
 
     label: str
     message: dict[str, Any]
-    models: list[str]
+    models: tuple[str, ...]
 
 
-def plan_chains(batch_id: str, batch: Batch, no_cache: bool = False,
-                costs: Mapping[str, float] | None = None) -> list[ChainPlan]:
-    """One chain per pack of models (one model each with `pack: 1`)."""
-    plans = []
-    for members in plan_packs(batch.models, batch.pack, costs or {}):
-        states = [ChainState(job=ModelJob(batch_id=batch_id, model=m, no_cache=no_cache)) for m in members]
+def plan_chains(batch_id: str, models: list[ModelSpec], no_cache: bool = False, pack: Pack = 1,
+                costs: Mapping[str, float] | None = None) -> Iterator[PlannedChain]:
+    """One chain per pack of models (`pack: 1`: per model), built lazily: a message
+    exists only until it is published."""
+    template: dict[str, Any] | None = None
+    for members in plan_packs(models, pack, costs or {}):
+        if template is None:
+            template = ChainState(job=ModelJob(batch_id=batch_id, model=members[0], no_cache=no_cache)
+                                  ).model_dump(mode="json")
+        # That ChainState with this model: the same dict as dumping ChainState(...) per model
+        # (tests/unit/test_messages.py), a third of the cost. Only the nested spec is new;
+        # the rest is shared, read-only, until serialised.
+        states = [{**template, "job": {**template["job"], "model": m.model_dump(mode="json")}}
+                  for m in members]
         # A short label instead of celery's repr of the whole message: Flower and the logs
         # show which model it is, and nobody pays for repr()ing the spec on every send.
         more = f" +{len(members) - 1}" if len(members) > 1 else ""
-        plans.append(ChainPlan(f"{batch_id}/{members[0].name}{more}",
-                               to_message(states, packed=len(members) > 1), [m.name for m in members]))
-    return plans
-
-
-def build_canvas(app: Celery, batch_id: str, batch: Batch, no_cache: bool = False,
-                 costs: Mapping[str, float] | None = None) -> tuple[group, list[ChainPlan]]:
-    """group(chain(preprocess, train, evaluate, deploy) per pack), each stage on its queue."""
-    plans = plan_chains(batch_id, batch, no_cache, costs)
-    chains = []
-    for plan in plans:
-        first = app.signature(TASK_NAMES[STAGES[0]], args=(plan.message,), queue=STAGES[0],
-                              argsrepr=plan.label)
-        rest = [app.signature(TASK_NAMES[s], queue=s, argsrepr=plan.label) for s in STAGES[1:]]
-        chains.append(chain(first, *rest))
-    return group(chains), plans
+        yield PlannedChain(f"{batch_id}/{members[0].name}{more}",
+                           states[0] if len(members) == 1 else {"pack": states},
+                           tuple(m.name for m in members))
 
 
 def check_broker(app: Celery, timeout: float) -> None:
@@ -105,29 +108,72 @@ class BatchHandle:
 
 def submit(batch: Batch, app: Celery, runtime: Runtime, no_cache: bool = False,
            batch_id: str | None = None) -> BatchHandle:
-    """Record the batch and send its canvas; nothing is sent if the broker is down."""
+    """Record the batch and send its chains; nothing is sent if the broker is down."""
     batch_id = batch_id or f"{batch.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     check_broker(app, runtime.settings.broker_connect_timeout)
-    canvas, plans = build_canvas(app, batch_id, batch, no_cache, runtime.tracker.model_costs())
-    runtime.tracker.create_batch({
-        "id": batch_id, "name": batch.name, "spec": batch.source, "spec_path": batch.path,
-        "pack": batch.pack, "chains": len(plans),
-        "models": [m.name for m in batch.models], "created": time.time(), "no_cache": no_cache,
-        "primary_metrics": {m.name: m.primary_metric for m in batch.models},
-        "submitted_by": _user(), "host": socket.gethostname(), "git_commit": _git_commit(batch.path),
-    }, [m.name for m in batch.models],
-        specs={m.name: m.model_dump(mode="json") for m in batch.models})
-    record_task_ids(runtime, batch_id, plans, canvas)
-    send(app, canvas)
+    with _cyclic_gc_paused():
+        runtime.tracker.create_batch({
+            "id": batch_id, "name": batch.name, "spec": batch.source, "spec_path": batch.path,
+            "pack": batch.pack,
+            "models": [m.name for m in batch.models], "created": time.time(), "no_cache": no_cache,
+            "primary_metrics": {m.name: m.primary_metric for m in batch.models},
+            "submitted_by": _user(), "host": socket.gethostname(), "git_commit": _git_commit(batch.path),
+        }, [m.name for m in batch.models],
+            specs={m.name: m.model_dump_json() for m in batch.models})
+        costs = runtime.tracker.model_costs()  # what packing sizes from
+        send_planned(app, runtime, batch_id, plan_chains(batch_id, batch.models, no_cache, batch.pack, costs))
     return BatchHandle(batch_id, runtime)
 
 
-def record_task_ids(runtime: Runtime, batch_id: str, plans: list[ChainPlan], canvas: group) -> None:
-    """Fix the chains' task ids now and keep them per model, so `cancel` can revoke them."""
-    canvas.freeze()
-    task_ids = {name: json.dumps([t.id for t in c.tasks])
-                for plan, c in zip(plans, canvas.tasks, strict=True) for name in plan.models}
-    runtime.redis.hset(keys.batch_tasks(batch_id), mapping=task_ids)
+def send_planned(app: Celery, runtime: Runtime, batch_id: str, planned: Iterable[PlannedChain],
+                 chunk: int = SEND_CHUNK) -> int:
+    """Send the chains through one producer, recording each carried model's task ids first.
+
+    Chunk by chunk, so the messages of a 100,000-model batch never all exist at
+    once: fix the chunk's task ids, keep them per model (for `cancel`), publish.
+    Returns how many chains were sent.
+    """
+    sent = 0
+    with app.producer_or_acquire() as producer:
+        for part in _chunks(planned, chunk):
+            ids = new_task_ids(len(part))
+            record_task_ids(runtime, batch_id, {name: chain_ids
+                                                for plan, chain_ids in zip(part, ids, strict=True)
+                                                for name in plan.models})
+            send_chains(app, [(plan.label, plan.message) for plan in part], task_ids=ids, producer=producer)
+            sent += len(part)
+    return sent
+
+
+def record_task_ids(runtime: Runtime, batch_id: str, task_ids: dict[str, list[str]]) -> None:
+    """Keep each model's chain task ids (model name -> ids), so `cancel` can revoke them."""
+    if task_ids:
+        runtime.redis.hset(keys.batch_tasks(batch_id),
+                           mapping={name: json.dumps(ids) for name, ids in task_ids.items()})
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a batch is recorded and sent.
+
+    Sending allocates millions of short-lived objects, freed by reference counting
+    (none of them in cycles); their allocation alone triggers collections that walk
+    every live object, the whole validated batch included: 16% of the CPU of a
+    100,000-model submit, for nothing to collect.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _chunks(items: Iterable[PlannedChain], size: int) -> Iterator[list[PlannedChain]]:
+    it = iter(items)
+    while part := list(itertools.islice(it, size)):
+        yield part
 
 
 class NothingToRetry(RuntimeError):
@@ -165,40 +211,15 @@ def retry(batch_id: str, app: Celery, runtime: Runtime) -> tuple[BatchHandle, li
     record = tracker.get_batch(batch_id)
     assert record is not None
     check_broker(app, runtime.settings.broker_connect_timeout)
-    resend = Batch(record["name"], models, record.get("spec", ""), record.get("spec_path", ""),
-                   record.get("pack", "auto"))
-    canvas, plans = build_canvas(app, batch_id, resend, bool(record.get("no_cache")), tracker.model_costs())
     # A cancelled batch is un-cancelled for the models we resend.
     runtime.redis.delete(keys.cancelled(batch_id))
     tracker.reset_models(batch_id, names)
     tracker.update_batch(batch_id, retries=[*record.get("retries", []),
                                             {"at": time.time(), "models": names}])
-    record_task_ids(runtime, batch_id, plans, canvas)
-    send(app, canvas)
+    with _cyclic_gc_paused():
+        send_planned(app, runtime, batch_id, plan_chains(batch_id, models, bool(record.get("no_cache")),
+                                                         record.get("pack", "auto"), tracker.model_costs()))
     return BatchHandle(batch_id, runtime), names
-
-
-def send(app: Celery, canvas: group) -> None:
-    """Publish the group through one producer, pipelined to Redis in batches.
-
-    kombu >= 5.7 buffers a producer's publishes in a Redis pipeline inside
-    `producer.batch()` (other transports publish one by one), so 10,000 chains
-    cost about 20 round trips instead of 20,000 (each message and its task-sent event).
-    """
-    firsts = [c.tasks[0] for c in canvas.tasks if isinstance(c, _chain)]
-    with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
-        # chain.run() drops a `producer` option and takes a pooled one per message. Set on
-        # each chain's first signature, ours reaches send_task; celery deep-copies signature
-        # options on the way, so the copy must be the same live producer.
-        producer.__deepcopy__ = lambda memo: producer
-        for sig in firsts:
-            sig.options["producer"] = producer
-        try:
-            canvas.apply_async(producer=producer)
-        finally:
-            for sig in firsts:
-                sig.options.pop("producer", None)
-            del producer.__deepcopy__
 
 
 def _user() -> str:

@@ -56,9 +56,11 @@ from workers.store import digest_bytes
 from workers.writes import Writes
 
 log = get_task_logger(__name__)
-# Celery logs every result at INFO (a repr of the whole message); our own line per stage
-# names the models and the time instead, at a fraction of the cost.
+# Celery logs every task received and every result at INFO (the latter a repr of the whole
+# message); our own line per stage names the task, the models and the time instead, at a
+# fraction of the cost. Failures and retries are still logged (WARNING and up).
 logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
+logging.getLogger("celery.worker.strategy").setLevel(logging.WARNING)
 
 # Worth another try: the broker or disk hiccupped, or another worker held a lease too long.
 TRANSIENT = (ConnectionError, TimeoutError, redis.exceptions.ConnectionError,

@@ -98,6 +98,8 @@ def test_flower_api_sees_the_batch_its_workers_and_queues(tmp_path: Path, platfo
     for task_id, run in runs.items():
         assert tasks[task_id]["worker"] == run["worker"]
         assert tasks[task_id]["name"] == f"modelfleet.{run['stage']}"
+        # Every task was seen sent: the first stage by the producer's task-sent events.
+        assert tasks[task_id]["sent"], (run["stage"], tasks[task_id])
     assert {t["worker"] for t in tasks.values()} <= set(platform.workers.names)
 
     # The Redis password must not leak into what Flower shows.

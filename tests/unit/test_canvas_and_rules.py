@@ -1,16 +1,16 @@
-"""Canvas structure, cache keys, promotion rules and the artifact store."""
+"""Chain structure, cache keys, promotion rules and the artifact store."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from celery import group
-from celery.canvas import _chain
 
+from producer.messages import send_chains
 from producer.spec import load_batch
-from producer.submit import build_canvas
+from producer.submit import plan_chains
 from tests.conftest import REPO
+from tests.support.memory_broker import drain, memory_app
 from workers.app import create_app
 from workers.cache import cache_key
 from workers.contracts import ChainState, GateSpec
@@ -19,21 +19,27 @@ from workers.settings import Settings
 from workers.store import ArtifactStore, IntegrityError
 
 
-def test_canvas_is_a_group_of_four_stage_chains_on_their_queues() -> None:
+def test_each_model_is_one_four_stage_chain_on_their_queues() -> None:
     settings = Settings(broker_url="redis://127.0.0.1:1/0")  # type: ignore[arg-type]
-    app = create_app(settings)
     batch = load_batch(REPO / "examples" / "quickstart.yaml", settings)
-    canvas, plans = build_canvas(app, "b1", batch)
-    assert isinstance(canvas, group) and len(canvas.tasks) == 12
-    assert [p.models for p in plans] == [[m.name] for m in batch.models]
-    for sig, model in zip(canvas.tasks, batch.models, strict=True):
-        assert isinstance(sig, _chain)
-        assert [t.task for t in sig.tasks] == ["modelfleet.preprocess", "modelfleet.train",
-                                               "modelfleet.evaluate", "modelfleet.deploy"]
-        assert [t.options["queue"] for t in sig.tasks] == ["preprocess", "train", "evaluate", "deploy"]
-        state = ChainState.model_validate(sig.tasks[0].args[0])
+    planned = list(plan_chains("b1", batch.models))
+    with memory_app() as app:
+        ids = send_chains(app, [(p.label, p.message) for p in planned])
+        queued = {m.headers["id"]: m for m in drain(app, "preprocess")}
+    assert len(planned) == len(ids) == len(queued) == 12
+    for plan, model, chain_ids in zip(planned, batch.models, ids, strict=True):
+        assert plan.models == (model.name,)
+        message = queued[chain_ids[0]]
+        (first,), _, embed = message.decode()
+        rest = embed["chain"][::-1]  # stored reversed: the worker pops the next stage
+        assert [message.headers["task"], *(s["task"] for s in rest)] == [
+            "modelfleet.preprocess", "modelfleet.train", "modelfleet.evaluate", "modelfleet.deploy"]
+        assert [message.delivery_info["routing_key"], *(s["options"]["queue"] for s in rest)] == [
+            "preprocess", "train", "evaluate", "deploy"]
+        assert [message.headers["id"], *(s["options"]["task_id"] for s in rest)] == chain_ids
+        state = ChainState.model_validate(first)
         assert state.job.batch_id == "b1" and state.job.model == model
-        assert all(not t.args for t in sig.tasks[1:])  # later stages get the previous output
+        assert all(not s["args"] for s in rest)  # later stages get the previous output
 
 
 def test_app_settings_for_ml_jobs() -> None:
