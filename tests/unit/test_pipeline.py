@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -83,3 +84,33 @@ def test_regression_target_must_be_numeric(tmp_path: Path) -> None:
     (tmp_path / "d.csv").write_text("a,y\n1,x\n2,z\n")
     with pytest.raises(PipelineError, match="dataset.target"):
         load_dataset(CsvDataset(kind="csv", path="d.csv", target="y"), "regression", tmp_path)
+
+
+def test_model_files_are_skops_files_whose_schema_is_written_compact() -> None:
+    import io
+    import json
+    import zipfile
+
+    import skops.io as sio
+    from sklearn.ensemble import RandomForestRegressor
+
+    from workers.pipeline.train import dump_model, load_model
+
+    def schema(data: bytes) -> Any:
+        def strip(node: Any) -> Any:  # skops names nodes and array files by object id
+            if isinstance(node, dict):
+                return {k: strip(v) for k, v in node.items() if k not in ("__id__", "file")}
+            return [strip(v) for v in node] if isinstance(node, list) else node
+        return strip(json.loads(zipfile.ZipFile(io.BytesIO(data)).read("schema.json")))
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((60, 4)), rng.random(60)
+    model = RandomForestRegressor(n_estimators=3, max_depth=3, random_state=0).fit(X, y)
+    ours = dump_model(model)
+    # The same document skops writes, without its indentation ...
+    assert schema(ours) == schema(sio.dumps(model))
+    assert b"\n  " not in zipfile.ZipFile(io.BytesIO(ours)).read("schema.json")
+    # ... read back by skops' own loader, behind our allow-list, to the same predictions.
+    assert np.array_equal(load_model(ours, ["sklearn."]).predict(X), model.predict(X))
+    assert np.array_equal(sio.loads(ours, trusted=sio.get_untrusted_types(data=ours)).predict(X),
+                          model.predict(X))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import skops
 import skops.io as sio
 
 from workers.pipeline.errors import PipelineError
@@ -19,7 +23,26 @@ def fit(estimator: Any, X: np.ndarray, y: np.ndarray) -> Any:
 
 
 def dump_model(model: Any) -> bytes:
-    return sio.dumps(model)
+    """The model in skops' format, its schema written compact.
+
+    skops indents the schema, and `json.dumps` with an indent runs Python's pure-Python
+    encoder: for a 10-tree forest that was two thirds of the dump and a third of a small
+    model's whole chain. Same steps as `skops.io.dumps` otherwise; where skops' internals
+    differ (another version), its own `dumps` is used.
+    """
+    try:
+        from skops.io._persist import SaveContext, get_state
+    except ImportError:
+        return bytes(sio.dumps(model))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        context = SaveContext(zip_file=archive)
+        state = get_state(model, context)
+        context.clear_memo()
+        state["protocol"] = context.protocol
+        state["_skops_version"] = skops.__version__
+        archive.writestr("schema.json", json.dumps(state))
+    return buffer.getvalue()
 
 
 def load_model(data: bytes, allowed_prefixes: Sequence[str]) -> Any:
