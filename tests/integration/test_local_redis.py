@@ -20,7 +20,7 @@ import redis
 
 from producer.local import EmbeddedRedis, serves_directory, wait_for
 from tests.conftest import EXAMPLE_DATA, REPO, write_spec
-from tests.integration.test_platform_up import Output, _alive, _cmdline, _descendants
+from tests.integration.test_platform_up import Output, _alive, _cmdline, _descendants, start_up
 
 pytestmark = pytest.mark.integration
 
@@ -164,6 +164,39 @@ def test_cancel_from_a_second_shell_uses_runs_redis(tmp_path: Path) -> None:
         # The running model stops after its stage: the batch ends with it cancelled, run exits 1.
         assert proc.wait(180) == 1, out.text()
     assert "did not deploy" in out.text(), out.text()
+
+
+def test_commands_from_another_shell_use_ups_redis_without_a_broker_url(tmp_path: Path) -> None:
+    """Point 5 with `up`: `submit --wait` and `status` with no MODELFLEET_BROKER_URL, in the same
+    data directory, find up's Redis (its password from the 0600 file) and start no second one."""
+    data_dir = tmp_path / "redis"
+    with start_up(tmp_path, 1) as (proc, out):
+        url = out.wait_for(r"^broker\s+(redis://\S+)$", 180).group(1)
+        out.wait_for(r"^up \(pid \d+\)", 60)
+        password = data_dir.with_name("redis.password").read_text().strip()
+        assert f":{password}@127.0.0.1:" in url  # the printed URL carries the generated password
+        servers = _redis_servers(data_dir)
+        assert len(servers) == 1, servers
+        spec = write_spec(tmp_path, {"name": "via-up", "models": [
+            {"name": "via-up-iris", "task": "classification", "dataset": {"kind": "sklearn", "name": "iris"},
+             "estimator": {"class_path": "sklearn.tree.DecisionTreeClassifier",
+                           "params": {"max_depth": 2}}}]})
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELFLEET_")}
+        env.update(MODELFLEET_LOCAL_REDIS_DIR=str(data_dir), MODELFLEET_DATA_ROOT=str(EXAMPLE_DATA),
+                   MODELFLEET_ARTIFACT_ROOT=str(tmp_path / "artifacts"))
+        submitted = subprocess.run([sys.executable, "-m", "producer", "submit", str(spec), "--wait",
+                                    "--timeout", "120"], cwd=REPO, env=env, capture_output=True,
+                                   text=True, timeout=180)
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        batch_id = submitted.stdout.split("submitted batch ", 1)[1].split()[0]
+        shown = subprocess.run([sys.executable, "-m", "producer", "status", batch_id, "--json"], cwd=REPO,
+                               env=env, capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        assert json.loads(shown.stdout)["counts"] == {"deployed": 1}
+        assert _redis_servers(data_dir) == servers
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, out.text()
+    assert not _redis_servers(data_dir)
 
 
 def test_stale_address_file_is_replaced_and_a_live_server_is_shared(tmp_path: Path) -> None:
