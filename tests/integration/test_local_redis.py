@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,9 @@ def test_embedded_redis_has_a_password_no_config_and_is_shared_by_a_second_comma
         assert _listens_on_loopback_only(port)
 
         # Point 5: a second command finds run's Redis (same server, same records) ...
+        asked = time.monotonic()
         listed = _cli(tmp_path, "batches", "--json")
+        print(f"a second command (batches) answered in {time.monotonic() - asked:.2f}s")
         assert listed.returncode == 0, listed.stdout + listed.stderr
         batch_id = json.loads(listed.stdout)[0]["batch_id"]
         shown = _cli(tmp_path, "status", batch_id, "--json")
@@ -229,9 +232,10 @@ def test_run_stopped_with_sigterm_stops_its_redis_and_workers(tmp_path: Path) ->
         servers = _redis_servers(data_dir)
         assert len(servers) == 1 and servers[0] in tree
         assert any("celery" in _cmdline(pid) for pid in tree), [_cmdline(p) for p in tree]
+        sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        # The worker's warm shutdown would wait for the held fit; the grace period then kills it.
         assert proc.wait(60) == 128 + signal.SIGTERM, out.text()
+        print(f"run exited {time.monotonic() - sent:.2f}s after SIGTERM")
         assert "interrupted (SIGTERM)" in out.text()
         survivors = [pid for pid in tree if _alive(pid)]
         assert survivors == [], [(pid, _cmdline(pid)) for pid in survivors]
@@ -247,9 +251,11 @@ def test_run_notices_when_every_worker_it_started_died(tmp_path: Path) -> None:
         tree = _descendants(proc.pid)
         workers = [pid for pid in tree if "celery" in _cmdline(pid) and os.getpgid(pid) == pid]
         assert workers, [_cmdline(p) for p in tree]
+        killed = time.monotonic()
         for pid in workers:
             os.killpg(pid, signal.SIGKILL)
         assert proc.wait(60) == 1, out.text()
+        print(f"run exited {time.monotonic() - killed:.2f}s after its last worker died")
         assert "local worker(s) exited" in out.text() and "stopped waiting" in out.text(), out.text()
         assert not [pid for pid in tree if _alive(pid)]
         assert not _redis_servers(data_dir)
