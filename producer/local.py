@@ -299,6 +299,7 @@ class EmbeddedRedis:
     def start(self) -> EmbeddedRedis:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)  # the append-only file holds every record
         start_fd = os.open(self.start_lock_file, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(start_fd, fcntl.LOCK_EX)
