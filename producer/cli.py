@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,10 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from producer import cli_history
-from producer.cli_common import UserError, broker, console, err
+from producer.cli_common import UserError, broker, console, err, local_platform
 from producer.cli_ops import cancel
 from producer.cli_platform import up
+from producer.local import LocalWorkers, WorkersGone, running_embedded_redis
 from producer.spec import SpecError, load_batch
 from producer.status import BatchStatus, batch_status, leaderboard
 from producer.submit import BatchHandle, BrokerUnavailable, submit
@@ -38,8 +40,11 @@ def _submit(batch: Any, settings: Settings, no_cache: bool) -> tuple[BatchHandle
         raise UserError(f"{exc}; nothing was submitted") from exc
 
 
-def _watch(handle: BatchHandle, timeout: float | None) -> BatchStatus:
-    """Progress bar per stage until the batch is done, then the leaderboard."""
+def _watch(handle: BatchHandle, timeout: float | None,
+           local: LocalWorkers | None = None) -> BatchStatus:
+    """Progress bar per stage until the batch is done, then the leaderboard.
+
+    With `local` workers, raises WorkersGone once all of them have exited."""
     total = len(handle.status().rows)
     with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
@@ -48,6 +53,8 @@ def _watch(handle: BatchHandle, timeout: float | None) -> BatchStatus:
         def update(status: BatchStatus) -> None:
             for stage, bar in bars.items():
                 progress.update(bar, completed=status.stages_done[stage])
+            if local is not None and not status.done:
+                local.check_alive()
 
         status = handle.wait(timeout=timeout, on_progress=update)
     console.print(leaderboard(status))
@@ -76,9 +83,33 @@ def run(spec: Path, workers: int, no_cache: bool, timeout: float | None) -> None
     settings = Settings()
     batch = _load(spec, settings)
     console.print(f"batch [bold]{batch.name}[/]: {len(batch.models)} models, {workers} workers")
-    with broker(settings, workers=workers) as live:
-        handle, _ = _submit(batch, live, no_cache)
-        status = _watch(handle, timeout)
+    received: list[int] = []
+
+    def interrupt(signum: int, frame: object) -> None:
+        # SIGTERM (timeout, CI cancellation, kill) unwinds like Ctrl-C, so the context
+        # managers stop the workers and the Redis started here. Further signals are ignored
+        # while stopping (each stop is bounded: SIGTERM, then SIGKILL after a grace period).
+        received.append(signum)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with local_platform(settings, workers=workers) as (live, local):
+            handle, _ = _submit(batch, live, no_cache)
+            status = _watch(handle, timeout, local)
+    except KeyboardInterrupt:
+        signum = received[0] if received else signal.SIGINT
+        err.print(f"interrupted ({signal.Signals(signum).name}): stopped the workers and Redis "
+                  "started here; the batch's records stay in Redis")
+        sys.exit(128 + signum)
+    except WorkersGone as exc:
+        err.print(f"[bold red]error:[/] {exc}; stopped waiting for the batch", highlight=False)
+        sys.exit(1)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     _exit_for(status)
 
 
@@ -92,7 +123,11 @@ def submit_cmd(spec: Path, wait: bool, no_cache: bool, timeout: float | None) ->
     settings = Settings()
     batch = _load(spec, settings)
     if settings.broker_url is None:
-        raise UserError("no broker configured: set MODELFLEET_BROKER_URL (or use `modelfleet run`)")
+        running = running_embedded_redis(settings.local_redis_dir)  # e.g. `modelfleet up`'s
+        if running is None:
+            raise UserError("no broker configured: set MODELFLEET_BROKER_URL, start `modelfleet up`, "
+                            "or use `modelfleet run`")
+        settings = settings.with_broker(running)
     handle, _ = _submit(batch, settings, no_cache)
     console.print(f"submitted batch [bold]{handle.batch_id}[/] ({len(batch.models)} models)")
     if wait:
@@ -126,7 +161,10 @@ def worker(ctx: click.Context, queues: str, concurrency: int | None) -> None:
     """Run a Celery worker for the configured broker (extra args go to `celery worker`)."""
     settings = Settings()
     if settings.broker_url is None:
-        raise UserError("no broker configured: set MODELFLEET_BROKER_URL")
+        running = running_embedded_redis(settings.local_redis_dir)  # e.g. `modelfleet up`'s
+        if running is None:
+            raise UserError("no broker configured: set MODELFLEET_BROKER_URL (or start `modelfleet up`)")
+        settings = settings.with_broker(running)
     app = create_app(settings)
     argv = ["worker", "-Q", queues, "-c", str(concurrency or settings.worker_concurrency),
             *ctx.args]

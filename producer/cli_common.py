@@ -10,7 +10,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from producer.local import LocalWorkers, RedisServer
+from producer.local import EmbeddedRedis, LocalWorkers
 from workers.settings import Settings
 
 # Piped or captured output has no terminal width; rich would assume 80 columns
@@ -30,13 +30,23 @@ class UserError(click.ClickException):
 
 
 @contextmanager
-def broker(settings: Settings, workers: int = 0) -> Iterator[Settings]:
-    """The configured broker, or an embedded Redis, plus k local workers if asked for."""
+def local_platform(settings: Settings, workers: int = 0
+                   ) -> Iterator[tuple[Settings, LocalWorkers | None]]:
+    """The configured broker, or the embedded Redis of `local_redis_dir` (the one already
+    running for it, else a new one), plus k local workers if asked for."""
     with ExitStack() as stack:
         if settings.broker_url is None:
-            server = stack.enter_context(RedisServer(settings.local_redis_dir))
+            server = stack.enter_context(EmbeddedRedis(settings.local_redis_dir))
             settings = settings.with_broker(server.url)
+        started = None
         if workers:
             log_dir = settings.local_redis_dir.parent / "logs"
-            stack.enter_context(LocalWorkers(settings, workers, log_dir))
-        yield settings
+            started = stack.enter_context(LocalWorkers(settings, workers, log_dir))
+        yield settings, started
+
+
+@contextmanager
+def broker(settings: Settings, workers: int = 0) -> Iterator[Settings]:
+    """The configured broker, or the embedded Redis, plus k local workers if asked for."""
+    with local_platform(settings, workers) as (live, _):
+        yield live

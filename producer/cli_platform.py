@@ -52,7 +52,9 @@ def up(workers: int, flower_port: int | None) -> None:
             with LocalFlower(live, log_dir, port=flower_port) as flower:
                 # Plain echo, not rich: no wrapping, so the lines can be copied and parsed.
                 if settings.broker_url is None:
-                    url = live.broker()  # the embedded Redis: loopback, no password
+                    # The embedded Redis: loopback, with the generated password of
+                    # local_redis_dir's .password file (other local commands read it there).
+                    url = live.broker()
                     click.echo(f"broker    {url}")
                     click.echo(f"          export MODELFLEET_BROKER_URL={shlex.quote(url)}"
                                "  # then `modelfleet submit SPEC` from another shell")

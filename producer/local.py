@@ -7,6 +7,8 @@ an error; processes run in their own session so their whole tree is stopped.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -25,6 +27,10 @@ from typing import Self
 import redis
 
 from workers.settings import STAGES, Settings
+
+# Disabled on the embedded Redis: CONFIG SET dir + SAVE writes files anywhere, MODULE
+# LOAD runs code, DEBUG can crash or stall the server.
+LOCKED_COMMANDS = ("CONFIG", "DEBUG", "MODULE")
 
 
 def find_redis_server() -> str:
@@ -110,11 +116,12 @@ class RedisServer(_ServiceProcess):
     name = "redis-server"
 
     def __init__(self, data_dir: Path, port: int | None = None, password: str | None = None,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", lockdown: bool = False) -> None:
         self.data_dir = data_dir
         self.host = host
         self.port = port or free_port(host)
         self.password = password
+        self.lockdown = lockdown
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -127,12 +134,29 @@ class RedisServer(_ServiceProcess):
         args = [find_redis_server(), "--port", str(self.port), "--bind", self.host,
                 "--dir", str(self.data_dir.resolve()), "--appendonly", "yes", "--save", "",
                 "--maxmemory-policy", "noeviction", "--daemonize", "no", "--loglevel", "warning"]
+        if self.lockdown:
+            # Commands that reach the file system or load code: gone (redis 6.2 has no
+            # enable-debug-command / enable-module-command; renaming to "" disables them).
+            for command in LOCKED_COMMANDS:
+                args += ["--rename-command", command, ""]
+        # The password goes in on stdin ("-" reads config from it), not argv: `ps` shows argv.
+        args.append("-")
+        config = ""
         if self.password:
-            args += ["--requirepass", self.password]
+            quoted = self.password.replace("\\", "\\\\").replace('"', '\\"')
+            config = f'requirepass "{quoted}"\n'
         log = self.log_path().open("ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
-        wait_for(lambda: self._ping(client), 15, f"redis-server on port {self.port}")
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=log, stderr=log,
+                                     start_new_session=True)
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(config.encode())
+            self.proc.stdin.close()
+            client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+            wait_for(lambda: self._ping(client), 15, f"redis-server on port {self.port}")
+        except BaseException:
+            self.stop()  # also on Ctrl-C / SIGTERM while starting: never leak the server
+            raise
         return self
 
     def log_path(self) -> Path:
@@ -144,6 +168,208 @@ class RedisServer(_ServiceProcess):
             return bool(client.ping())
         except redis.exceptions.RedisError:
             return False
+
+
+def _pid_alive(pid: int) -> bool:
+    """Running (not a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def serves_directory(pid: int, data_dir: Path) -> bool:
+    """`pid` is a redis-server working in `data_dir` (it chdirs to --dir and rewrites its
+    command line to "redis-server host:port", so the directory is read from /proc/PID/cwd)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return False
+    return b"redis-server" in cmdline and cwd == str(data_dir.resolve()) and _pid_alive(pid)
+
+
+def _private_file(path: Path, content: str) -> None:
+    """Write `content` to `path` atomically, readable by its owner only (0600)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(content)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+class EmbeddedRedis:
+    """The one embedded Redis of a data directory, shared by every local command.
+
+    Next to the data directory `D` (`.modelfleet/redis` by default) live:
+
+    - `D.password`: the generated password (0600), created once, used by every command;
+    - `D.address`: host, port and pid of the running server (0600), written by its owner;
+    - `D.lock`: held (flock) by the owning command for as long as it serves the server;
+    - `D.start.lock`: held briefly while a command looks for the server or starts one.
+
+    The first command starts redis-server (loopback only, with the password, CONFIG,
+    DEBUG and MODULE disabled) and owns it: it stops it when it exits. Later commands
+    find it through the address file and use it as guests. An address file whose
+    server does not answer is stale: a hung server of this directory is stopped and
+    a new one started. A server that still answers but whose owner died is adopted.
+    Stopping the owner stops the server, also for guests still using it.
+    """
+
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1") -> None:
+        self.data_dir = data_dir
+        self.host = host
+        base, stem = data_dir.parent, data_dir.name
+        self.password_file = base / f"{stem}.password"
+        self.address_file = base / f"{stem}.address"
+        self.lock_file = base / f"{stem}.lock"
+        self.start_lock_file = base / f"{stem}.start.lock"
+        self.port = 0
+        self.pid = 0
+        self.owner = False
+        self.server: RedisServer | None = None
+        self._lock_fd: int | None = None
+        self.password = ""
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@{self.host}:{self.port}/0"
+
+    def _read_password(self) -> str:
+        if self.password_file.exists():
+            if self.password_file.stat().st_mode & 0o077:
+                os.chmod(self.password_file, 0o600)
+            password = self.password_file.read_text().strip()
+            if password:
+                return password
+        password = secrets.token_urlsafe(32)
+        _private_file(self.password_file, password + "\n")
+        return password
+
+    def _read_address(self) -> tuple[str, int, int] | None:
+        """(host, port, pid) from the address file, or None if absent or unreadable."""
+        try:
+            found = json.loads(self.address_file.read_text())
+            return str(found["host"]), int(found["port"]), int(found["pid"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+    def _answers(self, host: str, port: int, pid: int) -> bool:
+        """The server at host:port takes our password and is the process `pid`."""
+        client = redis.Redis(host=host, port=port, password=self.password,
+                             socket_connect_timeout=1.0, socket_timeout=2.0)
+        try:
+            info = client.info("server")
+            return int(info.get("process_id", -1)) == pid
+        except (redis.exceptions.RedisError, OSError, ValueError):
+            return False
+        finally:
+            client.close()
+
+    def _take_owner_lock(self) -> bool:
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    def _release_owner_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing drops the flock
+            self._lock_fd = None
+
+    def _stop_stale(self, pid: int) -> None:
+        """A redis-server of this directory that no longer answers: stop it."""
+        if not serves_directory(pid, self.data_dir):
+            return  # the pid was reused by another process: not ours to stop
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        try:
+            wait_for(lambda: not _pid_alive(pid), 10, f"stale redis-server {pid} to exit")
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: not _pid_alive(pid), 5, f"stale redis-server {pid} to exit")
+
+    def start(self) -> EmbeddedRedis:
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)  # the append-only file holds every record
+        start_fd = os.open(self.start_lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(start_fd, fcntl.LOCK_EX)
+            self.password = self._read_password()
+            found = self._read_address()
+            if found is not None:
+                host, port, pid = found
+                if self._answers(host, port, pid):
+                    self.host, self.port, self.pid = host, port, pid
+                    # Its owner died (SIGKILL) but the server lives on: adopt it.
+                    self.owner = self._take_owner_lock()
+                    return self
+                self._stop_stale(pid)
+                self.address_file.unlink(missing_ok=True)
+            if not self._take_owner_lock():
+                raise RuntimeError(f"another modelfleet command holds {self.lock_file} but its Redis "
+                                   f"does not answer; stop it, or remove the file if none runs")
+            try:
+                self.server = RedisServer(self.data_dir, password=self.password, host=self.host,
+                                          lockdown=True).start()
+                assert self.server.proc is not None
+                self.port, self.pid, self.owner = self.server.port, self.server.proc.pid, True
+                _private_file(self.address_file, json.dumps(
+                    {"host": self.host, "port": self.port, "pid": self.pid, "owner": os.getpid()}))
+            except BaseException:
+                self.stop()
+                raise
+            return self
+        finally:
+            os.close(start_fd)
+
+    def stop(self) -> None:
+        if not self.owner:
+            return
+        found = self._read_address()
+        if found is not None and found[2] == self.pid:
+            self.address_file.unlink(missing_ok=True)
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        elif self.pid and _pid_alive(self.pid):  # adopted: not our child, stop it by pid
+            self._stop_stale(self.pid)
+        self.owner = False
+        self._release_owner_lock()
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def running_embedded_redis(data_dir: Path) -> str | None:
+    """The URL of the embedded Redis already running for `data_dir`, or None (starts nothing)."""
+    local = EmbeddedRedis(data_dir)
+    if not local.password_file.exists():
+        return None
+    local.password = local.password_file.read_text().strip()
+    found = local._read_address()
+    if found is None:
+        return None
+    host, port, pid = found
+    if not local._answers(host, port, pid):
+        return None
+    local.host, local.port = host, port
+    return local.url
+
+
+class WorkersGone(RuntimeError):
+    """Every local worker died: nothing will run the batch's stages any more."""
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
@@ -175,12 +401,23 @@ class LocalWorkers:
     def start(self, wait: float = 90.0) -> LocalWorkers:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = worker_env(self.settings)
-        for name in self.names:
-            log = (self.log_dir / f"{name.split('@')[0]}.log").open("ab")
-            self.procs.append(subprocess.Popen(self.command(name), env=env, stdout=log,
-                                               stderr=subprocess.STDOUT, start_new_session=True))
-        self.wait_ready(wait)
+        try:
+            for name in self.names:
+                log = (self.log_dir / f"{name.split('@')[0]}.log").open("ab")
+                self.procs.append(subprocess.Popen(self.command(name), env=env, stdout=log,
+                                                   stderr=subprocess.STDOUT, start_new_session=True))
+            self.wait_ready(wait)
+        except BaseException:
+            self.stop()  # also on Ctrl-C / SIGTERM while starting: never leak a worker
+            raise
         return self
+
+    def check_alive(self) -> None:
+        """Raise WorkersGone once every worker started here has exited."""
+        if self.procs and all(proc.poll() is not None for proc in self.procs):
+            codes = ", ".join(str(proc.returncode) for proc in self.procs)
+            raise WorkersGone(f"all {len(self.procs)} local worker(s) exited (exit codes {codes}); "
+                              f"see {self.log_dir}")
 
     def wait_ready(self, timeout: float) -> None:
         """Until every worker answers a ping over the broker (so it consumes)."""
