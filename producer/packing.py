@@ -51,7 +51,9 @@ def plan_packs(models: list[ModelSpec], pack: Pack, recorded: Mapping[str, float
         classes.setdefault(model.cost_class, []).append(model)
     packs: list[list[ModelSpec]] = []
     for members in classes.values():
-        size = int(TARGET_SECONDS // estimate_seconds(members[0], recorded))
+        size = int(TARGET_SECONDS / estimate_seconds(members[0], recorded) + 1e-9)
         size = max(1, min(size, MAX_PACK, most))
-        packs += [members[i:i + size] for i in range(0, len(members), size)]
+        # As many packs as that size needs, evened out (sizes differ by at most one).
+        count = math.ceil(len(members) / size)
+        packs += [members[i * len(members) // count:(i + 1) * len(members) // count] for i in range(count)]
     return packs

@@ -65,12 +65,22 @@ def plan_chains(batch_id: str, models: list[ModelSpec], no_cache: bool = False, 
         # the rest is shared, read-only, until serialised.
         states = [{**template, "job": {**template["job"], "model": m.model_dump(mode="json")}}
                   for m in members]
-        # A short label instead of celery's repr of the whole message: Flower and the logs
-        # show which model it is, and nobody pays for repr()ing the spec on every send.
-        more = f" +{len(members) - 1}" if len(members) > 1 else ""
-        yield PlannedChain(f"{batch_id}/{members[0].name}{more}",
-                           states[0] if len(members) == 1 else {"pack": states},
-                           tuple(m.name for m in members))
+        names = tuple(m.name for m in members)
+        yield PlannedChain(chain_label(batch_id, names), states[0] if len(members) == 1 else {"pack": states},
+                           names)
+
+
+def chain_label(batch_id: str, models: tuple[str, ...], limit: int = 1000) -> str:
+    """What Flower and the logs show for a chain: its batch and every model it carries.
+
+    A short label instead of celery's repr of the whole message (nobody pays for
+    repr()ing the spec on every send); Flower's search finds any model of a pack.
+    """
+    label = f"{batch_id}/{','.join(models)}"
+    if len(label) <= limit:
+        return label
+    shown = label[:limit].rsplit(",", 1)[0]
+    return f"{shown} +{len(models) - shown.count(',') - 1}"
 
 
 def check_broker(app: Celery, timeout: float) -> None:
