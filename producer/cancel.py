@@ -8,14 +8,12 @@ models cancelled here. Models already deployed stay deployed.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from celery import Celery
 
-from workers import keys
 from workers.runtime import Runtime
 from workers.tracking import TERMINAL
 
@@ -39,9 +37,9 @@ def cancel_batch(runtime: Runtime, app: Celery, batch_id: str) -> CancelReport:
     if record is None:
         raise KeyError(f"no batch {batch_id!r}")
     # The flag first: any stage that begins from now on skips its work.
-    runtime.redis.set(keys.cancelled(batch_id), time.time())
+    runtime.tracker.set_cancelled(batch_id)
     states = runtime.tracker.model_states(batch_id, record["models"])
-    task_ids = runtime.redis.hgetall(keys.batch_tasks(batch_id))
+    task_ids = runtime.tracker.task_ids(batch_id)
     revoked, stopping, finished, ids = [], [], {}, []
     for name, state in states.items():
         status = state.get("status", "queued")
@@ -49,7 +47,7 @@ def cancel_batch(runtime: Runtime, app: Celery, batch_id: str) -> CancelReport:
             finished[name] = status
         elif status == "queued":
             revoked.append(name)
-            ids += json.loads(task_ids.get(name, "[]"))
+            ids += task_ids.get(name, [])
         else:
             stopping.append(name)
     if ids:

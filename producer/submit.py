@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import getpass
 import itertools
-import json
 import socket
 import subprocess
 import time
@@ -24,7 +23,6 @@ from producer.messages import new_task_ids, send_chains
 from producer.packing import Pack, plan_packs
 from producer.spec import Batch
 from producer.status import BatchStatus, batch_status
-from workers import keys
 from workers.contracts import ChainState, ModelJob, ModelSpec
 from workers.runtime import Runtime
 from workers.tracking import RETRYABLE
@@ -147,19 +145,12 @@ def send_planned(app: Celery, runtime: Runtime, batch_id: str, planned: Iterable
     with app.producer_or_acquire() as producer:
         for part in _chunks(planned, chunk):
             ids = new_task_ids(len(part))
-            record_task_ids(runtime, batch_id, {name: chain_ids
-                                                for plan, chain_ids in zip(part, ids, strict=True)
-                                                for name in plan.models})
+            runtime.tracker.record_task_ids(batch_id, {name: chain_ids
+                                                       for plan, chain_ids in zip(part, ids, strict=True)
+                                                       for name in plan.models})
             send_chains(app, [(plan.label, plan.message) for plan in part], task_ids=ids, producer=producer)
             sent += len(part)
     return sent
-
-
-def record_task_ids(runtime: Runtime, batch_id: str, task_ids: dict[str, list[str]]) -> None:
-    """Keep each model's chain task ids (model name -> ids), so `cancel` can revoke them."""
-    if task_ids:
-        runtime.redis.hset(keys.batch_tasks(batch_id),
-                           mapping={name: json.dumps(ids) for name, ids in task_ids.items()})
 
 
 @contextmanager
@@ -222,7 +213,7 @@ def retry(batch_id: str, app: Celery, runtime: Runtime) -> tuple[BatchHandle, li
     assert record is not None
     check_broker(app, runtime.settings.broker_connect_timeout)
     # A cancelled batch is un-cancelled for the models we resend.
-    runtime.redis.delete(keys.cancelled(batch_id))
+    tracker.set_cancelled(batch_id, False)
     tracker.reset_models(batch_id, names)
     tracker.update_batch(batch_id, retries=[*record.get("retries", []),
                                             {"at": time.time(), "models": names}])

@@ -52,11 +52,7 @@ def refuse(task: Any, message: Any, exc: BaseException) -> None:
         letter = json.dumps({"task": task.name, "error": f"{type(exc).__name__}: {exc}", "at": time.time(),
                              "content_type": message.content_type, "headers": _jsonable(message.headers),
                              "body_base64": base64.b64encode(raw[:65536]).decode()})
-        pipe = task.runtime.redis.pipeline(transaction=False)
-        pipe.lpush(keys.DEAD_LETTERS, letter)
-        pipe.ltrim(keys.DEAD_LETTERS, 0, DEAD_LETTERS_KEPT - 1)
-        pipe.hincrby(keys.DEAD_LETTER_COUNTS, task.name, 1)
-        pipe.execute()
+        task.runtime.tracker.dead_letter(task.name, letter, DEAD_LETTERS_KEPT)
     except Exception:  # the drop matters more than the record of it
         log.exception("could not dead-letter the refused message")
     message.reject(requeue=False)

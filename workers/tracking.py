@@ -112,6 +112,30 @@ class Tracker:
         self.r.set(keys.batch(batch_id), json.dumps(record))
         self.store.write_record(f"batches/{batch_id}.json", record)
 
+    def set_cancelled(self, batch_id: str, cancelled: bool = True) -> None:
+        """The batch's cancelled flag, which every stage checks when it begins."""
+        if cancelled:
+            self.r.set(keys.cancelled(batch_id), time.time())
+        else:
+            self.r.delete(keys.cancelled(batch_id))
+
+    def record_task_ids(self, batch_id: str, task_ids: Mapping[str, list[str]]) -> None:
+        """Keep each model's chain task ids (model name -> ids), so `cancel` can revoke them."""
+        if task_ids:
+            self.r.hset(keys.batch_tasks(batch_id),
+                        mapping={name: json.dumps(ids) for name, ids in task_ids.items()})
+
+    def task_ids(self, batch_id: str) -> dict[str, list[str]]:
+        return {name: json.loads(ids) for name, ids in self.r.hgetall(keys.batch_tasks(batch_id)).items()}
+
+    def dead_letter(self, task: str, letter: str, keep: int = 1000) -> None:
+        """Keep a refused message (newest first, the last `keep`) and count it per task name."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.lpush(keys.DEAD_LETTERS, letter)
+        pipe.ltrim(keys.DEAD_LETTERS, 0, keep - 1)
+        pipe.hincrby(keys.DEAD_LETTER_COUNTS, task, 1)
+        pipe.execute()
+
     def list_batches(self, limit: int = 50) -> list[str]:
         return [b for b in self.r.zrevrange(keys.BATCHES, 0, limit - 1)]
 
