@@ -217,11 +217,16 @@ class StageTask(Task):  # type: ignore[misc]
         # its neighbours down; each single chain has its own delivery count.
         rest = STAGES[STAGES.index(stage):]
         for state in states:
-            label = f"{state.job.batch_id}/{state.job.model.name}"
+            job = state.job
+            label = f"{job.batch_id}/{job.model.name}"
             first = self.app.signature(f"modelfleet.{rest[0]}", args=(state.model_dump(mode="json"),),
                                        queue=rest[0], argsrepr=label)
-            chain(first, *[self.app.signature(f"modelfleet.{s}", queue=s, argsrepr=label)
-                           for s in rest[1:]]).apply_async()
+            single = chain(first, *[self.app.signature(f"modelfleet.{s}", queue=s, argsrepr=label)
+                                    for s in rest[1:]])
+            single.freeze()
+            # `cancel` revokes the model's new chain, not the pack's spent one.
+            self.runtime.tracker.record_task_ids(job.batch_id, {job.model.name: [t.id for t in single.tasks]})
+            single.apply_async()
         log.warning("%s: a pack of %d killed its worker %d times; resent its models one by one",
                     stage, len(states), self.runtime.settings.max_deliveries + 1)
         raise Ignore()

@@ -119,6 +119,10 @@ def test_killed_pool_child_is_retried_and_poison_task_fails_bounded(tmp_path: Pa
             # killer alone used up its own deliveries, its neighbours finished.
             assert c.settings.max_deliveries < len(lines(always_started)) <= 2 * c.settings.max_deliveries
             assert "resent its models one by one" in c.logs()
+            # `cancel` would revoke the healthy model's own new chain: its ids are the ones that ran.
+            deploy = next(r for r in c.runtime.tracker.runs(batch_id=handle.batch_id)
+                          if r["model"] == "healthy" and r["stage"] == "deploy")
+            assert c.runtime.tracker.task_ids(handle.batch_id)["healthy"][-1] == deploy["task_id"]
         assert rows["healthy"].status == "deployed"
         for name in ("dies-once", "healthy"):
             assert [v["version"] for v in c.runtime.registry.versions(name)] == [1]
