@@ -64,7 +64,9 @@ def measure(n: int, form: str, broker: str, workdir: Path, pack: str | None = No
                     "--workdir", str(workdir), *(["--pack", pack] if pack else []), "--write-only"],
                    check=True)
     settings = Settings(broker_url=broker, artifact_root=workdir / "artifacts",  # type: ignore[arg-type]
-                        max_models_per_batch=max(n, 10_000))
+                        max_models_per_batch=max(n, 10_000),
+                        # A 100k-model matrix written out is ~23 MB: past the default expanded-size limit.
+                        max_spec_bytes=max(20_000_000, 400 * n))
     app, runtime = create_app(settings), Runtime.from_settings(settings)
     rss0 = _rss_mb()
     t0, c0 = time.perf_counter(), time.process_time()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from producer import cli_history
@@ -82,7 +83,7 @@ def run(spec: Path, workers: int, no_cache: bool, timeout: float | None) -> None
     """Run a batch end to end on local workers (and an embedded Redis if none is configured)."""
     settings = Settings()
     batch = _load(spec, settings)
-    console.print(f"batch [bold]{batch.name}[/]: {len(batch.models)} models, {workers} workers")
+    console.print(f"batch [bold]{escape(batch.name)}[/]: {len(batch.models)} models, {workers} workers")
     received: list[int] = []
 
     def interrupt(signum: int, frame: object) -> None:
@@ -105,7 +106,7 @@ def run(spec: Path, workers: int, no_cache: bool, timeout: float | None) -> None
                   "started here; the batch's records stay in Redis")
         sys.exit(128 + signum)
     except WorkersGone as exc:
-        err.print(f"[bold red]error:[/] {exc}; stopped waiting for the batch", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}; stopped waiting for the batch", highlight=False)
         sys.exit(1)
     finally:
         for sig, handler in previous.items():
@@ -129,7 +130,7 @@ def submit_cmd(spec: Path, wait: bool, no_cache: bool, timeout: float | None) ->
                             "or use `modelfleet run`")
         settings = settings.with_broker(running)
     handle, _ = _submit(batch, settings, no_cache)
-    console.print(f"submitted batch [bold]{handle.batch_id}[/] ({len(batch.models)} models)")
+    console.print(f"submitted batch [bold]{escape(handle.batch_id)}[/] ({len(batch.models)} models)")
     if wait:
         _exit_for(_watch(handle, timeout))
 

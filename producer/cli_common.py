@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from producer.local import EmbeddedRedis, LocalWorkers
 from workers.settings import Settings
@@ -26,7 +27,9 @@ class UserError(click.ClickException):
     exit_code = 2
 
     def show(self, file: Any = None) -> None:
-        err.print(f"[bold red]error:[/] {self.message}", markup=True, highlight=False)
+        # The message is plain text, never markup: it echoes user text (spec names, fields,
+        # YAML errors), and `[/red]` in a model name must print as itself, not raise.
+        err.print(Text.assemble(("error:", "bold red"), " ", self.message), highlight=False)
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from producer import history
@@ -259,7 +260,7 @@ def promote(name: str | None, version: int | None, alias: str, batch_id: str | N
             assert v is not None
             before = rt.registry.aliases(model).get(alias)
             rt.registry.promote(model, v, alias)
-            console.print(f"{model}@{alias}: {before if before is not None else '-'} -> {v}")
+            console.print(escape(f"{model}@{alias}: {before if before is not None else '-'} -> {v}"))
 
 
 @click.command()
@@ -277,9 +278,9 @@ def rollback(name: str | None, alias: str, batch_id: str | None, tags: tuple[str
                 after = rt.registry.rollback(model, alias)
             except (KeyError, RuntimeError) as exc:
                 failed += 1
-                err.print(f"{model}@{alias}: {exc.args[0]}")
+                err.print(escape(f"{model}@{alias}: {exc.args[0]}"))
                 continue
-            console.print(f"{model}@{alias}: {before} -> {after}")
+            console.print(escape(f"{model}@{alias}: {before} -> {after}"))
     if failed:
         if name is not None:
             raise UserError("nothing rolled back")
@@ -380,7 +381,8 @@ def retry_cmd(batch_id: str, workers: int, wait: bool, timeout: float | None) ->
             handle, names = retry(batch_id, create_app(live), rt)
         except (KeyError, NothingToRetry, BrokerUnavailable) as exc:
             raise UserError(str(exc.args[0])) from exc
-        console.print(f"retrying {len(names)} model(s) of batch [bold]{batch_id}[/]: {', '.join(names)}")
+        console.print(f"retrying {len(names)} model(s) of batch [bold]{escape(batch_id)}[/]: "
+                      f"{', '.join(names)}")
         if not wait:
             return
         from producer.cli import _exit_for, _watch  # the run/submit progress view

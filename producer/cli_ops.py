@@ -6,6 +6,7 @@ import json
 from collections import Counter
 
 import click
+from rich.markup import escape
 
 from producer.cancel import cancel_batch
 from producer.cli_common import UserError, broker, console
@@ -30,7 +31,7 @@ def cancel(batch_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=1))
         return
-    console.print(f"batch [bold]{batch_id}[/]: cancelled {len(report.revoked)} model(s) that had "
+    console.print(f"batch [bold]{escape(batch_id)}[/]: cancelled {len(report.revoked)} model(s) that had "
                   f"not started" + (f": {', '.join(report.revoked)}" if report.revoked else ""))
     if report.stopping:
         console.print(f"{len(report.stopping)} running model(s) stop after their current stage: "

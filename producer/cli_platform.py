@@ -10,6 +10,7 @@ from types import FrameType
 
 import click
 from kombu.utils.url import maybe_sanitize_url
+from rich.markup import escape
 
 from producer.cli_common import broker, console, err
 from producer.local import LocalFlower
@@ -73,7 +74,7 @@ def up(workers: int, flower_port: int | None) -> None:
         code = 0
     except (RuntimeError, TimeoutError) as exc:
         # A process that would not start (e.g. Flower's port taken): say which, no traceback.
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         code = 1
     finally:
         for sig, handler in previous.items():

@@ -6,18 +6,22 @@ enqueued unless the whole batch is valid.
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
+import math
 import re
+import string
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from producer.packing import Pack
-from workers.contracts import SLUG, CsvDataset, ModelSpec
+from workers.contracts import MAX_NAME_CHARS, SLUG_RULE, CsvDataset, ModelSpec, is_slug
 from workers.pipeline.data import inspect_csv
 from workers.pipeline.errors import PipelineError
 from workers.settings import Settings
@@ -32,6 +36,11 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # What a plain scalar may resolve to on the fast path (immutable values, so cached).
 _PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}"
                         for t in ("null", "bool", "int", "float", "str", "timestamp"))
+# Nesting levels a spec document may have (real specs use fewer than 10): keeps every
+# recursive step (PyYAML's composer, the defaults merge, error paths) far from the stack's end.
+MAX_DEPTH = 64
+# Problems listed per kind of check before the rest are summed up in one line.
+_MAX_LISTED = 20
 
 
 class SpecError(ValueError):
@@ -53,12 +62,20 @@ class MatrixSpec(BaseModel):
 
 class BatchFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=SLUG.pattern)
+    name: str
     defaults: dict[str, Any] = Field(default_factory=dict)
     models: list[dict[str, Any]] = Field(default_factory=list)
     matrix: MatrixSpec | None = None
     # Models per chain: "auto" packs small models from their recorded cost, 1 sends one chain each.
     pack: Annotated[int, Field(ge=1, le=1000)] | Literal["auto"] = "auto"
+
+    @field_validator("name")
+    @classmethod
+    def _safe_slug(cls, v: str) -> str:
+        # The batch id (name, time, random suffix) names Redis keys and record files.
+        if not is_slug(v):
+            raise ValueError(SLUG_RULE)
+        return v
 
 
 @dataclass(frozen=True)
@@ -73,28 +90,70 @@ class Batch:
 
 
 def load_batch(path: Path | str, settings: Settings) -> Batch:
+    """The validated batch of a spec file, or SpecError; nothing else, whatever the file holds.
+
+    Hostile input is refused before it costs much: the file's size, its encoding,
+    its nesting depth, every string's length, non-finite numbers, aliases that
+    expand it past the size limit, and the model count before any expansion.
+    """
     path = Path(path)
     where = str(path)
+    text = _read_text(path, where, settings.max_spec_bytes)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError([f"{where}: cannot read the spec: {exc.strerror or exc}"]) from exc
-    try:
-        raw = _load_yaml(text)
+        raw = _load_yaml(text, settings.max_spec_bytes)
+    except _Refused as exc:
+        raise SpecError([f"{where}: {exc}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise SpecError([f"{where}: malformed YAML{at}: {getattr(exc, 'problem', exc)}"]) from exc
+        problem = str(getattr(exc, "problem", None) or exc)
+        raise SpecError([f"{where}: malformed YAML{at}: {_cut(problem, 300)}"]) from exc
+    except ValueError as exc:  # a scalar its constructor refuses: 2024-02-30, an int of 5000 digits
+        raise SpecError([f"{where}: malformed YAML: {_cut(str(exc), 300)}"]) from exc
     if not isinstance(raw, dict):
         raise SpecError([f"{where}: the spec must be a mapping with 'name' and 'models' or 'matrix'"])
+    measure = _Measure(settings.max_string_chars)
+    measure.size(raw)
+    if measure.problems:
+        raise SpecError(_listed([f"{where}: {_at(raw, p)}: {msg}" for p, msg in measure.problems], where))
+    listed = raw.get("models")
+    if isinstance(listed, list) and len(listed) > settings.max_models_per_batch:
+        raise SpecError([f"{where}: field 'models': {len(listed)} models, more than the maximum "
+                         f"{settings.max_models_per_batch} (MODELFLEET_MAX_MODELS_PER_BATCH)"])
     try:
         spec = BatchFile.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError([f"{where}: field {_loc(e['loc'])!r}: {e['msg']}" for e in exc.errors()]) from exc
-    return Batch(spec.name, validate_models(spec, settings, where), text, where, spec.pack)
+        raise SpecError(_listed([f"{where}: field {_loc(e['loc'])!r}: {e['msg']}"
+                                 for e in exc.errors()], where)) from exc
+    return Batch(spec.name, validate_models(spec, settings, where, measure), text, where, spec.pack)
 
 
-def _load_yaml(text: str) -> Any:
+def _read_text(path: Path, where: str, limit: int) -> str:
+    """The spec's text: at most `limit` bytes of UTF-8 (newlines as Path.read_text gives them)."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise SpecError([f"{where}: cannot read the spec: {exc.strerror or exc}"]) from exc
+    if len(data) > limit:
+        raise SpecError([f"{where}: the spec is larger than the maximum {limit} bytes "
+                         "(MODELFLEET_MAX_SPEC_BYTES)"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SpecError([f"{where}: the spec is not UTF-8 text: byte 0x{data[exc.start]:02x} at line "
+                         f"{line} (offset {exc.start})"]) from None
+    if "\r" in text:  # universal newlines, as read_text() gave them before
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+class _Refused(Exception):
+    """The document is refused before it is built (too deep, aliases expand it too far)."""
+
+
+def _load_yaml(text: str, max_size: int = 20_000_000) -> Any:
     """yaml.safe_load's result, built from the parser's events when the document allows.
 
     PyYAML composes the whole node graph before constructing anything: for a
@@ -103,12 +162,83 @@ def _load_yaml(text: str) -> Any:
     know of) are built here directly from the events, with the loader's own
     resolver and scalar constructors; anything else (anchors, aliases, merge
     keys, explicit tags, complex keys, several documents) and every error go
-    through yaml.load, so results and error messages are yaml.load's.
+    through PyYAML's composer and constructor, so results and error messages are
+    yaml.load's. Between the two, the node graph is checked: its depth, and its
+    size with every alias and merge key written out (at most `max_size`: an alias
+    bomb is refused before the constructor copies merged mappings out).
+    Raises _Refused for a document nested deeper than MAX_DEPTH.
     """
     try:
         return _load_plain_yaml(text)
     except (_NotPlain, yaml.YAMLError):
-        return yaml.load(text, Loader=_YAML_LOADER)
+        pass
+    _check_depth(text)  # PyYAML's composer recurses per level
+    loader = _YAML_LOADER(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(node, max_size)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _too_deep() -> _Refused:
+    return _Refused(f"the document is nested more than {MAX_DEPTH} levels deep")
+
+
+def _check_depth(text: str) -> None:
+    loader = _YAML_LOADER(text)
+    try:
+        depth = 0
+        while True:
+            event = loader.get_event()
+            if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _too_deep()
+            elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+                depth -= 1
+            elif event is None or isinstance(event, yaml.StreamEndEvent):
+                return
+    finally:
+        loader.dispose()
+
+
+def _check_nodes(root: yaml.Node, limit: int) -> None:
+    """Refuse a node graph that refers to itself or, with every alias and merge written
+    out, is larger than `limit` (characters plus one per node). Iterative, linear in the
+    graph's distinct nodes."""
+    sizes: dict[int, int] = {}
+    entered: set[int] = set()  # the nodes on the current path
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children: list[yaml.Node]
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        if done:
+            entered.discard(key)
+            size = 1 + (len(node.value) if isinstance(node, yaml.ScalarNode) else
+                        sum(sizes[id(c)] for c in children))
+            if size > limit:
+                raise _Refused(f"with its aliases written out the document is larger than the maximum "
+                               f"{limit} (MODELFLEET_MAX_SPEC_BYTES)")
+            sizes[key] = size
+            continue
+        if key in sizes:
+            continue
+        if key in entered:
+            raise _Refused("an alias refers to a node that contains it (a recursive document)")
+        entered.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
 
 
 class _NotPlain(Exception):
@@ -151,6 +281,8 @@ def _load_plain_yaml(text: str) -> Any:
                 if current is not None and isinstance(current, dict) and not has_key:
                     raise _NotPlain  # a mapping or sequence as a key
                 stack.append((current, key, has_key))
+                if len(stack) > MAX_DEPTH:
+                    raise _too_deep()
                 current, has_key = ({} if default == "map" else []), False
                 continue
             elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
@@ -177,18 +309,29 @@ def _load_plain_yaml(text: str) -> Any:
         loader.dispose()
 
 
-def validate_models(spec: BatchFile, settings: Settings, where: str) -> list[ModelSpec]:
+def validate_models(spec: BatchFile, settings: Settings, where: str,
+                    measure: _Measure | None = None) -> list[ModelSpec]:
+    limit = settings.max_models_per_batch
+    combos = _matrix_size(spec.matrix)
+    # Refuse before expanding, so a typo cannot allocate a billion models.
+    if spec.matrix is not None and combos > limit:
+        raise SpecError([f"{where}: field 'matrix.axes': expands to {combos} models, more than the "
+                         f"maximum {limit} (MODELFLEET_MAX_MODELS_PER_BATCH)"])
+    if len(spec.models) + combos > limit:
+        raise SpecError([f"{where}: the batch has {len(spec.models) + combos} models ('models' and "
+                         f"'matrix'), more than the maximum {limit} (MODELFLEET_MAX_MODELS_PER_BATCH)"])
+    _check_expanded_size(spec, measure or _Measure(settings.max_string_chars), settings, where)
     raw_models = [(f"models[{i}]", _merge(spec.defaults, m)) for i, m in enumerate(spec.models)]
     if spec.matrix is not None:
-        raw_models += _expand_matrix(spec.matrix, spec.defaults, where, settings.max_models_per_batch)
+        raw_models += _expand_matrix(spec.matrix, spec.defaults, where, limit)
     if not raw_models:
         raise SpecError([f"{where}: the batch has no models (give 'models' or 'matrix')"])
     problems: list[str] = []
     models: list[ModelSpec] = []
     checked: dict[str, PipelineError | None] = {}
     csv_segments: dict[str, list[str]] = {}
-    for position, raw in raw_models:
-        label = f"model {raw.get('name', '?')!r} ({position})"
+    for index, (position, raw) in enumerate(raw_models):
+        label = f"model {_short(raw.get('name', '?'))} ({position})"
         try:
             model = ModelSpec.model_validate(raw)
         except ValidationError as exc:
@@ -196,7 +339,9 @@ def validate_models(spec: BatchFile, settings: Settings, where: str) -> list[Mod
             continue
         try:
             _check_estimator(model, settings, checked)
-            models += _expand_segments(model, settings, csv_segments)
+            # Models still to come count too: segments may only use what is left.
+            room = limit - len(models) - (len(raw_models) - index - 1)
+            models += _expand_segments(model, settings, csv_segments, room)
         except PipelineError as exc:
             problems.append(f"{where}: {label}: field {exc.field!r}: {exc.message}")
     seen: set[str] = set()
@@ -204,61 +349,118 @@ def validate_models(spec: BatchFile, settings: Settings, where: str) -> list[Mod
         if model.name in seen:
             problems.append(f"{where}: model {model.name!r}: field 'name': duplicate model name")
         seen.add(model.name)
-    if len(models) > settings.max_models_per_batch:
+    if not models and not problems:
+        problems.append(f"{where}: the batch has no models")
+    if len(models) > limit:
         problems.append(f"{where}: the batch has {len(models)} models, more than the maximum "
-                        f"{settings.max_models_per_batch} (MODELFLEET_MAX_MODELS_PER_BATCH)")
+                        f"{limit} (MODELFLEET_MAX_MODELS_PER_BATCH)")
     if problems:
-        raise SpecError(problems)
+        raise SpecError(_listed(problems, where))
     return models
+
+
+def _matrix_size(matrix: MatrixSpec | None) -> int:
+    return 0 if matrix is None else math.prod(len(values) for values in matrix.axes.values())
+
+
+def _name_fields(template: str, axes: list[str], where: str) -> list[tuple[str, str | None]]:
+    """A matrix name template as (literal text, axis or None) parts: plain {axis} fields only.
+
+    Format specs and conversions are refused: `{axis:>999999999}` would build a
+    gigabyte per name, and attribute or index lookups reach into the label strings.
+    """
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise SpecError([f"{where}: field 'matrix.name': {_short(template)} is not a valid name "
+                         f"template ({exc}); use plain {{axis}} fields from {axes}"]) from None
+    out: list[tuple[str, str | None]] = []
+    for literal, field, spec, conversion in parts:
+        if field is not None and (spec or conversion or not field.isidentifier()):
+            raise SpecError([f"{where}: field 'matrix.name': {_short(template)} is not a valid name "
+                             f"template ({_short('{' + field + '}')} is not a plain field); use plain "
+                             f"{{axis}} fields from {axes}"])
+        if field is not None and field not in axes:
+            raise SpecError([f"{where}: field 'matrix.name': {_short(template)} uses an unknown axis "
+                             f"{_short(field)}; axes are {axes}"])
+        out.append((literal, field))
+    return out
 
 
 def _expand_matrix(matrix: MatrixSpec, defaults: dict[str, Any], where: str,
                    limit: int) -> list[tuple[str, dict[str, Any]]]:
-    size = 1
-    for values in matrix.axes.values():
-        size *= len(values)
+    size = _matrix_size(matrix)
     # Refuse before expanding, so a typo cannot allocate a billion models.
     if size > limit:
         raise SpecError([f"{where}: field 'matrix.axes': expands to {size} models, more than the "
                          f"maximum {limit} (MODELFLEET_MAX_MODELS_PER_BATCH)"])
     names = list(matrix.axes)
+    template = _name_fields(matrix.name, names, where)
+    fixed = sum(len(literal) for literal, _ in template)
     out = []
+    problems: list[str] = []
     for combo in itertools.product(*(matrix.axes[n].items() for n in names)):
         labels = {axis: label for axis, (label, _) in zip(names, combo, strict=True)}
-        try:
-            name = matrix.name.format(**labels)
-        except KeyError as exc:
-            raise SpecError([f"{where}: field 'matrix.name': {matrix.name!r} uses an unknown axis "
-                             f"{exc}; axes are {names}"]) from exc
-        # Attribute, index and format-spec errors too: the template is user text (found by hypothesis).
-        except (IndexError, ValueError, AttributeError, TypeError) as exc:
-            raise SpecError([f"{where}: field 'matrix.name': {matrix.name!r} is not a valid name "
-                             f"template ({exc}); use plain {{axis}} fields from {names}"]) from exc
+        # Measured before it is built: a long label used many times would be a long name.
+        length = fixed + sum(len(labels[axis]) for _, axis in template if axis is not None)
+        if length > MAX_NAME_CHARS:
+            problems.append(f"{where}: model of matrix {_short(labels)}: field 'name': the template "
+                            f"makes a name of {length} characters; the name {SLUG_RULE}")
+            continue
         model = _merge(defaults, matrix.base)
         for axis, (_, value) in zip(names, combo, strict=True):
             model = _merge(model, {axis: value})
-        model["name"] = name
-        out.append((f"matrix {labels}", model))
+        model["name"] = "".join(literal + (labels[axis] if axis is not None else "")
+                                for literal, axis in template)
+        out.append((f"matrix {_short(labels)}", model))
+    if problems:
+        raise SpecError(_listed(problems, where))
     return out
 
 
 def _expand_segments(model: ModelSpec, settings: Settings,
-                     seen: dict[str, list[str]]) -> list[ModelSpec]:
-    """One model per distinct value of a CSV's segment column; the file is read once."""
+                     seen: dict[str, list[str]], room: int | None = None) -> list[ModelSpec]:
+    """One model per distinct value of a CSV's segment column; the file is read once.
+
+    The values are user text too: each must fit the string limit, each derived name
+    must be a safe slug like a given one, and there must be `room` for all of them.
+    """
     ds = model.dataset
     if not isinstance(ds, CsvDataset):
         return [model]
     key = json.dumps(ds.model_dump(exclude={"segment"}), sort_keys=True)
     if key not in seen:
-        seen[key] = inspect_csv(ds, settings.data_root)
+        try:
+            seen[key] = inspect_csv(ds, settings.data_root)
+        except PipelineError:
+            raise
+        except (OSError, ValueError, csv.Error) as exc:  # not UTF-8, a NUL in the path, a huge field
+            raise PipelineError("dataset.path",
+                                f"cannot read {_short(ds.path)}: {_cut(str(exc), 200)}") from exc
     if ds.segment_by is None or ds.segment is not None:
         return [model]
+    values = seen[key]
+    if not values:  # found by hypothesis: a header and no rows made a batch of no models
+        raise PipelineError("dataset.segment_by", f"column {_short(ds.segment_by)} has no values: "
+                            "no rows to make models from")
+    if room is not None and len(values) > room:
+        raise PipelineError("dataset.segment_by", f"column {_short(ds.segment_by)} has {len(values)} "
+                            f"distinct values: more models than the maximum "
+                            f"{settings.max_models_per_batch} (MODELFLEET_MAX_MODELS_PER_BATCH) "
+                            "allows with the others")
     out = []
-    for value in seen[key]:
+    for value in values:
+        if len(value) > settings.max_string_chars:
+            raise PipelineError("dataset.segment_by", f"column {_short(ds.segment_by)} has a value of "
+                                f"{len(value)} characters, more than the maximum "
+                                f"{settings.max_string_chars} (MODELFLEET_MAX_STRING_CHARS)")
+        name = f"{model.name}-{_slug(value)}"
+        if not is_slug(name):
+            raise PipelineError("name", f"segment {_short(value)} makes the model name {_short(name)}, "
+                                f"which is not valid: the name {SLUG_RULE}")
         dataset = ds.model_copy(update={"segment": value})
         out.append(model.model_copy(update={
-            "name": f"{model.name}-{_slug(value)}", "dataset": dataset,
-            "tags": {**model.tags, ds.segment_by: value}}))
+            "name": name, "dataset": dataset, "tags": {**model.tags, ds.segment_by: value}}))
     return out
 
 
@@ -293,5 +495,100 @@ def _slug(value: str) -> str:
     return re.sub(r"[^a-z0-9_-]+", "-", value.strip().lower()).strip("-") or "blank"
 
 
-def _loc(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "(root)"
+def _loc(loc: Iterable[Any]) -> str:
+    """A field's path; user-given keys shortened (they are echoed in messages)."""
+    return ".".join(p if isinstance(p, str) and len(p) <= 40 else _short(p, 40) for p in loc) or "(root)"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr() of user text, cut to `limit` characters: newlines and control characters show escaped."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 5]}...{text[-2:]}"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def _listed(problems: list[str], where: str) -> list[str]:
+    """At most _MAX_LISTED problems of one check, then how many more there are."""
+    if len(problems) <= _MAX_LISTED:
+        return problems
+    return [*problems[:_MAX_LISTED], f"{where}: ... and {len(problems) - _MAX_LISTED} more problem(s)"]
+
+
+def _at(raw: dict[str, Any], path: tuple[Any, ...]) -> str:
+    """Where a problem found in the raw document is: the model (by name) and the field."""
+    models = raw.get("models")
+    if (len(path) >= 2 and path[0] == "models" and isinstance(models, list)
+            and isinstance(path[1], int) and path[1] < len(models)):
+        entry = models[path[1]]
+        name = entry.get("name", "?") if isinstance(entry, dict) else "?"
+        field = _loc(path[2:])
+        return f"model {_short(name)} (models[{path[1]}]): field {field!r}"
+    return f"field {_loc(path)!r}"
+
+
+class _Measure:
+    """The size of a loaded document as if written out (characters plus one per value),
+    and its hostile values: strings longer than the limit, NaN and infinities, cycles.
+
+    Containers are measured once each (aliases make the document a graph); the
+    walk's depth is bounded by the loader's MAX_DEPTH.
+    """
+
+    def __init__(self, max_chars: int) -> None:
+        self.max_chars = max_chars
+        self.sizes: dict[int, int] = {}
+        self.entered: set[int] = set()
+        self.path: list[Any] = []
+        self.problems: list[tuple[tuple[Any, ...], str]] = []
+
+    def size(self, value: Any) -> int:
+        if isinstance(value, str):
+            if len(value) > self.max_chars:
+                self.problems.append((tuple(self.path), f"a string of {len(value)} characters, more than "
+                                      f"the maximum {self.max_chars} (MODELFLEET_MAX_STRING_CHARS)"))
+            return 1 + len(value)
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                self.problems.append((tuple(self.path), f"{value} is not a finite number"))
+            return 1
+        if isinstance(value, bytes | bytearray):
+            return 1 + len(value)
+        if not isinstance(value, dict | list):
+            return 1
+        key = id(value)
+        if (known := self.sizes.get(key)) is not None:
+            return known
+        if key in self.entered:
+            self.problems.append((tuple(self.path), "an alias refers to a value that contains it"))
+            return 1
+        self.entered.add(key)
+        total = 1
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in items:
+            self.path.append(k)
+            total += self.size(v) + (self.size(k) if isinstance(value, dict) else 0)
+            self.path.pop()
+        self.entered.discard(key)
+        self.sizes[key] = total
+        return total
+
+
+def _check_expanded_size(spec: BatchFile, measure: _Measure, settings: Settings, where: str) -> None:
+    """Refuse a batch whose models, with the defaults (and the matrix base and axis values)
+    merged into each, would be larger than the spec file may be: a small `defaults`
+    repeated into many models, or aliased into them, is as big as if written out."""
+    limit = settings.max_spec_bytes
+    defaults = measure.size(spec.defaults)
+    total = sum(defaults + measure.size(m) for m in spec.models)
+    if spec.matrix is not None:
+        combos = _matrix_size(spec.matrix)
+        total += combos * (defaults + measure.size(spec.matrix.base))
+        for values in spec.matrix.axes.values():
+            total += sum(measure.size(v) for v in values.values()) * (combos // max(1, len(values)))
+    if total > limit:
+        raise SpecError([f"{where}: with 'defaults' (and the matrix) merged into each model, the "
+                         f"batch's models are {total} characters and values, more than the maximum "
+                         f"{limit} (MODELFLEET_MAX_SPEC_BYTES)"])

@@ -23,7 +23,7 @@ from producer.messages import new_task_ids, send_chains
 from producer.packing import Pack, plan_packs
 from producer.spec import Batch
 from producer.status import BatchStatus, batch_status
-from workers.contracts import ChainState, ModelJob, ModelSpec
+from workers.contracts import SLUG_RULE, ChainState, ModelJob, ModelSpec, is_slug
 from workers.runtime import Runtime
 from workers.tracking import RETRYABLE
 
@@ -116,7 +116,12 @@ class BatchHandle:
 
 def submit(batch: Batch, app: Celery, runtime: Runtime, no_cache: bool = False,
            batch_id: str | None = None) -> BatchHandle:
-    """Record the batch and send its chains; nothing is sent if the broker is down."""
+    """Record the batch and send its chains; nothing is sent if the broker is down.
+
+    load_batch validates the name; a Batch built by hand is checked here too, before
+    anything is written (a name too long for a file name left a ghost batch in Redis)."""
+    if not is_slug(batch.name):
+        raise ValueError(f"batch name {batch.name[:100]!r}: {SLUG_RULE}")
     batch_id = batch_id or f"{batch.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     check_broker(app, runtime.settings.broker_connect_timeout)
     with _cyclic_gc_paused():

@@ -10,10 +10,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator, model_validator
 
-SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,79}(\.[a-z0-9_-]+)*$")
-JsonScalar = str | int | float | bool | None
+# A model or batch name: it becomes a path segment, a file name part and a Redis key part.
+# Matched with fullmatch (`$` would let a trailing newline through) and at most
+# MAX_NAME_CHARS long in all, dots included.
+SLUG = re.compile(r"[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9_-]+)*")
+MAX_NAME_CHARS = 80
+SLUG_RULE = ("must be a safe slug: lowercase letters, digits, '-', '_' and single dots, "
+             f"starting with a letter or digit, at most {MAX_NAME_CHARS} characters in all")
+# NaN and infinities do not survive JSON (the wire format) and compare false with everything.
+JsonScalar = str | int | FiniteFloat | bool | None
 JsonParam = JsonScalar | list[JsonScalar] | dict[str, JsonScalar]
 
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "precision_macro",
@@ -23,6 +30,11 @@ REGRESSION_METRICS = ("r2", "mae", "rmse", "mape")
 _SIZE_PARAMS = ("n_estimators", "max_depth", "max_iter", "n_neighbors")
 # Metrics where lower is better; the gate and the promotion rule flip for them.
 LOWER_IS_BETTER = frozenset({"mae", "rmse", "mape"})
+
+
+def is_slug(name: str) -> bool:
+    """Whether `name` is a safe model or batch name (see SLUG)."""
+    return len(name) <= MAX_NAME_CHARS and SLUG.fullmatch(name) is not None
 
 
 class Strict(BaseModel):
@@ -44,7 +56,7 @@ class SyntheticDataset(Strict):
     n_features: int = Field(20, ge=2, le=10_000)
     n_informative: int = Field(10, ge=1)
     n_classes: int = Field(2, ge=2, le=100)
-    noise: float = Field(0.1, ge=0)
+    noise: float = Field(0.1, ge=0, allow_inf_nan=False)
     seed: int = 0
 
     @model_validator(mode="after")
@@ -70,7 +82,7 @@ Dataset = Annotated[SklearnDataset | SyntheticDataset | CsvDataset, Field(discri
 
 
 class PreprocessSpec(Strict):
-    test_size: float = Field(0.25, gt=0, lt=1)
+    test_size: float = Field(0.25, gt=0, lt=1, allow_inf_nan=False)
     impute: Literal["none", "mean", "median", "most_frequent"] = "mean"
     scale: Literal["none", "standard", "minmax"] = "standard"
     seed: int = 0
@@ -92,8 +104,8 @@ class GateSpec(Strict):
     """Promote only if the metric clears the threshold (and beats the incumbent by min_improvement)."""
 
     metric: str | None = None
-    threshold: float | None = None
-    min_improvement: float | None = Field(None, ge=0)
+    threshold: float | None = Field(None, allow_inf_nan=False)
+    min_improvement: float | None = Field(None, ge=0, allow_inf_nan=False)
 
 
 class DeploySpec(Strict):
@@ -117,11 +129,8 @@ class ModelSpec(Strict):
     @classmethod
     def _safe_slug(cls, v: str) -> str:
         # The name becomes a path segment and a Redis key part: keep it boring.
-        if not SLUG.match(v) or ".." in v:
-            raise ValueError(
-                "must be a safe slug: lowercase letters, digits, '-', '_' and single dots, "
-                "starting with a letter or digit, at most 80 characters"
-            )
+        if not is_slug(v):
+            raise ValueError(SLUG_RULE)
         return v
 
     @model_validator(mode="after")

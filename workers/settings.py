@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     data_root: Path = Path(".")
     allowed_estimator_prefixes: list[str] = Field(default_factory=lambda: ["sklearn."])
     max_models_per_batch: int = 10_000
+    # Hostile specs: the largest spec file read, and the longest string anywhere in it
+    # (keys, values, matrix labels, CSV segment values), in characters.
+    max_spec_bytes: int = 20_000_000
+    max_string_chars: int = 10_000
 
     # Reliability. Rule: visibility_timeout > the longest stage, else Redis hands
     # a still-running task to a second worker (the lease then keeps it from
