@@ -29,7 +29,7 @@ def _load(spec: Path, settings: Settings) -> Any:
     try:
         return load_batch(spec, settings)
     except SpecError as exc:
-        raise UserError(f"invalid batch spec ({len(exc.problems)} problem(s)); nothing was "
+        raise UserError(f"invalid batch spec ({exc.total} problem(s)); nothing was "
                         f"submitted:\n" + "\n".join(f"  {p}" for p in exc.problems)) from exc
 
 

@@ -46,9 +46,11 @@ _MAX_LISTED = 20
 class SpecError(ValueError):
     """A batch spec is invalid; `problems` lists each one with file, model and field."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], total: int | None = None) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+        # How many problems were found: `problems` may list the first ones and sum up the rest.
+        self.total = len(problems) if total is None else total
 
 
 class MatrixSpec(BaseModel):
@@ -115,7 +117,7 @@ def load_batch(path: Path | str, settings: Settings) -> Batch:
     measure = _Measure(settings.max_string_chars)
     measure.size(raw)
     if measure.problems:
-        raise SpecError(_listed([f"{where}: {_at(raw, p)}: {msg}" for p, msg in measure.problems], where))
+        raise _refused([f"{where}: {_at(raw, p)}: {msg}" for p, msg in measure.problems], where)
     listed = raw.get("models")
     if isinstance(listed, list) and len(listed) > settings.max_models_per_batch:
         raise SpecError([f"{where}: field 'models': {len(listed)} models, more than the maximum "
@@ -123,8 +125,8 @@ def load_batch(path: Path | str, settings: Settings) -> Batch:
     try:
         spec = BatchFile.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError(_listed([f"{where}: field {_loc(e['loc'])!r}: {e['msg']}"
-                                 for e in exc.errors()], where)) from exc
+        raise _refused([f"{where}: field {_loc(e['loc'])!r}: {e['msg']}"
+                          for e in exc.errors()], where) from exc
     return Batch(spec.name, validate_models(spec, settings, where, measure), text, where, spec.pack)
 
 
@@ -355,7 +357,7 @@ def validate_models(spec: BatchFile, settings: Settings, where: str,
         problems.append(f"{where}: the batch has {len(models)} models, more than the maximum "
                         f"{limit} (MODELFLEET_MAX_MODELS_PER_BATCH)")
     if problems:
-        raise SpecError(_listed(problems, where))
+        raise _refused(problems, where)
     return models
 
 
@@ -414,7 +416,7 @@ def _expand_matrix(matrix: MatrixSpec, defaults: dict[str, Any], where: str,
                                 for literal, axis in template)
         out.append((f"matrix {_short(labels)}", model))
     if problems:
-        raise SpecError(_listed(problems, where))
+        raise _refused(problems, where)
     return out
 
 
@@ -510,11 +512,12 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[:limit]}..."
 
 
-def _listed(problems: list[str], where: str) -> list[str]:
-    """At most _MAX_LISTED problems of one check, then how many more there are."""
+def _refused(problems: list[str], where: str) -> SpecError:
+    """A SpecError listing at most _MAX_LISTED problems of one check, then how many more there are."""
     if len(problems) <= _MAX_LISTED:
-        return problems
-    return [*problems[:_MAX_LISTED], f"{where}: ... and {len(problems) - _MAX_LISTED} more problem(s)"]
+        return SpecError(problems)
+    return SpecError([*problems[:_MAX_LISTED], f"{where}: ... and {len(problems) - _MAX_LISTED} more "
+                      "problem(s)"], total=len(problems))
 
 
 def _at(raw: dict[str, Any], path: tuple[Any, ...]) -> str:

@@ -312,4 +312,4 @@ def test_defaults_repeated_into_many_models_count_as_written_out(tmp_path: Path)
 
 def test_many_problems_are_summed_up(tmp_path: Path) -> None:
     error = refused(write_spec(tmp_path, {"name": "b", "models": [model(f"M{i}") for i in range(50)]}))
-    assert len(error.problems) == 21 and "and 30 more" in error.problems[-1]
+    assert len(error.problems) == 21 and "and 30 more" in error.problems[-1] and error.total == 50
