@@ -99,18 +99,13 @@ def test_invalid_spec_is_refused_and_nothing_is_enqueued(tmp_path: Path, setting
     assert runtime.tracker.list_batches(limit=10_000) == batches_before
 
 
-@pytest.mark.parametrize("hostile", ["long-batch-name", "markup", "nan-gate"])
-def test_a_hostile_spec_exits_2_and_writes_nothing(tmp_path: Path, settings: Settings, runtime: Any,
-                                                   uniq: str, hostile: str) -> None:
-    """Issue 10, point 7: a 300-character batch name (dots between short segments) used to
-    pass validation, record the batch in Redis, then fail writing its spec file (a ghost
-    batch); markup in a name raised in the error printer; a NaN threshold was accepted."""
-    name = f"b{uniq}" + ".x" * 147 if hostile == "long-batch-name" else f"b{uniq}"
+def test_a_300_character_batch_name_exits_2_and_writes_nothing(tmp_path: Path, settings: Settings,
+                                                               runtime: Any, uniq: str) -> None:
+    """Issue 10, point 7: a 300-character batch name (dots between short segments) passed
+    validation, recorded the batch in Redis, then failed writing its spec file: a traceback
+    and a ghost batch. (Markup in names and NaN thresholds: tests/unit/test_spec_hostile.py.)"""
+    name = f"b{uniq}" + ".x" * 147
     model = classifier(f"m-{uniq}", "iris", "sklearn.linear_model.LogisticRegression")
-    if hostile == "markup":
-        model["name"] = f"[/red]{uniq}"
-    if hostile == "nan-gate":
-        model["deploy"] = {"gate": {"threshold": float("nan")}}
     path = write_spec(tmp_path, {"name": name, "models": [model]})
     batches_before = runtime.tracker.list_batches(limit=10_000)
 
@@ -118,9 +113,7 @@ def test_a_hostile_spec_exits_2_and_writes_nothing(tmp_path: Path, settings: Set
 
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "invalid batch spec" in result.stderr
-    assert str(path) in result.stderr
-    assert {"long-batch-name": "field 'name'", "markup": f"'[/red]{uniq}'",
-            "nan-gate": "deploy.gate.threshold"}[hostile] in result.stderr
+    assert str(path) in result.stderr and "field 'name'" in result.stderr
     assert all(runtime.redis.llen(q) == 0 for q in STAGES)
     assert runtime.tracker.list_batches(limit=10_000) == batches_before
     assert not list((settings.artifact_root / "specs").glob(f"b{uniq}*"))
