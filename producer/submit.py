@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 from kombu.exceptions import OperationalError
@@ -81,13 +82,31 @@ def chain_label(batch_id: str, models: tuple[str, ...], limit: int = 1000) -> st
     return f"{shown} +{len(models) - shown.count(',') - 1}"
 
 
+def masked_url(url: str) -> str:
+    """A broker URL to show: as given, with its password (only if it has one) as `**`.
+
+    kombu's `Connection.as_uri()` shows `redis://:**@host` also for a URL without a
+    password, which reads as if one were set. `;`-separated failover URLs are masked each.
+    """
+    shown = []
+    for one in url.split(";"):
+        parts = urlsplit(one.strip())
+        if parts.password:
+            userinfo, _, host = parts.netloc.rpartition("@")
+            one = one.replace(parts.netloc, f"{userinfo.partition(':')[0]}:**@{host}", 1)
+        shown.append(one)
+    return ";".join(shown)
+
+
 def check_broker(app: Celery, timeout: float) -> None:
     """Fail fast with a clear message instead of hanging on an unreachable broker."""
+    given = app.conf.broker_write_url or app.conf.broker_url
+    url = ";".join(given) if isinstance(given, list | tuple) else str(given)
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
     except (OperationalError, OSError) as exc:
-        raise BrokerUnavailable(f"cannot reach the broker at {conn.as_uri()}: {exc}") from exc
+        raise BrokerUnavailable(f"cannot reach the broker at {masked_url(url)}: {exc}") from exc
 
 
 @dataclass

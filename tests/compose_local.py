@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,29 @@ def interpolate(text: str, env: Mapping[str, str]) -> str:
 
 def variables_used(text: str) -> set[str]:
     return {m["braced"] or m["named"] for m in _VAR.finditer(text) if not m["escaped"]}
+
+
+# The redis image's entrypoint (chowns /data, drops root for the redis user) and server.
+REDIS_ENTRYPOINT = ("docker-entrypoint.sh", "redis-server")
+
+
+def shell_redis_server(command: list[str], env: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """The redis-server argv and stdin config lines of a container command
+    `sh -c 'exec docker-entrypoint.sh redis-server ARGS - <<EOF ... EOF'`, with the config's
+    `$VARS` expanded from the container's environment as sh does (compose and the
+    Kubernetes manifest start Redis this way so that its password is on no command line)."""
+    assert command[:2] == ["sh", "-c"], command
+    first, *rest = command[2].strip().splitlines()
+    line, _, marker = first.partition("<<")
+    argv = shlex.split(line)
+    assert argv[:3] == ["exec", *REDIS_ENTRYPOINT] and argv[-1] == "-", argv
+    body = rest[:rest.index(marker.strip())]
+    return argv[2:], [re.sub(r"\$(\w+)", lambda m: env[m[1]], ln) for ln in body]
+
+
+def redis_config_value(config: list[str], name: str) -> str:
+    """The value of one directive in redis.conf lines (quotes removed)."""
+    return next(" ".join(words[1:]) for ln in config if (words := shlex.split(ln)) and words[0] == name)
 
 
 def _interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:

@@ -34,6 +34,14 @@ def create_app(settings: Settings | None = None) -> Celery:
         # ML stages are long: a worker holds one message at a time, so an idle
         # worker can take the next model instead of it waiting in a busy one's buffer.
         worker_prefetch_multiplier=1,
+        # ... also after a broker reconnect. The new channel's prefetch window does not know
+        # the message still running from the old connection, so a busy 1-slot worker took
+        # one more (Celery's temporary "prefetch count reduction" is skipped for Redis and
+        # floors at the multiplier anyway): a model waited behind a long fit while another
+        # worker idled. This counts the worker's reserved requests, which include the
+        # running ones across a reconnect since Celery 5.7: no new message while they fill
+        # every slot (Redis brokers only).
+        worker_disable_prefetch=True,
         # Events on, so Flower sees every task from sent to done.
         worker_send_task_events=True,
         task_send_sent_event=True,

@@ -11,18 +11,33 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
+import signal
+import socket
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
-from producer.local import RedisServer, free_port, wait_for
+from producer.local import RedisServer, find_redis_server, free_port, wait_for
 from producer.spec import load_batch
 from producer.status import batch_status
-from tests.compose_local import ENV_EXAMPLE, LocalCompose, read_env_file, settings_from_env
+from tests.compose_local import (
+    ENV_EXAMPLE,
+    REDIS_ENTRYPOINT,
+    LocalCompose,
+    load_compose,
+    read_env_file,
+    redis_config_value,
+    settings_from_env,
+    shell_redis_server,
+)
 from workers.app import create_app
 from workers.runtime import Runtime
 from workers.settings import STAGES
@@ -51,8 +66,9 @@ def test_compose_services_complete_a_batch_across_three_workers(
         stack: tuple[LocalCompose, RedisServer]) -> None:
     compose, server = stack
     # The redis service's password is the one our stand-in requires; the image's ENV applies.
-    redis_argv = compose.services["redis"]["command"]
-    assert redis_argv[redis_argv.index("--requirepass") + 1] == server.password
+    redis_service = compose.services["redis"]
+    _, config = shell_redis_server(redis_service["command"], redis_service["environment"])
+    assert redis_config_value(config, "requirepass") == server.password
     assert compose.environment("worker", "w")["OMP_NUM_THREADS"] == "1"
     # Given: `docker compose up --scale worker=3` and flower, as local processes.
     hostnames = [compose.start("worker", replica=i)[1] for i in range(1, SCALE + 1)]
@@ -123,3 +139,70 @@ def get(url: str, auth: tuple[str, str] | None) -> tuple[int, bytes]:
             return reply.status, reply.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def _k8s_redis() -> tuple[list[str], dict[str, str]]:
+    from tests.unit.test_k8s import env_of, of_kind
+
+    (statefulset,) = of_kind("StatefulSet").values()
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    return container["command"], env_of(container)
+
+
+def _compose_redis(env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    service = load_compose(env)["services"]["redis"]
+    return service["command"], {k: str(v) for k, v in service["environment"].items()}
+
+
+@pytest.mark.parametrize("source", ["compose", "k8s"])
+def test_redis_command_takes_its_password_from_the_environment_not_the_command_line(
+        source: str, tmp_path: Path) -> None:
+    """The redis container's own command, run by sh as in the container (the image's
+    entrypoint and binary, a free loopback port and a memory cap are local stand-ins): it requires
+    the password, which is on no process's command line, and SIGTERM reaches redis-server."""
+    password = secrets.token_hex(16)
+    if source == "compose":
+        command, env = _compose_redis({**read_env_file(ENV_EXAMPLE), "MODELFLEET_REDIS_PASSWORD": password,
+                                       "MODELFLEET_REDIS_MAXMEMORY": "64mb"})
+    else:
+        command, env = _k8s_redis()  # the Secret's values through the container's env
+        env = {**env, "REDIS_PASSWORD": password, "REDISCLI_AUTH": password}
+    assert password not in " ".join(command)
+    port = free_port()
+    script = command[2].replace(f"exec {' '.join(REDIS_ENTRYPOINT)} ",
+                                f"exec {find_redis_server()} --port {port} --bind 127.0.0.1 ", 1)
+    assert script != command[2]
+    proc = subprocess.Popen(["sh", "-c", script], env={"PATH": os.environ["PATH"], **env}, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        client: Any = redis.Redis(port=port, password=password, socket_connect_timeout=0.5,
+                                  decode_responses=True)
+
+        def answers() -> bool:
+            assert proc.poll() is None, f"redis exited with {proc.returncode}"
+            try:
+                return bool(client.ping())
+            except redis.exceptions.ConnectionError:
+                return False
+
+        wait_for(answers, 15, "the redis container command")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as anonymous:
+            anonymous.sendall(b"PING\r\n")
+            assert anonymous.recv(100).startswith(b"-NOAUTH"), "redis answered without the password"
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        # sh exec'd redis-server: the same process, so `docker stop`'s SIGTERM reaches it.
+        assert Path(f"/proc/{proc.pid}/comm").read_text().strip() == "redis-server"
+        for pid in [p.name for p in Path("/proc").iterdir() if p.name.isdigit()]:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            assert password.encode() not in cmdline, f"the password is on the command line of {pid}"
+        client.close()
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)

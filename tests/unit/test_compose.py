@@ -31,7 +31,9 @@ from tests.compose_local import (
     interpolate,
     load_compose,
     read_env_file,
+    redis_config_value,
     settings_from_env,
+    shell_redis_server,
     variables_used,
 )
 from workers.settings import STAGES
@@ -113,7 +115,8 @@ def test_real_compose_accepts_the_file_and_interpolates_as_the_local_test_does(
     done = run_compose(real_compose, env_file, "--profile", "producer", "--profile", "stages",
                        "config")
     assert done.returncode == 0, done.stderr
-    resolved = yaml.safe_load(done.stdout)["services"]
+    # `config` writes a literal $ as $$ again (its output is a compose file): unescape it.
+    resolved = yaml.safe_load(done.stdout.replace("$$", "$"))["services"]
     assert set(resolved) == set(services)
     for name, service in services.items():
         assert resolved[name]["command"] == service["command"], name
@@ -160,12 +163,14 @@ def test_no_secret_is_committed() -> None:
 # --- redis ------------------------------------------------------------------------------
 def test_redis_is_persistent_never_evicts_and_needs_the_password(services: dict[str, Any]) -> None:
     redis = services["redis"]
-    argv = redis["command"]
+    argv, config = shell_redis_server(redis["command"], redis["environment"])
     assert redis["image"].split(":") == ["redis", "7"]
     assert flag(argv, "--appendonly") == "yes"
     assert flag(argv, "--maxmemory-policy") == "noeviction"
     assert flag(argv, "--maxmemory") not in ("0", ""), "noeviction only bites under a memory cap"
-    assert flag(argv, "--requirepass") == ENV["MODELFLEET_REDIS_PASSWORD"]
+    # requirepass comes in on stdin, from the container's environment.
+    assert redis_config_value(config, "requirepass") == ENV["MODELFLEET_REDIS_PASSWORD"]
+    assert "--requirepass" not in argv
     assert any(v.endswith(":/data") for v in redis["volumes"]), "the AOF needs a volume"
 
 
@@ -174,8 +179,24 @@ def test_redis_healthcheck_authenticates(services: dict[str, Any]) -> None:
     test = redis["healthcheck"]["test"]
     assert test[0] == "CMD-SHELL" and "redis-cli" in test[1] and "ping" in test[1]
     # redis-cli authenticates with REDISCLI_AUTH: the same password as requirepass.
-    assert redis["environment"]["REDISCLI_AUTH"] == flag(redis["command"], "--requirepass")
+    _, config = shell_redis_server(redis["command"], redis["environment"])
+    assert redis["environment"]["REDISCLI_AUTH"] == redis_config_value(config, "requirepass")
     assert seconds(redis["healthcheck"]["interval"]) <= 30
+
+
+def test_no_password_is_on_a_command_line(services: dict[str, Any]) -> None:
+    """`docker inspect` and `ps` show every container's command: passwords go through the
+    environment (redis-server gets its own as config on stdin, Flower as FLOWER_BASIC_AUTH)."""
+    passwords = [v for k, v in ENV.items() if "PASSWORD" in k]
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    for name, service in services.items():
+        for field in ("command", "entrypoint"):
+            shown = json.dumps(service.get(field, ""))
+            assert not any(p in shown for p in passwords), (name, field, shown)
+            used = variables_used(json.dumps(raw[name].get(field, "")))
+            assert not any("PASSWORD" in v for v in used), (name, field, used)
+        test = json.dumps(service.get("healthcheck", {}).get("test", ""))
+        assert not any(p in test for p in passwords), (name, "healthcheck")
 
 
 # --- workers ------------------------------------------------------------------------------
@@ -205,8 +226,11 @@ def test_stop_grace_period_outlasts_the_longest_stage(services: dict[str, Any]) 
 
 def test_app_services_share_one_environment_and_broker(services: dict[str, Any]) -> None:
     password = ENV["MODELFLEET_REDIS_PASSWORD"]
-    envs = [services[n]["environment"] for n in APP_SERVICES]
+    # The same settings for all; Flower's basic auth for Flower only.
+    envs = [{k: v for k, v in services[n]["environment"].items() if k != "FLOWER_BASIC_AUTH"}
+            for n in APP_SERVICES]
     assert all(env == envs[0] for env in envs)
+    assert [n for n in APP_SERVICES if "FLOWER_BASIC_AUTH" in services[n]["environment"]] == ["flower"]
     settings = settings_from_env(envs[0])
     assert settings.broker() == f"redis://:{password}@redis:6379/0"
     for name in APP_SERVICES:
@@ -228,7 +252,8 @@ def test_flower_has_basic_auth_from_the_environment_and_port_5555(services: dict
     assert argv[:4] == ["celery", "-A", "workers.app", "flower"]
     assert "--port=5555" in argv and "--address=0.0.0.0" in argv
     user, password = ENV["MODELFLEET_FLOWER_USER"], ENV["MODELFLEET_FLOWER_PASSWORD"]
-    assert f"--basic-auth={user}:{password}" in argv
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == f"{user}:{password}"
+    assert not any(a.startswith("--basic-auth") or a.startswith("--basic_auth") for a in argv)
     assert flower["ports"] == [f"{ENV['MODELFLEET_FLOWER_PORT']}:5555"]
 
 

@@ -16,7 +16,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.compose_local import ENV_EXAMPLE, load_compose, read_env_file, settings_from_env
+from tests.compose_local import (
+    ENV_EXAMPLE,
+    load_compose,
+    read_env_file,
+    redis_config_value,
+    settings_from_env,
+    shell_redis_server,
+)
 from workers.app import create_app
 from workers.settings import STAGES, Settings
 
@@ -259,14 +266,34 @@ def test_workers_outlast_the_longest_stage_on_shutdown() -> None:
 def test_redis_is_persistent_never_evicts_and_needs_the_password() -> None:
     (redis,) = of_kind("StatefulSet").values()
     (container,) = redis["spec"]["template"]["spec"]["containers"]
-    args, env = container["args"], env_of(container)
+    env = env_of(container)
+    args, config = shell_redis_server(container["command"], env)
     assert args[args.index("--appendonly") + 1] == "yes"
     assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
     assert args[args.index("--maxmemory") + 1] not in ("0", "")
-    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    # requirepass comes in on stdin, from the Secret through the environment.
+    assert redis_config_value(config, "requirepass") == env["REDIS_PASSWORD"]
+    assert "args" not in container and "--requirepass" not in args
     assert env["REDIS_PASSWORD"] == env["REDISCLI_AUTH"]
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/data"}
     assert "redis-cli ping" in " ".join(container["readinessProbe"]["exec"]["command"])
+
+
+def test_no_secret_is_on_a_command_line() -> None:
+    """The pod spec and `ps` show every container's command and args: Kubernetes' $(VAR)
+    expansion there would put a Secret's value on them. Secrets go through env only."""
+    secrets = [v for s in of_kind("Secret").values() for k, v in s["stringData"].items() if "password" in k]
+    secret_vars = {var["name"] for _, _, c in containers() for var in c.get("env", [])
+                   if "secretKeyRef" in var.get("valueFrom", {})}
+    for name, _, container in containers():
+        env = env_of(container)
+        for arg in container.get("command", []) + container.get("args", []):
+            assert not set(re.findall(r"\$\((\w+)\)", arg)) & secret_vars, (name, arg)
+            expanded = re.sub(r"\$\((\w+)\)", lambda m, env=env: env[m[1]], arg)
+            assert not any(s in expanded for s in secrets), (name, arg)
+    flower = of_kind("Deployment")["modelfleet-flower"]["spec"]["template"]["spec"]["containers"][0]
+    env = env_of(flower)
+    assert env["FLOWER_BASIC_AUTH"] == f"{env['MODELFLEET_FLOWER_USER']}:{env['MODELFLEET_FLOWER_PASSWORD']}"
 
 
 # --- the same commands as docker-compose.yml ---------------------------------------------
@@ -274,9 +301,12 @@ def test_commands_match_the_compose_services() -> None:
     compose = load_compose(read_env_file(ENV_EXAMPLE))["services"]
     deployments = of_kind("Deployment")
     flower = deployments["modelfleet-flower"]["spec"]["template"]["spec"]["containers"][0]["command"]
-    auth = "--basic-auth=$(MODELFLEET_FLOWER_USER):$(MODELFLEET_FLOWER_PASSWORD)"
-    compose_auth = next(a for a in compose["flower"]["command"] if a.startswith("--basic-auth="))
-    assert flower == [auth if a == compose_auth else a for a in compose["flower"]["command"]]
+    assert flower == compose["flower"]["command"]
+    (redis,) = of_kind("StatefulSet").values()
+    k8s_redis = redis["spec"]["template"]["spec"]["containers"][0]["command"]
+    # The same script, but for the memory cap (the pod's limit) and compose's $$ escape.
+    assert re.sub(r"--maxmemory \S+", "", k8s_redis[2]) == re.sub(
+        r"--maxmemory \S+", "", compose["redis"]["command"][2])
     worker = deployments["modelfleet-worker-train"]["spec"]["template"]["spec"]["containers"][0]
     assert worker["command"] == compose["worker-train"]["command"]
     (job,) = of_kind("Job").values()
