@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from producer.packing import Pack
-from workers.contracts import MAX_NAME_CHARS, SLUG_RULE, CsvDataset, ModelSpec, is_slug
+from workers.contracts import MAX_NAME_CHARS, SLUG_RULE, CsvDataset, ModelSpec, SlugName, is_slug
 from workers.pipeline.data import inspect_csv
 from workers.pipeline.errors import PipelineError
 from workers.settings import Settings
@@ -64,20 +64,13 @@ class MatrixSpec(BaseModel):
 
 class BatchFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
+    # The batch id (name, time, random suffix) names Redis keys and record files.
+    name: SlugName
     defaults: dict[str, Any] = Field(default_factory=dict)
     models: list[dict[str, Any]] = Field(default_factory=list)
     matrix: MatrixSpec | None = None
     # Models per chain: "auto" packs small models from their recorded cost, 1 sends one chain each.
     pack: Annotated[int, Field(ge=1, le=1000)] | Literal["auto"] = "auto"
-
-    @field_validator("name")
-    @classmethod
-    def _safe_slug(cls, v: str) -> str:
-        # The batch id (name, time, random suffix) names Redis keys and record files.
-        if not is_slug(v):
-            raise ValueError(SLUG_RULE)
-        return v
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, FiniteFloat, model_validator
 
 # A model or batch name: it becomes a path segment, a file name part and a Redis key part.
 # Matched with fullmatch (`$` would let a trailing newline through) and at most
@@ -35,6 +35,16 @@ LOWER_IS_BETTER = frozenset({"mae", "rmse", "mape"})
 def is_slug(name: str) -> bool:
     """Whether `name` is a safe model or batch name (see SLUG)."""
     return len(name) <= MAX_NAME_CHARS and SLUG.fullmatch(name) is not None
+
+
+def _checked_slug(name: str) -> str:
+    if not is_slug(name):
+        raise ValueError(SLUG_RULE)
+    return name
+
+
+# A model's or a batch's name, checked as a slug wherever it is a field.
+SlugName = Annotated[str, AfterValidator(_checked_slug)]
 
 
 class Strict(BaseModel):
@@ -116,7 +126,8 @@ class DeploySpec(Strict):
 class ModelSpec(Strict):
     """One model of a batch: data, preprocessing, estimator, evaluation and deploy rule."""
 
-    name: str
+    # The name becomes a path segment and a Redis key part: keep it boring.
+    name: SlugName
     task: Literal["classification", "regression"]
     dataset: Dataset
     preprocess: PreprocessSpec = PreprocessSpec()
@@ -124,14 +135,6 @@ class ModelSpec(Strict):
     evaluation: EvaluationSpec = EvaluationSpec()
     deploy: DeploySpec = DeploySpec()
     tags: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _safe_slug(cls, v: str) -> str:
-        # The name becomes a path segment and a Redis key part: keep it boring.
-        if not is_slug(v):
-            raise ValueError(SLUG_RULE)
-        return v
 
     @model_validator(mode="after")
     def _metrics_fit_task(self) -> ModelSpec:

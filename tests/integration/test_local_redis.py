@@ -21,7 +21,7 @@ import redis
 
 from producer.local import EmbeddedRedis, serves_directory, wait_for
 from tests.conftest import EXAMPLE_DATA, REPO, write_spec
-from tests.integration.test_platform_up import Output, _alive, _cmdline, _descendants, start_up
+from tests.support.processes import Output, alive, cli_process, cmdline, descendants, start_up
 
 pytestmark = pytest.mark.integration
 
@@ -55,20 +55,9 @@ def _blocking_spec(tmp_path: Path, name: str) -> tuple[Path, Path, Path]:
 @contextlib.contextmanager
 def start_run(tmp_path: Path, spec: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], Output]]:
     """`python -m producer run SPEC -w 1` in its own session; its tree is killed if it outlives us."""
-    proc = subprocess.Popen([sys.executable, "-m", "producer", "run", str(spec), "-w", "1",
-                             "--timeout", "240", *args], cwd=REPO, env=_env(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        yield proc, Output(proc)
-    finally:
-        if proc.poll() is None:
-            tree = _descendants(proc.pid)
-            os.killpg(proc.pid, signal.SIGKILL)
-            for pid in tree:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-            proc.wait(10)
+    with cli_process([sys.executable, "-m", "producer", "run", str(spec), "-w", "1", "--timeout", "240",
+                      *args], REPO, _env(tmp_path)) as started:
+        yield started
 
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -112,7 +101,7 @@ def test_embedded_redis_has_a_password_no_config_and_is_shared_by_a_second_comma
         assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
         password = password_file.read_text().strip()
         assert len(password) >= 32
-        assert password not in _cmdline(servers[0])  # not on the command line (`ps`)
+        assert password not in cmdline(servers[0])  # not on the command line (`ps`)
         # ... a client without it is refused ...
         with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
             raw.sendall(b"SET x 1\r\n")
@@ -228,17 +217,17 @@ def test_run_stopped_with_sigterm_stops_its_redis_and_workers(tmp_path: Path) ->
     spec, started, _release = _blocking_spec(tmp_path, "sigterm")
     with start_run(tmp_path, spec) as (proc, out):
         wait_for(started.exists, 180, f"the held fit to start; run said:\n{out.text()}")
-        tree = _descendants(proc.pid)
+        tree = descendants(proc.pid)
         servers = _redis_servers(data_dir)
         assert len(servers) == 1 and servers[0] in tree
-        assert any("celery" in _cmdline(pid) for pid in tree), [_cmdline(p) for p in tree]
+        assert any("celery" in cmdline(pid) for pid in tree), [cmdline(p) for p in tree]
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 128 + signal.SIGTERM, out.text()
         print(f"run exited {time.monotonic() - sent:.2f}s after SIGTERM")
         assert "interrupted (SIGTERM)" in out.text()
-        survivors = [pid for pid in tree if _alive(pid)]
-        assert survivors == [], [(pid, _cmdline(pid)) for pid in survivors]
+        survivors = [pid for pid in tree if alive(pid)]
+        assert survivors == [], [(pid, cmdline(pid)) for pid in survivors]
         assert not _redis_servers(data_dir)
 
 
@@ -248,14 +237,14 @@ def test_run_notices_when_every_worker_it_started_died(tmp_path: Path) -> None:
     spec, started, _release = _blocking_spec(tmp_path, "orphan")
     with start_run(tmp_path, spec) as (proc, out):
         wait_for(started.exists, 180, f"the held fit to start; run said:\n{out.text()}")
-        tree = _descendants(proc.pid)
-        workers = [pid for pid in tree if "celery" in _cmdline(pid) and os.getpgid(pid) == pid]
-        assert workers, [_cmdline(p) for p in tree]
+        tree = descendants(proc.pid)
+        workers = [pid for pid in tree if "celery" in cmdline(pid) and os.getpgid(pid) == pid]
+        assert workers, [cmdline(p) for p in tree]
         killed = time.monotonic()
         for pid in workers:
             os.killpg(pid, signal.SIGKILL)
         assert proc.wait(60) == 1, out.text()
         print(f"run exited {time.monotonic() - killed:.2f}s after its last worker died")
         assert "local worker(s) exited" in out.text() and "stopped waiting" in out.text(), out.text()
-        assert not [pid for pid in tree if _alive(pid)]
+        assert not [pid for pid in tree if alive(pid)]
         assert not _redis_servers(data_dir)
