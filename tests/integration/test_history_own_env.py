@@ -20,8 +20,10 @@ from sklearn.datasets import load_wine
 
 from producer.local import LocalWorkers, RedisServer, wait_for
 from producer.models import load_model
+from producer.submit import submit
 from tests.conftest import load, run_batch
 from tests.integration.test_end_to_end import _cli
+from tests.support.cluster import FAULTY
 from tests.support.index import index_snapshot
 from workers import keys
 from workers.app import create_app
@@ -168,21 +170,29 @@ def test_cache_prune_frees_old_entries_but_keeps_registered_models(tmp_path: Pat
 def test_redelivered_long_stage_is_computed_once(tmp_path: Path) -> None:
     # A visibility timeout far shorter than train: Redis hands the running train
     # message to the second worker, which must wait on the lease, not train again.
+    # The fit is held open until the redelivery happened (no race with a real fit's length);
     # max_deliveries is raised so the poison-message guard stays out of the way.
+    started, release = tmp_path / "started", tmp_path / "release"
     with RedisServer(tmp_path / "redis") as server:
         settings = Settings(broker_url=server.url, artifact_root=tmp_path / "artifacts",  # type: ignore[arg-type]
                             data_root=tmp_path, visibility_timeout=2, restore_interval=1,
-                            restore_throttle=1, lease_ttl=3.0, max_deliveries=50)
+                            restore_throttle=1, lease_ttl=3.0, max_deliveries=50,
+                            allowed_estimator_prefixes=["sklearn.", "tests.support."])
         rt = Runtime.from_settings(settings)
-        spec = {"name": "slow", "models": [{
-            **classifier("slow-forest", {"kind": "synthetic", "n_samples": 20000, "n_features": 40,
-                                         "n_informative": 20, "seed": 3},
-                         "sklearn.ensemble.RandomForestClassifier", n_estimators=150, random_state=0)}]}
+        spec = {"name": "slow", "models": [classifier("slow-forest", {"kind": "sklearn", "name": "iris"},
+                                                      FAULTY, started=str(started), wait_for=str(release))]}
         batch = load(tmp_path, spec, settings)
         with LocalWorkers(settings, 2, tmp_path / "logs"):
             app = create_app(settings)
             try:
-                handle, status = run_batch(batch, app, rt, timeout=300)
+                handle = submit(batch, app, rt)
+
+                def redelivered() -> bool:
+                    return any(int(rt.redis.get(k) or 0) >= 2 for k in rt.redis.keys("mf:deliveries:*"))
+
+                wait_for(redelivered, 60, "the running train message delivered again")
+                release.touch()
+                handle.wait(timeout=120)
 
                 def drained() -> bool:  # every redelivered copy consumed and acked
                     return (all(rt.redis.llen(q) == 0 for q in STAGES)
@@ -193,6 +203,7 @@ def test_redelivered_long_stage_is_computed_once(tmp_path: Path) -> None:
                 app.close()
 
         assert handle.status().counts == {"deployed": 1}
+        assert len(started.read_text().splitlines()) == 1, "the model was fitted twice"
         train = [r for r in rt.tracker.runs(batch_id=handle.batch_id) if r["stage"] == "train"]
         deliveries = int(rt.redis.get(f"{keys.deliveries(train[0]['task_id'])}:0") or 0)
         assert deliveries >= 2, "the train message should have been delivered again while running"
