@@ -11,6 +11,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from workers.connections import sentinel_options
 from workers.settings import STAGES, Settings
 from workers.tls import tls_options
 
@@ -62,8 +63,11 @@ def create_app(settings: Settings | None = None) -> Celery:
             "unacked_restore_interval": settings.restore_interval,
             "unacked_restore_throttle": settings.restore_throttle,
             "socket_connect_timeout": settings.broker_connect_timeout,
+            # sentinel:// URLs: the master's name and how to reach the sentinels.
+            **sentinel_options(settings, settings.broker()),
         },
-        result_backend_transport_options={"socket_connect_timeout": settings.broker_connect_timeout},
+        result_backend_transport_options={"socket_connect_timeout": settings.broker_connect_timeout,
+                                          **sentinel_options(settings, settings.backend())},
         # rediss:// URLs: verify the server's certificate (kombu's own default is not to).
         broker_use_ssl=tls_options(settings.broker()),
         redis_backend_use_ssl=tls_options(settings.backend()),
