@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     transient_max_retries: int = 5
     stage_time_limit: int | None = None
     broker_connect_timeout: float = 5.0
+    # How long a client rides out an unreachable Redis (a Sentinel failover, a restart):
+    # a worker keeps trying to send a finished stage's next step (or its retry), and
+    # `wait` keeps polling, for about this many seconds before giving up.
+    failover_wait: float = 60.0
     worker_concurrency: int = 1
 
     flower_user: str = "admin"
