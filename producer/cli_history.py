@@ -28,6 +28,8 @@ from workers.settings import Settings
 
 TAG = click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Filter by tag (repeatable).")
 JSON = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+# Trials a lineage table lists (best first); --json gives every recorded one.
+_TRIALS_SHOWN = 10
 
 
 @contextmanager
@@ -309,6 +311,9 @@ def lineage(ref: str, as_json: bool) -> None:
             value = json.dumps(value, sort_keys=True)
         elif key == "run_ids":
             value = "\n".join(f"{s}: {r}" for s, r in value.items())
+        elif key == "search_trials":  # best first; all of them with --json
+            value = "\n".join(f"#{t['rank']} {_num(t['mean'])} ± {_num(t['std'])} "
+                              f"{json.dumps(t['params'], sort_keys=True)}" for t in value[:_TRIALS_SHOWN])
         table.add_row(key, _num(value) if not isinstance(value, list) else ", ".join(value))
     console.print(table)
 

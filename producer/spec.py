@@ -474,7 +474,7 @@ def _check_estimator(model: ModelSpec, settings: Settings,
             allowed = settings.allowed_estimator_prefixes
             estimator = build_estimator(model.estimator, model.task, allowed)
             if model.search is not None:
-                build_search(estimator, model.search, model.search_metric, allowed)
+                build_search(estimator, model.search, model.search_metric, model.task, allowed)
             checked[key] = None
         except PipelineError as exc:
             checked[key] = exc

@@ -211,9 +211,6 @@ class ModelSpec(Strict):
             raise ValueError(f"evaluation.primary {self.primary_metric!r} must be one of the metrics")
         if self.gate_metric not in self.metric_names:
             raise ValueError(f"deploy.gate.metric {self.gate_metric!r} must be one of the metrics")
-        if self.search is not None and self.search_metric not in allowed:
-            raise ValueError(f"search.metric {self.search_metric!r} is not a {self.task} metric; "
-                             f"choose from {allowed}")
         return self
 
     @property

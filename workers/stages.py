@@ -388,7 +388,8 @@ def _train(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     allowed = rt.settings.allowed_estimator_prefixes
     # Checked on every delivery, so a hand-made message cannot smuggle an import in.
     estimator = build_estimator(model.estimator, model.task, allowed)
-    search = build_search(estimator, model.search, model.search_metric, allowed) if model.search else None
+    search = (build_search(estimator, model.search, model.search_metric, model.task, allowed)
+              if model.search else None)
 
     def compute() -> tuple[dict[str, Any], list[str]]:
         split = load_split(rt.store.get(data_digest))

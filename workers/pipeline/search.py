@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
 
-from workers.contracts import LOWER_IS_BETTER, SearchSpec
+from workers.contracts import CLASSIFICATION_METRICS, LOWER_IS_BETTER, REGRESSION_METRICS, SearchSpec
 from workers.pipeline.errors import PipelineError
 from workers.pipeline.estimators import build_value, check_param
 
@@ -39,9 +39,12 @@ class Search:
     built: dict[str, list[Any]]
 
 
-def build_search(estimator: Any, spec: SearchSpec, metric: str,
+def build_search(estimator: Any, spec: SearchSpec, metric: str, task: str,
                  allowed_prefixes: Sequence[str]) -> Search:
     """The search over `spec.space`, every value built and checked against `estimator` now."""
+    metrics = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+    if metric not in metrics:
+        raise PipelineError("search.metric", f"{metric!r} is not a {task} metric; choose from {metrics}")
     built: dict[str, list[Any]] = {}
     names = estimator.get_params(deep=True)
     for name, values in spec.space.items():
