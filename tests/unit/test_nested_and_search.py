@@ -265,3 +265,14 @@ def test_a_team_class_outside_the_allow_list_is_refused_at_submit(tmp_path: Path
     bad = est("teamcode.regressors.ShrunkLinearRegressor", shrinkage=1)
     with pytest.raises(SpecError, match=r"field 'estimator.params.shrinkage'"):
         load(tmp_path, {"name": "team", "models": [model_spec("regression", bad)]}, allowed)
+
+
+def test_the_example_specs_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    from producer.spec import load_batch
+
+    search = load_batch(REPO / "examples" / "search.yaml", SETTINGS)
+    assert sum(m.search is not None for m in search.models) == 2 and len(search.models) == 5
+    monkeypatch.syspath_prepend(str(TEAMCODE))
+    allowed = Settings(data_root=EXAMPLE_DATA, allowed_estimator_prefixes=["sklearn.", "teamcode."])
+    team = load_batch(REPO / "examples" / "teamcode.yaml", allowed)
+    assert class_paths(team.models[0]) >= {"teamcode.transformers.QuantileClipper"}
