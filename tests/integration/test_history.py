@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
-from producer.models import load_deployed, load_model
+from producer.serving import load_deployed, load_model
 from producer.submit import submit
 from tests.conftest import load, run_batch
 from tests.integration.test_end_to_end import _cli

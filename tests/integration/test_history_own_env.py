@@ -19,7 +19,7 @@ import redis
 from sklearn.datasets import load_wine
 
 from producer.local import LocalWorkers, RedisServer, wait_for
-from producer.models import load_model
+from producer.serving import load_model
 from producer.submit import submit
 from tests.conftest import load, run_batch
 from tests.integration.test_end_to_end import _cli
