@@ -1,4 +1,5 @@
-"""A batch's progress and leaderboard, read from the tracking records."""
+"""A batch's progress and leaderboard order, as data, read from the tracking records
+(the CLI renders it: producer/cli/common.py)."""
 
 from __future__ import annotations
 
