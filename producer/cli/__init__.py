@@ -11,8 +11,10 @@ common.py   consoles, user errors, the broker, the progress view, rich tables
 from __future__ import annotations
 
 import click
+from pydantic import ValidationError
 
 from producer.cli import batches, cache, platform, registry, runs
+from producer.cli.common import UserError
 from workers.settings import Settings
 
 
@@ -21,7 +23,11 @@ from workers.settings import Settings
 def main(ctx: click.Context) -> None:
     """Train, evaluate and deploy many models at once on Celery workers over Redis."""
     # Built once, from MODELFLEET_* in the environment; commands take it with @pass_settings.
-    ctx.obj = Settings()
+    try:
+        ctx.obj = Settings()
+    except ValidationError as exc:
+        raise UserError("invalid MODELFLEET_* environment: " + "; ".join(
+            f"MODELFLEET_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())) from exc
 
 
 for family in (batches, runs, registry, platform, cache):
