@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_diabetes, load_iris
 
-from producer.models import load_deployed
+from producer.serving import load_deployed
 from tests.conftest import load, run_batch
-from tests.integration.test_end_to_end import _cli
+from tests.support.processes import run_cli
 from workers.runtime import Runtime
 from workers.settings import Settings
 
@@ -83,11 +83,11 @@ def test_meta_estimators_and_searches_train_deploy_and_serve(
     assert "search" not in runs[(f"pipe-{uniq}", "train")]["result"]
 
     # `lineage` shows the search: summary and trial table, in JSON and in the table.
-    out = _cli(["lineage", f"grid-{uniq}@production", "--json"], settings, tmp_path)
+    out = run_cli(["lineage", f"grid-{uniq}@production", "--json"], settings, tmp_path)
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     assert info["search"]["best_params"] == {"model__C": best_c}
     assert info["search"]["n_trials"] == 3 and info["search_trials"] == grid["trials"]
-    table = _cli(["lineage", f"grid-{uniq}@production"], settings, tmp_path)
+    table = run_cli(["lineage", f"grid-{uniq}@production"], settings, tmp_path)
     assert table.returncode == 0 and "search_trials" in table.stdout and "#1 " in table.stdout
     assert np.isclose(info["search"]["best_score"], grid["trials"][0]["mean"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sklearn.datasets import load_diabetes
 
-from producer.models import load_deployed
+from producer.serving import load_deployed
 from tests.conftest import REPO
 from tests.support.cluster import cluster
 from workers.pipeline.errors import PipelineError
