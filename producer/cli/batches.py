@@ -20,7 +20,6 @@ from producer.cli.common import (
     err,
     exit_for,
     leaderboard_table,
-    load,
     local_platform,
     pass_settings,
     watch,
@@ -28,12 +27,21 @@ from producer.cli.common import (
 from producer.handle import BatchHandle
 from producer.local import LocalWorkers, WorkersGone, running_embedded_redis
 from producer.retry import NothingToRetry, models_to_retry, retry
-from producer.spec import Batch
+from producer.spec import Batch, SpecError, load_batch
 from producer.status import batch_status
 from producer.submit import BrokerUnavailable, submit
 from workers.app import create_app
 from workers.runtime import Runtime
 from workers.settings import Settings
+
+
+def load(spec: Path, settings: Settings) -> Batch:
+    """The validated batch, or a UserError listing every problem (nothing is submitted)."""
+    try:
+        return load_batch(spec, settings)
+    except SpecError as exc:
+        raise UserError(f"invalid batch spec ({exc.total} problem(s)); nothing was "
+                        f"submitted:\n" + "\n".join(f"  {p}" for p in exc.problems)) from exc
 
 
 def _submit(batch: Batch, settings: Settings, no_cache: bool) -> BatchHandle:

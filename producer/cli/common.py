@@ -8,7 +8,6 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 from typing import Any
 
 import click
@@ -20,7 +19,6 @@ from rich.text import Text
 from producer import history
 from producer.handle import BatchHandle
 from producer.local import EmbeddedRedis, LocalWorkers
-from producer.spec import Batch, SpecError, load_batch
 from producer.status import BatchStatus, ranked
 from workers.runtime import Runtime
 from workers.settings import STAGES, Settings
@@ -80,15 +78,6 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
             yield Runtime.from_settings(live)
         except KeyError as exc:
             raise UserError(str(exc.args[0])) from exc
-
-
-def load(spec: Path, settings: Settings) -> Batch:
-    """The validated batch, or a UserError listing every problem (nothing is submitted)."""
-    try:
-        return load_batch(spec, settings)
-    except SpecError as exc:
-        raise UserError(f"invalid batch spec ({exc.total} problem(s)); nothing was "
-                        f"submitted:\n" + "\n".join(f"  {p}" for p in exc.problems)) from exc
 
 
 def parse_tags(pairs: tuple[str, ...]) -> dict[str, str]:

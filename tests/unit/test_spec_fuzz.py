@@ -1,6 +1,6 @@
 """Fuzz the spec input surface: bytes, YAML-ish text, hostile values in plausible specs.
 
-Whatever the file holds, loading it through the CLI's path (producer.cli.common.load, what
+Whatever the file holds, loading it through the CLI's path (producer.cli.batches.load, what
 `run` and `submit` call before anything else) gives a Batch or a UserError built from
 a SpecError whose every line names the file; printing that error never raises and
 prints user text as itself, never as rich markup.
@@ -18,7 +18,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from producer.cli.common import UserError, err, load
+from producer.cli.batches import load
+from producer.cli.common import UserError, err
 from producer.spec import Batch, SpecError, load_batch
 from workers.settings import Settings
 
