@@ -12,8 +12,8 @@ import redis
 from producer.local import LocalWorkers, wait_for
 from producer.spec import load_batch
 from producer.status import batch_status
-from producer.submit import close_app, submit
-from tests.conftest import EXAMPLE_DATA, write_spec
+from producer.submit import submit
+from tests.conftest import EXAMPLE_DATA, close_app, write_spec
 from tests.support.cluster import FAST, FAULTY, classifier, wait_lines
 from tests.support.sentinel import MASTER_NAME, sentinel_group
 from workers.app import create_app
