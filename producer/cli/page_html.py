@@ -32,7 +32,8 @@ th{background:#f0f0f0}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .failed{background:#c0392b}.cancelled{background:#7f7f7f}.pending,.queued{background:#bbb}
 td.done,td.running,td.retrying,td.failed,td.cancelled,td.pending{color:#fff;text-align:center;min-width:5em}
 td.pending{background:#eee;color:#999}td a{color:inherit}
-.bar{display:inline-block;width:160px;height:10px;background:#e3e3e3;vertical-align:middle}
+.stage{margin-right:1.5em;white-space:nowrap;font-variant-numeric:tabular-nums}
+.bar{display:inline-block;width:110px;height:10px;background:#e3e3e3;vertical-align:middle}
 .bar span{display:block;height:100%;background:#2e8540}
 pre{white-space:pre-wrap;word-break:break-word;max-height:12em;overflow:auto;margin:0;
 background:#fff4f2;padding:4px 6px;border-left:3px solid #c0392b}
@@ -91,15 +92,14 @@ def batch_page(view: BatchView, flower: str, top: int = TOP) -> str:
     status = view.status
     total = len(status.rows)
     bars = "".join(
-        f'<tr><td>{s}</td><td><span class="bar"><span style="width:{_percent(done, total)}%">'
-        f'</span></span></td><td class="n">{done} / {total}</td></tr>'
-        for s, done in status.stages_done.items())
+        f'<span class="stage">{s} <span class="bar"><span style="width:{_percent(done, total)}%">'
+        f"</span></span> {done} / {total}</span>" for s, done in status.stages_done.items())
     eta = f", about {status.eta:.0f} s to go" if status.eta is not None else ""
     body = (f'<p><a href="/">&larr; batches</a></p><h1>{esc(status.batch_id)}</h1>'
             f'<p class="muted">submitted {when(view.created)} by {esc(view.submitted_by)}; '
             f'{"done after" if status.done else "running for"} {status.elapsed:.0f} s{eta}; '
             f'<a href="{esc(flower_tasks_url(flower, status.batch_id))}">its tasks in Flower</a></p>'
-            f"<p>{_chips(status.counts)}</p><table>{bars}</table>"
+            f"<p>{_chips(status.counts)}</p><p>{bars}</p>"
             f"{_failures(view.failures(), flower)}{_leaderboards(view, top)}{_models(view.models, flower)}")
     return _page(status.batch_id, body, refresh=not status.done)
 
