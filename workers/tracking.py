@@ -222,13 +222,20 @@ class Tracker:
         raw = self.r.get(keys.run(run_id))
         return json.loads(raw) if raw else None
 
+    @staticmethod
+    def _runs_index(batch_id: str | None, model: str | None) -> str:
+        return keys.batch_runs(batch_id) if batch_id else keys.model_runs(model) if model else keys.RUNS
+
+    def count_runs(self, batch_id: str | None = None, model: str | None = None) -> int:
+        """How many runs the batch's, the model's or the whole index holds."""
+        return int(self.r.zcard(self._runs_index(batch_id, model)))
+
     def runs(self, batch_id: str | None = None, model: str | None = None,
              status: str | None = None, limit: int = 10_000,
-             tags: dict[str, str] | None = None) -> list[dict[str, Any]]:
-        """Runs oldest first, filtered; `limit` keeps the newest that many of the index."""
-        index = (keys.batch_runs(batch_id) if batch_id else
-                 keys.model_runs(model) if model else keys.RUNS)
-        ids = self.r.zrange(index, -limit, -1)
+             tags: dict[str, str] | None = None, skip_newest: int = 0) -> list[dict[str, Any]]:
+        """Runs oldest first, filtered; `limit` keeps the newest that many of the index
+        after skipping its `skip_newest` newest (a page)."""
+        ids = self.r.zrange(self._runs_index(batch_id, model), -(limit + skip_newest), -(skip_newest + 1))
         out: list[dict[str, Any]] = []
         for start in range(0, len(ids), _CHUNK):
             raws = self.r.mget([keys.run(i) for i in ids[start:start + _CHUNK]])
