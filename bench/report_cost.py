@@ -44,6 +44,24 @@ def cpu_ms(step: Callable[[], Any], repeat: int = 30) -> float:
     return statistics.median(times)
 
 
+def measure(store: ArtifactStore, task: str, fitted: Any, X_test: Any, y_test: Any) -> str:
+    names = ["accuracy"] if task == "classification" else ["r2", "mae"]
+    predictions = fitted.predict(X_test)
+    base = {"metrics": score(y_test, predictions, names), "model_digest": "0" * 64,
+            "data_digest": "1" * 64, "n_test": len(y_test)}
+
+    def with_plots() -> str:
+        return store.put_json({**base, "task": task, "salt": time.time_ns(),
+                               "plots": plot_data(fitted, task, y_test, predictions)})
+
+    predict = cpu_ms(lambda: score(y_test, fitted.predict(X_test), names))
+    before = cpu_ms(lambda: store.put_json({**base, "salt": time.time_ns()}))
+    after = cpu_ms(with_plots)
+    size = len(store.get(with_plots())) / 1024
+    return (f"predict+metrics {predict:.2f} ms; report artifact {before:.2f} -> {after:.2f} ms "
+            f"(+{after - before:.2f} ms), {size:.1f} kB")
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = ArtifactStore(Path(tmp))
@@ -51,19 +69,7 @@ def main() -> None:
             X, y = data()
             n = len(y) * 3 // 4
             fitted = estimator.fit(X[:n], y[:n])
-            X_test, y_test = X[n:], y[n:]
-            names = ["accuracy"] if task == "classification" else ["r2", "mae"]
-            predictions = fitted.predict(X_test)
-            metrics = score(y_test, predictions, names)
-            base = {"metrics": metrics, "model_digest": "0" * 64, "data_digest": "1" * 64,
-                    "n_test": len(y_test)}
-            predict = cpu_ms(lambda: score(y_test, fitted.predict(X_test), names))  # noqa: B023
-            before = cpu_ms(lambda: store.put_json({**base, "salt": time.time_ns()}))  # noqa: B023
-            after = cpu_ms(lambda: store.put_json({**base, "task": task, "salt": time.time_ns(),  # noqa: B023
-                                                   "plots": plot_data(fitted, task, y_test, predictions)}))  # noqa: B023
-            size = len(store.get(store.put_json({**base, "plots": plot_data(fitted, task, y_test, predictions)})))
-            print(f"{label}: predict+metrics {predict:.2f} ms; report artifact {before:.2f} -> {after:.2f} ms "
-                  f"(+{after - before:.2f} ms), {size / 1024:.1f} kB")
+            print(f"{label}: {measure(store, task, fitted, X[n:], y[n:])}")
 
 
 if __name__ == "__main__":
