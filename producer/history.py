@@ -159,8 +159,10 @@ def lineage(runtime: Runtime, ref: str) -> dict[str, Any]:
     model, prepared, trained, evaluated = chain.job.model, chain.prepared, chain.trained, chain.evaluated
     assert prepared is not None and trained is not None and evaluated is not None
     batch = runtime.tracker.get_batch(record["batch_id"]) or {}
-    deploy_runs = [r["id"] for r in runtime.tracker.runs(batch_id=record["batch_id"], model=model.name)
-                   if r["stage"] == "deploy" and (r.get("result") or {}).get("version") == record["version"]]
+    # The model's index, not the batch's: a report of a 1,000-model batch reads lineages by the thousand.
+    deploy_runs = [r["id"] for r in runtime.tracker.runs(model=model.name)
+                   if r["batch_id"] == record["batch_id"] and r["stage"] == "deploy"
+                   and (r.get("result") or {}).get("version") == record["version"]]
     return {
         "ref": ref, "name": record["name"], "version": record["version"],
         "aliases": sorted(a for a, v in runtime.registry.aliases(record["name"]).items()

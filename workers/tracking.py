@@ -143,6 +143,11 @@ class Tracker:
         """Each model's ModelSpec JSON as submitted ({} for batches recorded before specs were kept)."""
         return {k: json.loads(v) for k, v in self.r.hgetall(keys.batch_specs(batch_id)).items()}
 
+    def model_spec(self, batch_id: str, model: str) -> dict[str, Any] | None:
+        """One model's ModelSpec JSON as submitted (None if not kept)."""
+        raw = self.r.hget(keys.batch_specs(batch_id), model)
+        return json.loads(raw) if raw else None
+
     def state(self, writes: Writes, batch_id: str, model: str, **fields: Any) -> None:
         """Queue a change of a model's state; the state as it is then goes to the journal."""
         key = keys.batch_model(batch_id, model)
