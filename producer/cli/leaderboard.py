@@ -5,13 +5,20 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from typing import Any
 
 import click
-from rich.table import Table
 
 from producer import leaderboard
-from producer.cli.common import TAG, UserError, console, parse_tags, pass_settings, runtime
+from producer.cli.common import (
+    TAG,
+    UserError,
+    console,
+    parse_tags,
+    pass_settings,
+    runtime,
+    secs,
+    section_table,
+)
 from workers.settings import Settings
 
 CSV_COLUMNS = ["task", "metric", "rank", "name", "value", "status", "version", "promoted",
@@ -62,36 +69,9 @@ def write_csv(parts: list[leaderboard.Section]) -> None:
     for part in parts:
         for rank, e in enumerate(part.rows, 1):
             out.writerow([e.task, e.metric, rank, e.name, e.value, e.status, e.version, e.promoted,
-                          f"{e.compute_seconds:.4f}", _secs(e.queue_seconds, "{:.4f}"),
-                          _secs(e.done_seconds, "{:.4f}"), e.worker,
+                          f"{e.compute_seconds:.4f}", secs(e.queue_seconds, "{:.4f}"),
+                          secs(e.done_seconds, "{:.4f}"), e.worker,
                           ";".join(f"{k}={v}" for k, v in sorted(e.tags.items())), e.error])
-
-
-def _secs(value: float | None, fmt: str = "{:.2f}s") -> str:
-    return "" if value is None else fmt.format(value)
-
-
-def section_table(batch_id: str, summary: str, part: leaderboard.Section, tag: str | None) -> Table:
-    direction = "lower" if part.lower_is_better else "higher"
-    out = Table(title=f"{batch_id}: {part.task} by {part.metric or '-'} ({direction} is better), "
-                      f"{len(part.rows)} of {part.total} models", caption=summary)
-    columns = ["#", *([tag] if tag else []), "model", part.metric or "value", "version", "promoted",
-               "status", "compute", "queue", "done after", "worker"]
-    for col in columns:
-        out.add_column(col, justify="right" if col in ("#", "version", "compute", "queue", "done after")
-                       or col == part.metric else "left")
-    previous: Any = object()
-    for rank, e in enumerate(part.rows, 1):
-        group = e.tags.get(tag, "-") if tag else None
-        if tag and rank > 1 and group != previous:
-            out.add_section()
-        previous = group
-        detail = e.status if not e.error or e.status == "deployed" else f"{e.status}: {e.error[:60]}"
-        out.add_row(str(rank), *([group] if tag else []), e.name,
-                    f"{e.value:.4f}" if e.value is not None else "", str(e.version or ""),
-                    "yes" if e.promoted else ("no" if e.version else ""), detail,
-                    _secs(e.compute_seconds), _secs(e.queue_seconds), _secs(e.done_seconds), e.worker)
-    return out
 
 
 COMMANDS = [leaderboard_cmd]
