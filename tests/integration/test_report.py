@@ -94,8 +94,9 @@ def test_report_for_one_model_and_for_a_batch(tmp_path: Path, settings: Settings
     assert {Path(i).name for i in page.images} == {"confusion.png", "importances.png"}
     assert "report.json" in {Path(link).name for link in page.links}
 
-    batch = run_cli(["report", "--batch", handle.batch_id, "--out", str(tmp_path / "batch")], settings,
-                    tmp_path)
+    # --jobs 2: the pages are drawn in a process pool, as for a batch of 16 models or more.
+    batch = run_cli(["report", "--batch", handle.batch_id, "--out", str(tmp_path / "batch"), "--jobs", "2"],
+                    settings, tmp_path)
     assert batch.returncode == 0, batch.stderr
     index = Page(tmp_path / "batch" / "index.html")
     assert sorted(index.links) == sorted(f"models/{n}-v1.html" for n in metrics)
