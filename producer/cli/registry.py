@@ -29,6 +29,8 @@ from producer.cli.common import (
 from workers.runtime import Runtime
 from workers.settings import Settings
 
+# Trials a lineage table lists (best first); --json gives every recorded one.
+_TRIALS_SHOWN = 10
 
 @click.group(invoke_without_command=True)
 @TAG
@@ -155,6 +157,9 @@ def lineage(settings: Settings, ref: str, as_json: bool) -> None:
             value = json.dumps(value, sort_keys=True)
         elif key == "run_ids":
             value = "\n".join(f"{s}: {r}" for s, r in value.items())
+        elif key == "search_trials":  # best first; all of them with --json
+            value = "\n".join(f"#{t['rank']} {num(t['mean'])} ± {num(t['std'])} "
+                              f"{json.dumps(t['params'], sort_keys=True)}" for t in value[:_TRIALS_SHOWN])
         table.add_row(key, num(value) if not isinstance(value, list) else ", ".join(value))
     console.print(table)
 
