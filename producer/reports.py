@@ -23,11 +23,15 @@ def model_report(runtime: Runtime, ref: str) -> dict[str, Any]:
     for run in runs.values():  # train may hold cross-validation scores, evaluate the test scores
         metrics.update(run.get("metrics") or {})
     metrics.update(record.get("metrics", {}))
+    cv = cv_spread(metrics)
+    search, trials = lineage.get("search"), lineage.get("search_trials") or []
+    if search and trials and search["metric"] not in cv:  # the search's best trial, over its folds
+        cv[search["metric"]] = {"mean": trials[0]["mean"], "std": trials[0]["std"]}
     return {"ref": f"{name}/{version}", "name": name, "version": version,
             "aliases": lineage["aliases"], "task": lineage["task"],
             "primary_metric": record.get("primary_metric"),
             "metrics": {k: v for k, v in metrics.items() if not k.startswith("cv_")},
-            "cv": cv_spread(metrics), "n_test": evaluation.get("n_test"),
+            "cv": cv, "n_test": evaluation.get("n_test"),
             "plots": evaluation.get("plots"), "lineage": lineage, "spec": spec,
             "stage_seconds": {stage: run.get("duration") for stage, run in runs.items()},
             "cache_hits": sorted(stage for stage, run in runs.items() if run.get("cache_hit"))}

@@ -66,7 +66,8 @@ def model_page(data: dict[str, Any], images: dict[str, str], files: str, back: s
     plots = "".join(f'<figure><img src="{escape(src)}" alt="{escape(kind)}"><figcaption>{escape(kind)}'
                     f"</figcaption></figure>" for kind, src in images.items())
     if not plots:
-        plots = "<p>no plot data (this version was evaluated before reports existed)</p>"
+        why = (data.get("plots") or {}).get("unavailable", "evaluated before reports existed")
+        plots = f"<p>no plot data ({escape(why)})</p>"
     body = (head + metrics + f'<h2>Plots</h2><div class="plots">{plots}</div>' + _features(data)
             + _lineage(data, lin) + f'<h2>Files</h2><p><a href="{escape(files)}/report.json">report.json'
             "</a> (all of the above as data)</p>")
@@ -95,8 +96,9 @@ def _lineage(data: dict[str, Any], lin: dict[str, Any]) -> str:
 
     fields = ["dataset", "dataset_digest", "data_digest", "transform_digest", "model_digest", "report_digest",
               "estimator", "estimator_params", "preprocess", "libraries", "stage_versions", "git_commit",
-              "spec_path", "submitted_by", "tags", "decision"]
-    table = rows(None, [f"<tr><th>{escape(f)}</th><td>{code(lin.get(f))}</td></tr>" for f in fields])
+              "spec_path", "submitted_by", "tags", "decision", "search"]
+    table = rows(None, [f"<tr><th>{escape(f)}</th><td>{code(lin.get(f))}</td></tr>" for f in fields
+                        if f in lin])
     runs = rows(["stage", "run id", "seconds", "cache"], [
         f"<tr><td>{escape(stage)}</td><td><code>{escape(run_id or '')}</code></td>"
         f"{number(data['stage_seconds'].get(stage), 3)}"

@@ -156,3 +156,22 @@ def test_forest_importances_match_scikit_learns() -> None:
         assert len(got) == X.shape[1]
         assert [got[f"x{i}"] for i in range(X.shape[1])] == pytest.approx(forest.feature_importances_,
                                                                             abs=1e-6)
+
+
+def test_importances_of_a_search_come_from_its_best_model_and_bagging_has_none() -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import BaggingClassifier
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.tree import DecisionTreeClassifier
+
+    from workers.pipeline.evaluate import importances
+
+    X, y = load_iris(return_X_y=True)
+    search = GridSearchCV(DecisionTreeClassifier(random_state=0), {"max_depth": [2, 3]}, cv=2).fit(X, y)
+    got = dict(importances(search)["features"])  # type: ignore[index]
+    assert [got[f"x{i}"] for i in range(4)] == pytest.approx(
+        search.best_estimator_.feature_importances_, abs=1e-6)
+    # Each bagged tree sees half the features: no importances rather than wrong ones.
+    bagged = BaggingClassifier(DecisionTreeClassifier(), n_estimators=4, max_features=0.5,
+                               random_state=0).fit(X, y)
+    assert importances(bagged) is None

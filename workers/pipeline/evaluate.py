@@ -37,6 +37,13 @@ def plot_data(model: Any, task: str, y_test: np.ndarray, predictions: np.ndarray
     """What a report's plots need, as plain JSON data (the PNGs are drawn by `modelfleet report`,
     so no worker loads matplotlib): the confusion matrix, or a sample of (true, predicted) pairs;
     and the top feature importances or coefficients."""
+    try:
+        return _plot_data(model, task, y_test, predictions)
+    except (ValueError, TypeError, IndexError) as exc:  # an unusual target (multi-output, ...)
+        return {"unavailable": f"{type(exc).__name__}: {exc}"}  # the report says so; the model is fine
+
+
+def _plot_data(model: Any, task: str, y_test: np.ndarray, predictions: np.ndarray) -> dict[str, Any]:
     out: dict[str, Any] = {"importances": importances(model)}
     if task == "classification":
         # numpy, not skm.confusion_matrix: its input checks cost a millisecond per model.
@@ -55,6 +62,7 @@ def plot_data(model: Any, task: str, y_test: np.ndarray, predictions: np.ndarray
 def importances(model: Any) -> dict[str, Any] | None:
     """The top features by `feature_importances_` or by |`coef_`| (mean over classes), named
     where the model knows the names; None for models that have neither (k-NN, SVC with rbf)."""
+    model = getattr(model, "best_estimator_", model)  # a search object: the refitted best
     estimator = model[-1] if hasattr(model, "steps") else model  # a Pipeline: its final step
     values = _forest_importances(estimator)
     if values is None:
@@ -77,8 +85,12 @@ def importances(model: Any) -> dict[str, Any] | None:
 def _forest_importances(estimator: Any) -> np.ndarray | None:
     """A forest's mean decrease in impurity, as scikit-learn computes it but without its joblib
     round (4 ms for 100 trees, as long as the predictions); None for any other model."""
+    # Only where the class computes importances itself (a bagging ensemble's trees may each
+    # see a subset of the features).
     trees = getattr(estimator, "estimators_", None)
-    if not isinstance(trees, list) or not trees or not all(hasattr(t, "tree_") for t in trees):
+    if not hasattr(type(estimator), "feature_importances_") or not isinstance(trees, list):
+        return None
+    if not trees or not all(hasattr(t, "tree_") for t in trees):
         return None
     per_tree = [t.tree_.compute_feature_importances() for t in trees if t.tree_.node_count > 1]
     if not per_tree:
