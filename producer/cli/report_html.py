@@ -58,9 +58,9 @@ def model_page(data: dict[str, Any], images: dict[str, str], files: str, back: s
             f'<p class="meta">{escape(data["task"])}, {escape(lin["estimator"])}, batch '
             f'{escape(lin["batch_id"])}, {data["n_test"]} test rows, registered {when(lin["created"])}</p>')
     metric_rows = [f'<tr><td>{escape(m)}{" (primary)" if m == data["primary_metric"] else ""}</td>'
-                   f'{number(v, metric=m)}{_cv_cells(data["cv"].get(m))}</tr>'
+                   f'{number(v, metric=m)}{_cv_cells(m, data["cv"].get(m))}</tr>'
                    for m, v in data["metrics"].items()]
-    metric_rows += [f"<tr><td>{escape(m)} (cross-validation only)</td><td></td>{_cv_cells(cv)}</tr>"
+    metric_rows += [f"<tr><td>{escape(m)} (cross-validation only)</td><td></td>{_cv_cells(m, cv)}</tr>"
                     for m, cv in data["cv"].items() if m not in data["metrics"]]
     metrics = "<h2>Metrics</h2>" + rows(["metric", "test split", "CV mean", "CV std"], metric_rows)
     plots = "".join(f'<figure><img src="{escape(src)}" alt="{escape(kind)}"><figcaption>{escape(kind)}'
@@ -83,10 +83,10 @@ def _features(data: dict[str, Any]) -> str:
                                                    for n, v in imp["features"]])
 
 
-def _cv_cells(cv: dict[str, Any] | None) -> str:
+def _cv_cells(metric: str, cv: dict[str, Any] | None) -> str:
     if not cv:
         return "<td></td><td></td>"
-    return number(cv["mean"]) + number(cv["std"])
+    return number(cv["mean"], cv=f"{metric} mean") + number(cv["std"], cv=f"{metric} std")
 
 
 def _lineage(data: dict[str, Any], lin: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ class Page(HTMLParser):
         self.links: list[str] = []
         self.images: list[str] = []
         self.values: list[tuple[str | None, str | None, float]] = []  # (model row, metric, value)
+        self.cv: dict[str, float] = {}  # "metric mean" / "metric std" -> value
         self._row: str | None = None
         self.feed(path.read_text())
 
@@ -41,6 +42,8 @@ class Page(HTMLParser):
             self.images.append(str(a["src"]))
         if tag == "td" and "data-value" in a:
             self.values.append((self._row, a.get("data-metric"), float(str(a["data-value"]))))
+            if a.get("data-cv"):
+                self.cv[str(a["data-cv"])] = float(str(a["data-value"]))
 
 
 def spec(uniq: str) -> dict[str, Any]:
@@ -54,7 +57,15 @@ def spec(uniq: str) -> dict[str, Any]:
         {"name": f"diabetes-ridge-{uniq}", "task": "regression",
          "dataset": {"kind": "sklearn", "name": "diabetes"},
          "estimator": {"class_path": "sklearn.linear_model.Ridge", "params": {"alpha": 1 + seed % 7}},
-         "evaluation": {"metrics": ["mae", "r2"], "primary": "mae"}}]}
+         "evaluation": {"metrics": ["mae", "r2"], "primary": "mae"}},
+        {"name": f"wine-searched-{uniq}", "task": "classification",
+         "dataset": {"kind": "sklearn", "name": "wine"},
+         "estimator": {"class_path": "sklearn.pipeline.Pipeline", "params": {"steps": [
+             ["scale", {"class_path": "sklearn.preprocessing.StandardScaler"}],
+             ["model", {"class_path": "sklearn.linear_model.LogisticRegression",
+                        "params": {"max_iter": 500}}]]}},
+         "search": {"space": {"model__C": [0.1, 1.0 + seed % 5]}, "cv": 3},
+         "evaluation": {"metrics": ["accuracy"]}}]}
 
 
 def evaluated_metrics(runtime: Runtime, batch_id: str) -> dict[str, dict[str, float]]:
@@ -84,7 +95,7 @@ def assert_model_page(page_path: Path, expected: dict[str, float]) -> Page:
 def test_report_for_one_model_and_for_a_batch(tmp_path: Path, settings: Settings, workers: Any, app: Any,
                                               runtime: Runtime, uniq: str) -> None:
     handle, status = run_batch(load(tmp_path, spec(uniq), settings), app, runtime)
-    assert status.counts == {"deployed": 2}
+    assert status.counts == {"deployed": 3}
     metrics = evaluated_metrics(runtime, handle.batch_id)
 
     one = run_cli(["report", f"iris-forest-{uniq}@production", "--out", str(tmp_path / "one")], settings,
@@ -108,6 +119,14 @@ def test_report_for_one_model_and_for_a_batch(tmp_path: Path, settings: Settings
     assert on_index == {(m, k): v for m, values in metrics.items() for k, v in values.items()}
     regression = Page(tmp_path / "batch" / "models" / f"diabetes-ridge-{uniq}-v1.html")
     assert {Path(i).name for i in regression.images} == {"residuals.png", "importances.png"}
+
+    # A searched pipeline: its CV spread is the best trial's, importances are the final step's.
+    searched = Page(tmp_path / "batch" / "models" / f"wine-searched-{uniq}-v1.html")
+    train = next(r for r in runtime.tracker.runs(batch_id=handle.batch_id, model=f"wine-searched-{uniq}")
+                 if r["stage"] == "train")
+    best = train["result"]["search"]["trials"][0]
+    assert searched.cv == {"accuracy mean": best["mean"], "accuracy std": best["std"]}
+    assert {Path(i).name for i in searched.images} == {"confusion.png", "importances.png"}
 
     bad = run_cli(["report", f"nobody-{uniq}/1"], settings, tmp_path)
     assert bad.returncode == 2 and "nobody" in bad.stderr
