@@ -45,6 +45,7 @@ from workers.contracts import (
     parse_message,
     to_message,
 )
+from workers.labels import chain_label, stage_label
 from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import compute_metrics
@@ -132,7 +133,7 @@ class StageTask(Task):  # type: ignore[misc]
         with keep_alive(self.runtime.redis, keys.alive(self.request.id), self.request.id,
                         self.runtime.settings.lease_ttl):
             done = self._run_members(running, stage, packed, step)
-        log.info("%s %s: %d model(s) in %.3f s", stage, self.request.argsrepr or "", len(done),
+        log.info("%s: %d model(s) in %.3f s", self.request.argsrepr or stage, len(done),
                  time.perf_counter() - started)
         if not done:
             raise Ignore()  # every model left the chain (failed, cancelled): nothing goes on
@@ -218,10 +219,11 @@ class StageTask(Task):  # type: ignore[misc]
         rest = STAGES[STAGES.index(stage):]
         for state in states:
             job = state.job
-            label = f"{job.batch_id}/{job.model.name}"
+            label = chain_label(job.batch_id, [job.model.name])
             first = self.app.signature(f"modelfleet.{rest[0]}", args=(state.model_dump(mode="json"),),
-                                       queue=rest[0], argsrepr=label)
-            single = chain(first, *[self.app.signature(f"modelfleet.{s}", queue=s, argsrepr=label)
+                                       queue=rest[0], argsrepr=stage_label(rest[0], label))
+            single = chain(first, *[self.app.signature(f"modelfleet.{s}", queue=s,
+                                                       argsrepr=stage_label(s, label))
                                     for s in rest[1:]])
             single.freeze()
             # `cancel` revokes the model's new chain, not the pack's spent one.
