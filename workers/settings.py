@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     broker_connect_timeout: float = 5.0
     worker_concurrency: int = 1
 
+    # Optional: copy every deployed model into this MLflow server (workers/mlflow_sink.py).
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str = "modelfleet"
+
     flower_user: str = "admin"
     flower_password: SecretStr | None = None
 

@@ -46,6 +46,7 @@ from workers.contracts import (
     to_message,
 )
 from workers.labels import chain_label, stage_label
+from workers.mlflow_sink import sink_for
 from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import compute_metrics
@@ -425,7 +426,11 @@ def _evaluate(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
 
 @_stage("deploy")
 def deploy(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
-    return self.run_stage(message, "deploy", lambda state, writes: _deploy(self, state, writes))
+    result = self.run_stage(message, "deploy", lambda state, writes: _deploy(self, state, writes))
+    sink = sink_for(self.runtime.settings, self.runtime.store)
+    if sink is not None:
+        sink.offer(result)  # a queue put: a background thread copies the models into MLflow
+    return result
 
 
 def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
