@@ -53,7 +53,7 @@ class MlflowSink:
                                    registry_uri=settings.mlflow_tracking_uri)
         self.experiment_name, self.store = settings.mlflow_experiment, store
         self.attempts, self.backoff = attempts, backoff
-        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=capacity)
+        self.queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=capacity)
         self.dropped = 0
         self._experiment_id: str | None = None
         self._closing = threading.Event()
@@ -71,14 +71,14 @@ class MlflowSink:
     def close(self, timeout: float) -> None:
         """Write what is queued, for at most `timeout` seconds (at worker shutdown)."""
         self._closing.set()
-        try:
-            self.queue.put(None, timeout=timeout)
-        except queue.Full:
-            return
         self._thread.join(timeout)
 
     def _drain(self) -> None:
-        while (message := self.queue.get()) is not None:
+        while not (self._closing.is_set() and self.queue.empty()):
+            try:
+                message = self.queue.get(timeout=0.5)  # wakes up to notice a close
+            except queue.Empty:
+                continue
             try:
                 states = parse_message(message)
             except Exception:  # noqa: BLE001 (never let one message stop the thread)
@@ -244,4 +244,4 @@ def _import_mlflow_before_fork(sender: Any = None, **_: Any) -> None:
 @worker_process_shutdown.connect
 def _flush_at_shutdown(**_: Any) -> None:
     if _sink is not None and _sink_pid == os.getpid():
-        _sink.close(timeout=10)
+        _sink.close(timeout=5)  # a hung server must not hold the worker's shutdown long
