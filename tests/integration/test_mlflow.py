@@ -110,3 +110,7 @@ def test_a_hung_mlflow_server_stalls_and_fails_no_stage(tmp_path: Path, uniq: st
                            if r["stage"] == "deploy"]
                 # ... and no deploy waited for it: a stalled one would take 10 s or more.
                 assert len(deploys) == 2 and all(r["duration"] < 5 for r in deploys), deploys
+            # The sink did try: its request waits in the hung server's backlog.
+            hung.settimeout(30)
+            conn, _ = hung.accept()
+            conn.close()
