@@ -206,7 +206,7 @@ def _text(value: Any) -> str:
 
 
 _sink: MlflowSink | None = None
-_sink_pid = 0
+_sink_pid = 0  # the process _sink was made in: a forked pool child makes its own
 
 
 def sink_for(settings: Settings, store: ArtifactStore) -> MlflowSink | None:
@@ -214,14 +214,14 @@ def sink_for(settings: Settings, store: ArtifactStore) -> MlflowSink | None:
     global _sink, _sink_pid
     if not settings.mlflow_tracking_uri:
         return None
-    if _sink is None or _sink_pid != os.getpid():
+    if _sink_pid != os.getpid():
+        _sink, _sink_pid = None, os.getpid()
         try:
             _use_http_defaults()
-            _sink, _sink_pid = MlflowSink(settings, store), os.getpid()
+            _sink = MlflowSink(settings, store)
         except ImportError:
             log.error("MODELFLEET_MLFLOW_TRACKING_URI is set but mlflow is not installed "
                       "(pip install 'modelfleet[mlflow]'): models are not copied to MLflow")
-            return None
     return _sink
 
 

@@ -13,7 +13,7 @@ from producer.local import free_port, wait_for
 from tests.support.cluster import classifier, cluster
 from tests.support.mlflow_server import MlflowServer, mlflow_command
 
-pytest.importorskip("mlflow", reason="the `mlflow` extra is not installed (pip install -e '.[mlflow]' mlflow)")
+pytest.importorskip("mlflow", reason="the `mlflow` extra is not installed (pip install mlflow)")
 if mlflow_command() is None:
     pytest.skip("no `mlflow server` command: the server needs the full package (pip install mlflow)",
                 allow_module_level=True)

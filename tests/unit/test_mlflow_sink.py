@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from workers import mlflow_sink
 from workers.contracts import (
     ChainState,
     DeployedInfo,
@@ -17,11 +19,9 @@ from workers.contracts import (
     PreparedInfo,
     TrainedInfo,
 )
-from workers.mlflow_sink import MlflowSink, params, tags
+from workers.mlflow_sink import MlflowSink, params, sink_for, tags
 from workers.settings import Settings
 from workers.store import ArtifactStore
-
-pytest.importorskip("mlflow", reason="the `mlflow` extra is not installed (pip install -e '.[mlflow]')")
 
 
 def _deployed(name: str = "iris-tree") -> ChainState:
@@ -52,6 +52,7 @@ def test_params_and_tags_flatten_the_spec_and_name_the_batch_and_version() -> No
 
 
 def test_offer_never_blocks_on_a_hung_server_and_drops_what_does_not_fit(tmp_path: Path) -> None:
+    pytest.importorskip("mlflow", reason="the `mlflow` extra is not installed (pip install -e '.[mlflow]')")
     with socket.socket() as hung:  # accepts connections, never answers
         hung.bind(("127.0.0.1", 0))
         hung.listen(8)
@@ -67,3 +68,15 @@ def test_offer_never_blocks_on_a_hung_server_and_drops_what_does_not_fit(tmp_pat
         started = time.perf_counter()
         sink.close(timeout=0.2)  # at shutdown: bounded, even with the server hung
         assert time.perf_counter() - started < 1.0
+
+
+def test_without_mlflow_installed_the_sink_is_off_and_says_so_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` raises ImportError
+    monkeypatch.setattr(mlflow_sink, "_sink_pid", 0)
+    settings = Settings(mlflow_tracking_uri="http://127.0.0.1:1")
+    assert sink_for(Settings(), ArtifactStore(tmp_path)) is None  # not configured: not even tried
+    assert [sink_for(settings, ArtifactStore(tmp_path)) for _ in range(3)] == [None, None, None]
+    assert [r.message for r in caplog.records].count(
+        "MODELFLEET_MLFLOW_TRACKING_URI is set but mlflow is not installed "
+        "(pip install 'modelfleet[mlflow]'): models are not copied to MLflow") == 1
