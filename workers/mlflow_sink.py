@@ -36,9 +36,11 @@ from workers.store import ArtifactStore
 
 log = logging.getLogger(__name__)
 
-# MLflow's client retries a request 7 times over about 4 minutes by default: a down
-# server would hold the thread that long per call. Ours retries per model instead.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+# Unless set otherwise: MLflow's client retries a request 7 times over about 4 minutes,
+# so a down server would hold the thread that long per call (ours retries per model
+# instead), and it prints a "View run" line to the worker's log for every run.
+MLFLOW_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+                   "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 _TAG_KEY_UNSAFE = re.compile(r"[^\w.\-/ ]")
 
 
@@ -105,7 +107,9 @@ class MlflowSink:
         job, trained, evaluated, deployed = state.job, state.trained, state.evaluated, state.deployed
         if trained is None or evaluated is None or deployed is None:
             raise ValueError(f"{job.model.name}: not a deployed chain state")
-        run_id = self._run_for(state)
+        run_id, finished = self._run_for(state)
+        if finished:  # a redelivered deploy: all written already (and the alias may have moved on)
+            return run_id
         with tempfile.TemporaryDirectory(prefix="modelfleet-mlflow-") as tmp:
             model_file, report_file = Path(tmp, "model.skops"), Path(tmp, "report.json")
             model_file.write_bytes(self.store.get(trained.model_digest))
@@ -118,24 +122,26 @@ class MlflowSink:
         self.client.set_terminated(run_id)
         return run_id
 
-    def _run_for(self, state: ChainState) -> str:
-        """The model's run in this batch: found by its key tag (a redelivery), else created and logged."""
+    def _run_for(self, state: ChainState) -> tuple[str, bool]:
+        """The model's run in this batch and whether it was finished: found by its key tag
+        (a redelivery, or a retry after a failed try), else created; params, metrics and tags logged."""
         from mlflow.entities import Metric, Param, RunTag
 
         job = state.job
         key = f"{job.batch_id}/{job.model.name}"
         found = self.client.search_runs([self._experiment()], f"tags.`modelfleet.key` = '{key}'",
                                         max_results=1)
-        if found:
-            return str(found[0].info.run_id)
-        run = self.client.create_run(self._experiment(), run_name=job.model.name,
-                                     tags={"modelfleet.key": key})
+        if found and found[0].info.status == "FINISHED":
+            return str(found[0].info.run_id), True
+        run_id = str(found[0].info.run_id if found else
+                     self.client.create_run(self._experiment(), run_name=job.model.name,
+                                            tags={"modelfleet.key": key}).info.run_id)
         now, metrics = int(time.time() * 1000), state.evaluated.metrics if state.evaluated else {}
-        self.client.log_batch(
-            run.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+        self.client.log_batch(  # the same values again on a retry: MLflow accepts that
+            run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
             params=[Param(k, v) for k, v in params(state).items()],
             tags=[RunTag(k, v) for k, v in tags(state).items()])
-        return str(run.info.run_id)
+        return run_id, False
 
     def _version_for(self, state: ChainState, run_id: str) -> str:
         """The MLflow version that mirrors the modelfleet version (tagged with it), created once."""
@@ -217,7 +223,7 @@ def sink_for(settings: Settings, store: ArtifactStore) -> MlflowSink | None:
     if _sink_pid != os.getpid():
         _sink, _sink_pid = None, os.getpid()
         try:
-            _use_http_defaults()
+            _use_mlflow_defaults()
             _sink = MlflowSink(settings, store)
         except ImportError:
             log.error("MODELFLEET_MLFLOW_TRACKING_URI is set but mlflow is not installed "
@@ -225,8 +231,8 @@ def sink_for(settings: Settings, store: ArtifactStore) -> MlflowSink | None:
     return _sink
 
 
-def _use_http_defaults() -> None:
-    for name, value in HTTP_DEFAULTS.items():
+def _use_mlflow_defaults() -> None:
+    for name, value in MLFLOW_DEFAULTS.items():
         os.environ.setdefault(name, value)
 
 
@@ -236,7 +242,7 @@ def _import_mlflow_before_fork(sender: Any = None, **_: Any) -> None:
     # each pool child's first deploy.
     settings = getattr(getattr(sender, "app", None), "modelfleet_settings", None)
     if settings is not None and settings.mlflow_tracking_uri:
-        _use_http_defaults()
+        _use_mlflow_defaults()
         with contextlib.suppress(ImportError):  # sink_for says so, once per process
             import mlflow.tracking  # noqa: F401
 

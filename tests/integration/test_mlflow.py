@@ -12,6 +12,8 @@ import pytest
 from producer.local import free_port, wait_for
 from tests.support.cluster import classifier, cluster
 from tests.support.mlflow_server import MlflowServer, mlflow_command
+from workers.contracts import parse_message
+from workers.mlflow_sink import MlflowSink
 
 pytest.importorskip("mlflow", reason="the `mlflow` extra is not installed (pip install mlflow)")
 if mlflow_command() is None:
@@ -90,6 +92,13 @@ def test_every_deployed_model_is_a_run_and_a_version_in_mlflow(tmp_path: Path, m
             else:
                 assert name == names[2] and aliases == {}
         assert c.runtime.registry.aliases(names[2]) == {}
+
+        # Writing a model again (a redelivered deploy) finds its finished run and adds nothing.
+        deploy_task = c.runtime.tracker.task_ids(handle.batch_id)[names[0]][-1]
+        [deployed] = [state for state in parse_message(c.app.AsyncResult(deploy_task).get(timeout=10))
+                      if state.job.model.name == names[0]]  # in a pack of two
+        assert MlflowSink(c.settings, c.runtime.store).write(deployed) == runs[names[0]].info.run_id
+        assert len(finished_runs()) == 3 and len(client.search_model_versions(f"name = '{names[0]}'")) == 1
 
 
 def test_a_hung_mlflow_server_stalls_and_fails_no_stage(tmp_path: Path, uniq: str) -> None:
