@@ -150,6 +150,8 @@ def test_flower_search_finds_a_batch_and_each_models_four_stages(tmp_path: Path,
     # ... and a plain model name finds its stages too (a substring: store-1 also finds store-10).
     assert set(search(names[1])) == set(chain_ids[names[1]])
     assert set(search(names[0])) == set(chain_ids[names[0]]) | set(chain_ids[names[1]])
+    # The tasks page shows that label: its args column is on (Flower leaves it out by default).
+    assert 'data-column="args"' in platform.raw("/tasks")
 
 
 def test_flower_api_refuses_requests_without_credentials(platform: Platform) -> None:
