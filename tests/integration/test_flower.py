@@ -147,6 +147,8 @@ def test_flower_search_finds_a_batch_and_each_models_four_stages(tmp_path: Path,
         found = search(f'"model={name} "')
         assert set(found) == set(chain_ids[name]), name
         assert sorted(t["name"] for t in found.values()) == sorted(f"modelfleet.{s}" for s in STAGES)
+        # and with the task name, one stage of it
+        assert set(search(f'"model={name} " name:deploy')) == {chain_ids[name][-1]}
     # ... and a plain model name finds its stages too (a substring: store-1 also finds store-10).
     assert set(search(names[1])) == set(chain_ids[names[1]])
     assert set(search(names[0])) == set(chain_ids[names[0]]) | set(chain_ids[names[1]])
