@@ -31,7 +31,7 @@ th{background:#f0f0f0}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .done,.deployed{background:#2e8540}.running{background:#0b5cad}.retrying{background:#c77c00}
 .failed{background:#c0392b}.cancelled{background:#7f7f7f}.pending,.queued{background:#bbb}
 td.done,td.running,td.retrying,td.failed,td.cancelled,td.pending{color:#fff;text-align:center;min-width:5em}
-td.pending{background:#eee;color:#999}td a{color:inherit}
+td.pending{background:#eee;color:#999}td.done a,td.running a,td.retrying a,td.failed a{color:inherit}
 .stage{margin-right:1.5em;white-space:nowrap;font-variant-numeric:tabular-nums}
 .bar{display:inline-block;width:110px;height:10px;background:#e3e3e3;vertical-align:middle}
 .bar span{display:block;height:100%;background:#2e8540}
@@ -62,15 +62,17 @@ def _chips(counts: dict[str, int]) -> str:
     return "".join(f'<span class="chip {esc(s)}">{esc(s)} {n}</span>' for s, n in sorted(counts.items()))
 
 
-def flower_tasks_url(flower: str, batch_id: str) -> str:
-    """Flower's tasks page searching for the batch's stage tasks.
+def flower_tasks_url(flower: str, batch_id: str, model: str | None = None) -> str:
+    """Flower's tasks page searching for the batch's stage tasks (or one model's).
 
     Flower takes no free search from the URL, only `?name=`, `?state=`, `?worker=`,
     which its page turns into `name:VALUE` without escaping: `name=modelfleet. BATCH`
     becomes the search `name:modelfleet. BATCH`, i.e. our stage tasks whose label
-    (their args, see workers/labels.py) holds the batch id.
+    (their args, workers/labels.py) holds the batch id; `"model=NAME "` (quoted, with
+    its space) narrows it to one model, also inside a pack.
     """
-    return f"{flower}/tasks?name={quote(f'modelfleet. {batch_id}', safe='')}"
+    search = f'modelfleet. "model={model} " {batch_id}' if model else f"modelfleet. {batch_id}"
+    return f"{flower}/tasks?name={quote(search, safe='')}"
 
 
 def index_page(batches: list[BatchSummary], flower: str) -> str:
@@ -100,7 +102,8 @@ def batch_page(view: BatchView, flower: str, top: int = TOP) -> str:
             f'{"done after" if status.done else "running for"} {status.elapsed:.0f} s{eta}; '
             f'<a href="{esc(flower_tasks_url(flower, status.batch_id))}">its tasks in Flower</a></p>'
             f"<p>{_chips(status.counts)}</p><p>{bars}</p>"
-            f"{_failures(view.failures(), flower)}{_leaderboards(view, top)}{_models(view.models, flower)}")
+            f"{_failures(view.failures(), flower)}{_leaderboards(view, top)}"
+            f"{_models(view.models, flower, status.batch_id)}")
     return _page(status.batch_id, body, refresh=not status.done)
 
 
@@ -150,10 +153,11 @@ def _leader_row(rank: int, row: ModelRow) -> str:
             f'<td class="n">{seconds(row.seconds)}</td></tr>')
 
 
-def _models(models: list[ModelProgress], flower: str) -> str:
+def _models(models: list[ModelProgress], flower: str, batch_id: str) -> str:
     head = "".join(f"<th>{s}</th>" for s in STAGES)
     rows = "".join(
-        f'<tr><td>{esc(m.name)}</td><td><span class="chip {esc(m.status)}">{esc(m.status)}</span></td>'
+        f'<tr><td><a href="{esc(flower_tasks_url(flower, batch_id, m.name))}">{esc(m.name)}</a></td>'
+        f'<td><span class="chip {esc(m.status)}">{esc(m.status)}</span></td>'
         + "".join(f'<td class="{esc(state)}">{_stage_cell(flower, m, s, state)}</td>'
                   for s, state in m.stages.items())
         + "</tr>" for m in models)

@@ -58,7 +58,7 @@ def test_a_1000_model_batch_reads_and_renders_fast(runtime: Runtime) -> None:
                                   "running": running}
     # One row per model in the models table; every started stage linked to its Flower task:
     # a deployed model's four, a running one's two, a failed one's two (+ 1 in the failures).
-    assert len(re.findall(r'<tr><td>model-\d+</td><td><span class="chip', page)) == 1000
+    assert len(re.findall(r'<tr><td><a href="[^"]+">model-\d+</a></td><td><span class="chip', page)) == 1000
     assert len(re.findall(r'href="http://127\.0\.0\.1:5555/task/[0-9a-f]{32}"', page)) == \
         (1000 - failed - running) * 4 + running * 2 + failed * 3
     # The hostile error text is shown, escaped, never as markup.

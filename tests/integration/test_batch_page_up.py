@@ -108,7 +108,8 @@ def test_up_serves_the_batch_page_with_progress_failures_and_flower_links(tmp_pa
 
         # Every model with its stages: the trees done at every stage, the broken one failed at train.
         def stages_of(model: str) -> list[str]:
-            row = re.search(rf"<tr><td>{model}</td><td><span class=\"chip (\w+)\">.*?</tr>", body)
+            row = re.search(rf'<tr><td><a href="[^"]+">{model}</a></td><td><span class="chip (\w+)">.*?</tr>',
+                            body)
             assert row, f"no row for {model}"
             return re.findall(r'<td class="(\w+)">', row.group(0))
 
@@ -133,15 +134,24 @@ def test_up_serves_the_batch_page_with_progress_failures_and_flower_links(tmp_pa
         for link in links:
             wait_for(lambda link=link: _get(link, auth)[0] == 200, 30, f"Flower to know {link}")  # type: ignore[misc]
 
-        # The batch's tasks in Flower: its tasks page, searched for the batch.
+        # The batch's tasks in Flower: its tasks page, searched for the batch ...
         search = re.search(r'href="([^"]+/tasks\?name=[^"]+)">its tasks in Flower', body)
         assert search, body
         dom = _flower_search_dom(html.unescape(search.group(1)), user, password)
-        shown = set(re.findall(r'<tr[^>]*\bid="([0-9a-f-]{36})"', dom))
         ours = {task_ids[m][STAGES.index(s)] for m, stages in started.items() for s in stages}
-        assert shown == ours, dom[-3000:]
+        assert _rows(dom) == ours, dom[-3000:]
         assert Runtime.from_settings(settings).tracker.task_ids(other)["other-iris"][0] not in dom
+        # ... and searched for one model (the model's name links there).
+        search = re.search(r'<a href="([^"]+/tasks\?name=[^"]+)">page-broken</a>', body)
+        assert search, body
+        dom = _flower_search_dom(html.unescape(search.group(1)), user, password)
+        assert _rows(dom) == set(task_ids["page-broken"][:2]), dom[-3000:]
         assert_stops(proc, out)
+
+
+def _rows(dom: str) -> set[str]:
+    """The task ids of the rows Flower's tasks table lists (DataTables' row ids)."""
+    return set(re.findall(r'<tr[^>]*\bid="([0-9a-f-]{36})"', dom))
 
 
 def assert_stops(proc: subprocess.Popen[str], out: Output) -> None:
