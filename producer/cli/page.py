@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import redis
 
 from producer.batchview import batch_view, recent_batches
-from producer.cli.page_html import TOP, esc, index_page
+from producer.cli.page_html import ROWS, TOP, esc, index_page
 from producer.cli.page_html import batch_page as render_batch
 from workers.runtime import Runtime
 
@@ -47,7 +47,9 @@ class _Handler(BaseHTTPRequestHandler):
                                                      self.server.flower_url))
             elif url.path.startswith("/batch/"):
                 view = batch_view(self.server.runtime, unquote(url.path.removeprefix("/batch/")))
-                self._send(HTTPStatus.OK, render_batch(view, self.server.flower_url, _top(url.query)))
+                page = render_batch(view, self.server.flower_url, _number(url.query, "top", TOP),
+                                    _number(url.query, "rows", ROWS))
+                self._send(HTTPStatus.OK, page)
             else:
                 self._send(HTTPStatus.NOT_FOUND, '<p>Not found. <a href="/">batches</a></p>')
         except KeyError as exc:  # no such batch
@@ -69,12 +71,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # `up` prints its own lines; a line per request would bury them
 
 
-def _top(query: str) -> int:
-    """`?top=N` rows per leaderboard (0: all); the default if absent or not a number."""
+def _number(query: str, name: str, default: int) -> int:
+    """`?NAME=N` (`top`: rows per leaderboard, `rows`: of the models table; 0: all);
+    the default if absent or not a number."""
     try:
-        return max(int(parse_qs(query).get("top", [str(TOP)])[0]), 0)
+        return max(int(parse_qs(query).get(name, [str(default)])[0]), 0)
     except ValueError:
-        return TOP
+        return default
 
 
 class _PageServer(ThreadingHTTPServer):

@@ -18,8 +18,10 @@ from workers.settings import STAGES
 
 # Seconds between reloads while something may still change.
 REFRESH = 5
-# Rows per metric in the leaderboard (?top=N asks for more; the models table has them all).
+# Rows per metric in the leaderboard (?top=N, 0: all).
 TOP = 20
+# Rows of the models table (?rows=N, 0: all): 2,000 models are about 1 MB of HTML.
+ROWS = 2000
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.2em 2em;color:#222;background:#fafafa}
@@ -79,7 +81,8 @@ def index_page(batches: list[BatchSummary], flower: str) -> str:
     rows = "".join(
         f'<tr><td><a href="/batch/{quote(b.batch_id, safe="")}">{esc(b.batch_id)}</a></td>'
         f'<td>{esc(b.name)}</td><td>{when(b.created)}</td><td>{esc(b.submitted_by)}</td>'
-        f'<td class="n">{b.models}</td><td>{_chips(b.counts)}</td>'
+        f'<td class="n">{b.models}</td>'
+        f'<td>{_chips(b.counts) if b.counts is not None else "<span class=muted>not counted</span>"}</td>'
         f'<td><a href="{esc(flower_tasks_url(flower, b.batch_id))}">tasks</a></td></tr>'
         for b in batches)
     table = (f"<table><tr><th>batch</th><th>name</th><th>submitted</th><th>by</th><th>models</th>"
@@ -90,7 +93,7 @@ def index_page(batches: list[BatchSummary], flower: str) -> str:
     return _page("modelfleet batches", body, refresh=True)
 
 
-def batch_page(view: BatchView, flower: str, top: int = TOP) -> str:
+def batch_page(view: BatchView, flower: str, top: int = TOP, rows: int = ROWS) -> str:
     status = view.status
     total = len(status.rows)
     bars = "".join(
@@ -103,7 +106,7 @@ def batch_page(view: BatchView, flower: str, top: int = TOP) -> str:
             f'<a href="{esc(flower_tasks_url(flower, status.batch_id))}">its tasks in Flower</a></p>'
             f"<p>{_chips(status.counts)}</p><p>{bars}</p>"
             f"{_failures(view.failures(), flower)}{_leaderboards(view, top)}"
-            f"{_models(view.models, flower, status.batch_id)}")
+            f"{_models(view.models, flower, status.batch_id, rows)}")
     return _page(status.batch_id, body, refresh=not status.done)
 
 
@@ -153,15 +156,18 @@ def _leader_row(rank: int, row: ModelRow) -> str:
             f'<td class="n">{seconds(row.seconds)}</td></tr>')
 
 
-def _models(models: list[ModelProgress], flower: str, batch_id: str) -> str:
+def _models(models: list[ModelProgress], flower: str, batch_id: str, limit: int) -> str:
     head = "".join(f"<th>{s}</th>" for s in STAGES)
+    shown = models[:limit] if limit > 0 else models
+    more = (f' <span class="muted">(the first {len(shown)}; <a href="?rows=0">all</a>)</span>'
+            if len(shown) < len(models) else "")
     rows = "".join(
         f'<tr><td><a href="{esc(flower_tasks_url(flower, batch_id, m.name))}">{esc(m.name)}</a></td>'
         f'<td><span class="chip {esc(m.status)}">{esc(m.status)}</span></td>'
         + "".join(f'<td class="{esc(state)}">{_stage_cell(flower, m, s, state)}</td>'
                   for s, state in m.stages.items())
-        + "</tr>" for m in models)
-    return (f"<h2>Models ({len(models)})</h2><table><tr><th>model</th><th>status</th>{head}</tr>"
+        + "</tr>" for m in shown)
+    return (f"<h2>Models ({len(models)}){more}</h2><table><tr><th>model</th><th>status</th>{head}</tr>"
             f"{rows}</table>")
 
 

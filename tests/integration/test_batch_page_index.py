@@ -86,10 +86,12 @@ def test_served_with_basic_auth_only(runtime: Runtime) -> None:
         assert code == 404 and "no batch" in body
 
 
-def test_the_list_counts_every_status_in_one_read(runtime: Runtime) -> None:
-    batch_id = synthetic_batch(runtime, 100)
-    summary = next(b for b in recent_batches(runtime, limit=1000) if b.batch_id == batch_id)
-    assert summary.models == 100
+def test_the_list_counts_every_status_within_its_budget(runtime: Runtime) -> None:
+    older = synthetic_batch(runtime, 60)
+    newer = synthetic_batch(runtime, 100)
+    listed = {b.batch_id: b for b in recent_batches(runtime, limit=2, budget=150)}
+    assert listed[newer].models == 100 and listed[older].models == 60
     failed = sum(1 for i in range(100) if i % 50 == 0)
     running = sum(1 for i in range(100) if i % 7 == 0 and i % 50 != 0)
-    assert summary.counts == {"deployed": 100 - failed - running, "failed": failed, "running": running}
+    assert listed[newer].counts == {"deployed": 100 - failed - running, "failed": failed, "running": running}
+    assert listed[older].counts is None  # 100 + 60 models: over the budget, listed uncounted

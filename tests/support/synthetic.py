@@ -16,7 +16,7 @@ def synthetic_batch(rt: Runtime, models: int, failed_every: int = 50, running_ev
     `failed_every`-th failed at train with a hostile error, every `running_every`-th at train."""
     batch_id = f"synthetic-{uuid.uuid4().hex[:8]}"
     names = [f"model-{i:05d}" for i in range(models)]
-    created = time.time() - 60
+    created = time.time()  # the newest batch of the index (recent_batches lists it first)
     rt.tracker.create_batch({"id": batch_id, "name": "synthetic", "models": names, "created": created,
                              "primary_metrics": {n: "accuracy" for n in names},
                              "submitted_by": "tests"}, names)

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from producer.batchview import BatchSummary, BatchView, ModelProgress, stage_states
-from producer.cli.page import _PageServer, _top
+from producer.cli.page import _number, _PageServer
 from producer.cli.page_html import TOP, batch_page, flower_tasks_url, index_page
 from producer.status import summarize
 from workers.settings import STAGES
@@ -82,6 +82,9 @@ def test_index_page_lists_batches_and_says_when_there_are_none() -> None:
     page = index_page([BatchSummary("b-1", "b", 1_700_000_000.0, "me", 3, {"deployed": 2, "failed": 1})],
                       "http://f")
     assert 'href="/batch/b-1"' in page and "deployed 2" in page and "failed 1" in page
+    # Beyond the count budget a batch is listed, not counted.
+    page = index_page([BatchSummary("b-2", "b", 1_700_000_000.0, "me", 3, None)], "http://f")
+    assert 'href="/batch/b-2"' in page and "not counted" in page
 
 
 def _basic(user_password: str) -> str:
@@ -97,6 +100,15 @@ def test_basic_auth_takes_only_the_exact_credentials() -> None:
         assert not server.authorized(header)
 
 
-def test_top_parameter() -> None:
-    assert _top("") == TOP and _top("top=5") == 5 and _top("top=0") == 0
-    assert _top("top=x") == TOP and _top("top=-3") == 0
+def test_number_parameters() -> None:
+    assert _number("", "top", TOP) == TOP and _number("top=5", "top", TOP) == 5
+    assert _number("rows=0&top=3", "rows", 9) == 0 and _number("top=x", "top", TOP) == TOP
+    assert _number("top=-3", "top", TOP) == 0
+
+
+def test_models_table_shows_the_first_rows_and_links_to_all() -> None:
+    view = _view({f"m{i}": {"status": "queued"} for i in range(5)}, {})
+    page = batch_page(view, "http://f", rows=3)
+    assert "Models (5)" in page and "the first 3" in page and 'href="?rows=0"' in page
+    assert ">m2</a>" in page and ">m3</a>" not in page
+    assert ">m4</a>" in batch_page(view, "http://f", rows=0)
