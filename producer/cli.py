@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
@@ -17,20 +18,26 @@ from producer.cli_common import UserError, broker, console, err, local_platform
 from producer.cli_ops import cancel
 from producer.cli_platform import up
 from producer.local import LocalWorkers, WorkersGone, running_embedded_redis
-from producer.spec import SpecError, load_batch
+from producer.spec import Priority, SpecError, load_batch
 from producer.status import BatchStatus, batch_status, leaderboard
 from producer.submit import BatchHandle, BrokerUnavailable, submit
-from workers.app import create_app
+from workers.app import PRIORITIES, create_app
 from workers.runtime import Runtime
 from workers.settings import STAGES, Settings
 
 
-def _load(spec: Path, settings: Settings) -> Any:
+def _load(spec: Path, settings: Settings, priority: Priority | None = None) -> Any:
     try:
-        return load_batch(spec, settings)
+        batch = load_batch(spec, settings)
     except SpecError as exc:
         raise UserError(f"invalid batch spec ({exc.total} problem(s)); nothing was "
                         f"submitted:\n" + "\n".join(f"  {p}" for p in exc.problems)) from exc
+    return dataclasses.replace(batch, priority=priority) if priority else batch
+
+
+# `--priority` overrides the spec's `priority` (an urgent rerun of a normal batch).
+_priority_option = click.option("--priority", type=click.Choice(list(PRIORITIES)), default=None,
+                                help="Queue priority of this batch (overrides the spec's).")
 
 
 def _submit(batch: Any, settings: Settings, no_cache: bool) -> tuple[BatchHandle, Any]:
@@ -79,10 +86,11 @@ def main() -> None:
 @click.option("--workers", "-w", default=2, show_default=True, help="Local worker processes.")
 @click.option("--no-cache", is_flag=True, help="Recompute every stage.")
 @click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
-def run(spec: Path, workers: int, no_cache: bool, timeout: float | None) -> None:
+@_priority_option
+def run(spec: Path, workers: int, no_cache: bool, timeout: float | None, priority: Priority | None) -> None:
     """Run a batch end to end on local workers (and an embedded Redis if none is configured)."""
     settings = Settings()
-    batch = _load(spec, settings)
+    batch = _load(spec, settings, priority)
     console.print(f"batch [bold]{escape(batch.name)}[/]: {len(batch.models)} models, {workers} workers")
     received: list[int] = []
 
@@ -119,10 +127,12 @@ def run(spec: Path, workers: int, no_cache: bool, timeout: float | None) -> None
 @click.option("--wait", is_flag=True, help="Watch progress until the batch is done.")
 @click.option("--no-cache", is_flag=True, help="Recompute every stage.")
 @click.option("--timeout", type=float, default=None)
-def submit_cmd(spec: Path, wait: bool, no_cache: bool, timeout: float | None) -> None:
+@_priority_option
+def submit_cmd(spec: Path, wait: bool, no_cache: bool, timeout: float | None,
+               priority: Priority | None) -> None:
     """Submit a batch to the configured broker (MODELFLEET_BROKER_URL)."""
     settings = Settings()
-    batch = _load(spec, settings)
+    batch = _load(spec, settings, priority)
     if settings.broker_url is None:
         running = running_embedded_redis(settings.local_redis_dir)  # e.g. `modelfleet up`'s
         if running is None:

@@ -22,7 +22,7 @@ from kombu.exceptions import OperationalError
 
 from producer.messages import new_task_ids, send_chains
 from producer.packing import Pack, plan_packs
-from producer.spec import Batch, Priority
+from producer.spec import Batch
 from producer.status import BatchStatus, batch_status
 from workers.app import PRIORITIES
 from workers.contracts import HEAVY_STAGES, SLUG_RULE, ChainState, ModelJob, ModelSpec, is_slug
@@ -138,10 +138,8 @@ class BatchHandle:
 
 
 def submit(batch: Batch, app: Celery, runtime: Runtime, no_cache: bool = False,
-           batch_id: str | None = None, priority: Priority | None = None) -> BatchHandle:
+           batch_id: str | None = None) -> BatchHandle:
     """Record the batch and send its chains; nothing is sent if the broker is down.
-
-    `priority` overrides the spec's (`modelfleet submit --priority high`).
 
     load_batch validates the name; a Batch built by hand is checked here too, before
     anything is written (a name too long for a file name left a ghost batch in Redis)."""
@@ -152,7 +150,7 @@ def submit(batch: Batch, app: Celery, runtime: Runtime, no_cache: bool = False,
     with _cyclic_gc_paused():
         runtime.tracker.create_batch({
             "id": batch_id, "name": batch.name, "spec": batch.source, "spec_path": batch.path,
-            "pack": batch.pack, "priority": priority or batch.priority, "max_parallel": batch.max_parallel,
+            "pack": batch.pack, "priority": batch.priority, "max_parallel": batch.max_parallel,
             "models": [m.name for m in batch.models], "created": time.time(), "no_cache": no_cache,
             "primary_metrics": {m.name: m.primary_metric for m in batch.models},
             "submitted_by": _user(), "host": socket.gethostname(), "git_commit": _git_commit(batch.path),
@@ -161,7 +159,7 @@ def submit(batch: Batch, app: Celery, runtime: Runtime, no_cache: bool = False,
         costs = runtime.tracker.model_costs()  # what packing sizes from
         send_planned(app, runtime, batch_id,
                      plan_chains(batch_id, batch.models, no_cache, batch.pack, costs, batch.max_parallel),
-                     priority=PRIORITIES[priority or batch.priority])
+                     priority=PRIORITIES[batch.priority])
     return BatchHandle(batch_id, runtime)
 
 
