@@ -19,7 +19,7 @@ from producer.messages import send_chains
 from producer.submit import close_app, plan_chains, submit
 from tests.conftest import load, run_batch
 from workers import keys
-from workers.app import create_app, queue_lists
+from workers.app import PRIORITIES, create_app, queue_lists
 from workers.runtime import Runtime
 from workers.settings import STAGES, Settings
 
@@ -46,7 +46,8 @@ def idle_db(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[Setting
 
 
 def _queued(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
-    return [json.loads(m) for m in client.lrange(queue, 0, -1)]
+    """Every message waiting in `queue`, whatever its priority (one Redis list per step)."""
+    return [json.loads(m) for name in queue_lists(queue) for m in client.lrange(name, 0, -1)]
 
 
 def _chain_ids(message: dict[str, Any]) -> list[str]:
@@ -101,7 +102,11 @@ def test_submit_records_each_models_ids_before_it_sends_them(
     try:
         handle = submit(batch, app, Runtime.from_settings(settings), batch_id="b2")
         recorded = {n: json.loads(v) for n, v in client.hgetall(keys.batch_tasks(handle.batch_id)).items()}
-        queued = {m["headers"]["argsrepr"]: _chain_ids(m) for m in _queued(client, "preprocess")}
+        messages = _queued(client, "preprocess")
+        queued = {m["headers"]["argsrepr"]: _chain_ids(m) for m in messages}
+        # A spec without a priority is "normal": in that step's list, below "high"'s.
+        assert {m["properties"]["priority"] for m in messages} == {PRIORITIES["normal"]}
+        assert client.llen(queue_lists("preprocess")[1]) == 2500
         assert len(queued) == 2500 and queued == {f"b2/{n}": ids for n, ids in recorded.items()}
         assert handle.status().counts == {"queued": 2500}
         specs = Runtime.from_settings(settings).tracker.model_specs("b2")
