@@ -195,6 +195,10 @@ class LocalCompose:
                 value = str(local) + value[len(target):]
         return value.replace("@redis:6379", f"@{self.redis_address}")
 
+    def local_path(self, name: str, path: str) -> Path:
+        """Where a path inside service `name`'s container is here (its mounts mapped)."""
+        return self.cwd / self._map(path, name)
+
     def environment(self, name: str, hostname: str) -> dict[str, str]:
         """Image ENV, then the service's environment, mapped to local stand-ins."""
         service_env = {k: "" if v is None else str(v)

@@ -101,8 +101,10 @@ def test_compose_services_complete_a_batch_across_three_workers(
     batches = runtime.tracker.list_batches()
     assert len(batches) == 1 and batches[0] in done.stdout
     status = batch_status(runtime, batches[0])
-    spec_path = compose.services["producer"]["command"][2]
-    expected = {m.name for m in load_batch(compose.cwd / spec_path, settings).models}
+    # The spec the producer named, in the specs directory mounted at /specs.
+    spec_path = compose.local_path("producer", compose.services["producer"]["command"][2])
+    assert spec_path == compose.cwd / "examples" / "quickstart.yaml"
+    expected = {m.name for m in load_batch(spec_path, settings).models}
     assert {r.name for r in status.rows} == expected
     assert status.counts == {"deployed": len(expected)}
     assert all(runtime.registry.resolve(f"{name}@production") for name in expected)
