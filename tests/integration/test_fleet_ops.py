@@ -6,6 +6,9 @@ times and worker names), not from the producer's view.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,11 +16,14 @@ from typing import Any
 import pytest
 
 from producer.local import LocalWorkers, wait_for
+from producer.status import batch_status
+from tests.conftest import write_spec
 from tests.support.cluster import classifier, cluster
 from workers import keys
 from workers.app import queue_lists
 from workers.contracts import HEAVY_STAGES
-from workers.settings import STAGES
+from workers.runtime import Runtime
+from workers.settings import STAGES, Settings
 from workers.stages import _TAKE_SLOT
 
 
@@ -111,3 +117,24 @@ def test_a_model_naming_a_queue_trains_on_the_workers_of_that_queue(tmp_path: Pa
         for stage in STAGES:
             assert where[("big", stage)] == ("large0" if stage in HEAVY_STAGES else "w0"), stage
             assert where[("small-a", stage)] == where[("small-b", stage)] == "w0"
+
+
+def test_submit_priority_option_overrides_the_specs_and_is_kept_for_retry(
+        tmp_path: Path, settings: Settings, runtime: Runtime, workers: Any, uniq: str) -> None:
+    """`modelfleet submit --priority high` on a `priority: low` spec: the batch record (what
+    `retry` resends with) says high, and the batch runs."""
+    path = write_spec(tmp_path, {"name": f"prio-{uniq}", "priority": "low", "max_parallel": 2,
+                                 "models": [classifier(f"prio-{uniq}")]})
+    done = subprocess.run([sys.executable, "-m", "producer", "submit", str(path), "--priority", "high"],
+                          env={**os.environ, **settings.to_env()}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    (batch_id,) = [b for b in runtime.tracker.list_batches(limit=10_000) if b.startswith(f"prio-{uniq}")]
+    record = runtime.tracker.get_batch(batch_id)
+    assert record is not None and (record["priority"], record["max_parallel"]) == ("high", 2)
+    wait_for(lambda: batch_status(runtime, batch_id).done, 60, "the batch")
+    assert batch_status(runtime, batch_id).counts == {"deployed": 1}
+    bad = subprocess.run([sys.executable, "-m", "producer", "submit", str(path), "--priority", "urgent"],
+                         env={**os.environ, **settings.to_env()}, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and "--priority" in bad.stderr
