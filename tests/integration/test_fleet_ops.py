@@ -7,6 +7,7 @@ times and worker names), not from the producer's view.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import pytest
 from producer.local import LocalWorkers, wait_for
 from producer.status import batch_status
 from tests.conftest import write_spec
-from tests.support.cluster import classifier, cluster
+from tests.support.cluster import FAULTY, classifier, cluster, wait_lines
 from workers import keys
 from workers.app import queue_lists
 from workers.contracts import HEAVY_STAGES
@@ -78,6 +79,58 @@ def test_a_capped_batch_never_runs_more_stages_at_once_than_its_cap(tmp_path: Pa
               f"on {len(workers)} workers")
         assert max_overlap(runs) == 2  # never 3, and the cap was used
         assert c.runtime.redis.zcard(keys.batch_slots(capped.batch_id)) == 0  # every slot released
+
+
+@pytest.mark.slow
+def test_a_stage_killed_by_its_time_limit_gives_its_batch_slot_back(tmp_path: Path) -> None:
+    """max_parallel 1: the gate model's fit never ends and holds the only slot until Celery's
+    hard time limit ends it (a failure: its message is not redelivered). The other models
+    must all deploy, within seconds."""
+    started = tmp_path / "started"
+    gate = classifier("gate", FAULTY, started=str(started), wait_for=str(tmp_path / "never"))
+    others = [classifier(f"other-{i}", max_depth=i + 1) for i in range(4)]
+    with cluster(tmp_path, stage_time_limit=3, cap_retry_delay=0.2) as c:
+        handle = c.submit({"name": "limited", "pack": 1, "max_parallel": 1, "models": [gate, *others]})
+        fit_started = float(wait_lines(started, 1)[0][2])
+        status = handle.wait(timeout=30)  # a leaked slot: the others would never run
+        runs = c.runtime.tracker.runs(handle.batch_id)
+        others_done = max(r["finished"] for r in runs if r["model"] != "gate")
+        print(f"\nthe other models finished {others_done - fit_started:.1f} s after the slot holder's "
+              f"fit began (time limit 3 s, lease_ttl {c.settings.lease_ttl} s)")
+        assert status.counts == {"deployed": 4, "failed": 1}
+        (failed,) = [r for r in handle.status().rows if r.status == "failed"]
+        assert failed.name == "gate" and "TimeLimitExceeded" in failed.error
+        assert max_overlap([r for r in runs if r["status"] == "succeeded"]) == 1
+        assert c.runtime.redis.zcard(keys.batch_slots(handle.batch_id)) == 0
+
+
+@pytest.mark.slow
+def test_a_sigkilled_workers_slot_lapses_long_before_its_message_returns(tmp_path: Path) -> None:
+    """max_parallel 1: the gate model's train holds the only slot on a worker of its own
+    queue (so that worker holds no other message of the batch) when the worker's whole
+    process tree is SIGKILLed. Its message comes back only after the visibility timeout;
+    the other models must finish well before: the slot lapsed with the stage's heartbeat."""
+    started = tmp_path / "started"
+    gate = {**classifier("gate", FAULTY, started=str(started), wait_for=str(tmp_path / "never")),
+            "resources": {"queue": "gate-q"}}
+    others = [classifier(f"other-{i}", max_depth=i % 4 + 1, random_state=i) for i in range(8)]
+    with cluster(tmp_path, workers=1, visibility_timeout=30, cap_retry_delay=0.2) as c, \
+            LocalWorkers(c.settings, 1, tmp_path / "gate-logs", queues=["gate-q"], name_prefix="gatew") as gw:
+        handle = c.submit({"name": "killcap", "pack": 1, "max_parallel": 1, "models": [gate, *others]})
+        wait_lines(started, 1)
+        os.killpg(gw.procs[0].pid, signal.SIGKILL)
+        killed_at = time.time()
+        gw.procs[0].wait(10)
+
+        def others_deployed() -> int:
+            return sum(1 for r in handle.status().rows if r.name != "gate" and r.status == "deployed")
+
+        assert others_deployed() < len(others)  # some still needed the slot the gate held
+        wait_for(lambda: others_deployed() == len(others), 20, "the other models")
+        freed_after = time.time() - killed_at
+        print(f"\nthe other models finished {freed_after:.1f} s after the slot holder was killed "
+              f"(lease_ttl {c.settings.lease_ttl} s, visibility timeout {c.settings.visibility_timeout} s)")
+        assert freed_after < c.settings.visibility_timeout - 5
 
 
 def test_a_dead_workers_slot_lapses_with_its_heartbeat(redis_server: Any) -> None:
