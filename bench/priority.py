@@ -21,9 +21,10 @@ from typing import Any
 
 import yaml
 
+from bench.teardown import close_app
 from producer.local import LocalWorkers, RedisServer, wait_for
 from producer.spec import load_batch
-from producer.submit import close_app, submit
+from producer.submit import submit
 from workers.app import create_app, queue_lists
 from workers.runtime import Runtime
 from workers.settings import Settings
