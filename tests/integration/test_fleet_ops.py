@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from producer.local import LocalWorkers, wait_for
 from producer.status import batch_status
 from tests.conftest import write_spec
 from tests.support.cluster import FAULTY, classifier, cluster, wait_lines
+from tests.support.processes import run_cli
 from workers import keys
 from workers.app import queue_lists
 from workers.contracts import HEAVY_STAGES
@@ -178,16 +177,12 @@ def test_submit_priority_option_overrides_the_specs_and_is_kept_for_retry(
     `retry` resends with) says high, and the batch runs."""
     path = write_spec(tmp_path, {"name": f"prio-{uniq}", "priority": "low", "max_parallel": 2,
                                  "models": [classifier(f"prio-{uniq}")]})
-    done = subprocess.run([sys.executable, "-m", "producer", "submit", str(path), "--priority", "high"],
-                          env={**os.environ, **settings.to_env()}, capture_output=True, text=True,
-                          timeout=120)
+    done = run_cli(["submit", str(path), "--priority", "high"], settings, tmp_path)
     assert done.returncode == 0, done.stderr
     (batch_id,) = [b for b in runtime.tracker.list_batches(limit=10_000) if b.startswith(f"prio-{uniq}")]
     record = runtime.tracker.get_batch(batch_id)
     assert record is not None and (record["priority"], record["max_parallel"]) == ("high", 2)
     wait_for(lambda: batch_status(runtime, batch_id).done, 60, "the batch")
     assert batch_status(runtime, batch_id).counts == {"deployed": 1}
-    bad = subprocess.run([sys.executable, "-m", "producer", "submit", str(path), "--priority", "urgent"],
-                         env={**os.environ, **settings.to_env()}, capture_output=True, text=True,
-                         timeout=120)
+    bad = run_cli(["submit", str(path), "--priority", "urgent"], settings, tmp_path)
     assert bad.returncode == 2 and "--priority" in bad.stderr
