@@ -5,7 +5,8 @@ chain and publishes one message at a time (about 1 ms a chain). A chain of
 stages, each on its own queue, is only this on the wire (Celery's message
 protocol 2): the first task's message, whose `chain` field holds the later
 stages as signature dicts in reverse order, each with its own task id, queue and
-argsrepr. The worker pops the next signature when a task succeeds and sends it
+argsrepr (workers.labels: the stage, its models and batch, what Flower shows and
+searches). The worker pops the next signature when a task succeeds and sends it
 with the task's return value as its argument, under the id given here. So we
 build that message with Celery's own `app.amqp.create_task_message` and publish
 it with `app.amqp.send_task_message` through one producer whose publishes kombu
@@ -30,6 +31,7 @@ from celery.utils.time import utcoffset
 from kombu import Producer
 
 from workers.app import TASK_NAMES
+from workers.labels import stage_label
 from workers.settings import STAGES
 
 # Redis commands buffered before a pipeline round trip.
@@ -52,10 +54,11 @@ def send_chains(app: Celery, chains: Iterable[tuple[str, dict[str, Any]]],
     """Publish one chain `stages[0] -> stages[1] -> ...` per (label, first message).
 
     Each stage runs as task `TASK_NAMES[stage]` on the queue named after it, or on
-    `queues[stage]` where given; the label is every task's argsrepr (what Flower and
-    the logs show). `priority` goes on every message of the chain: the first one's
-    properties (where kombu's Redis transport reads it) and each later stage's
-    signature options (the worker sends that stage with them). Returns each
+    `queues[stage]` where given; its argsrepr is `stage_label(stage, label)` (what Flower
+    shows and searches, and the logs print), the label being the chain's
+    `workers.labels.chain_label`. `priority` goes on every message of the chain: the
+    first one's properties (where kombu's Redis transport reads it) and each later
+    stage's signature options (the worker sends that stage with them). Returns each
     chain's task ids in stage order: `task_ids` when given (fix them before
     sending, e.g. to record them first), else new ones. `chains` may be a
     generator, so a caller can build each message just before it is sent.
@@ -74,7 +77,9 @@ def send_chains(app: Celery, chains: Iterable[tuple[str, dict[str, Any]]],
     routes = [(queues or {}).get(s, s) for s in stages]
     declared = [amqp.queues[q] for q in routes]
     first_name, first_queue, first_key = names[0], declared[0], routes[0]
-    later = list(zip(routes[1:], names[1:], strict=True))[::-1]  # the worker pops from the end
+    # (stage, queue, task name) of the later stages; the worker pops from the end.
+    later = list(zip(stages[1:], routes[1:], names[1:], strict=True))[::-1]
+    first_prefix, later_prefixes = stage_label(stages[0], ""), [stage_label(s, "") for s, _, _ in later]
     extra = {} if priority is None else {"priority": priority}
     reply_to = app.thread_oid
     origin = anon_nodename()  # what Celery puts in every message, computed once
@@ -93,12 +98,13 @@ def send_chains(app: Celery, chains: Iterable[tuple[str, dict[str, Any]]],
                 # Signature dicts as Celery serialises them, the next stage last.
                 chain: list[dict[str, Any]] = [
                     {"task": name, "args": [], "kwargs": {}, "subtask_type": None, "immutable": False,
-                     "options": {"queue": stage, "argsrepr": label, "task_id": task_id, "reply_to": reply_to,
-                                 **extra}}
-                    for (stage, name), task_id in zip(later, ids[:0:-1], strict=True)]
-                msg = create(ids[0], first_name, (message,), {}, chain=chain or None, argsrepr=label,
-                             kwargsrepr="{}", reply_to=reply_to, origin=origin, ignore_result=None,
-                             create_sent_event=sent_event)
+                     "options": {"queue": queue, "argsrepr": prefix + label, "task_id": task_id,
+                                 "reply_to": reply_to, **extra}}
+                    for (_, queue, name), prefix, task_id in zip(later, later_prefixes, ids[:0:-1],
+                                                                 strict=True)]
+                msg = create(ids[0], first_name, (message,), {}, chain=chain or None,
+                             argsrepr=first_prefix + label, kwargsrepr="{}", reply_to=reply_to,
+                             origin=origin, ignore_result=None, create_sent_event=sent_event)
                 # retry=False: inside a batch a publish only buffers; a failed flush raises
                 # (kombu's BatchPublishError) instead of being retried, as with the canvas.
                 send(prod, first_name, msg, queue=first_queue, exchange="", routing_key=first_key,

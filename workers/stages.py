@@ -48,9 +48,11 @@ from workers.contracts import (
     parse_message,
     to_message,
 )
+from workers.labels import chain_label, stage_label
+from workers.mlflow_sink import sink_for
 from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
-from workers.pipeline.evaluate import compute_metrics
+from workers.pipeline.evaluate import plot_data, score
 from workers.pipeline.preprocess import dump_split, load_split, prepare, table_digest_bytes
 from workers.pipeline.search import build_search, run_search
 from workers.pipeline.train import dump_model, fit, load_model
@@ -172,7 +174,7 @@ class StageTask(Task):  # type: ignore[misc]
         finally:
             if job.max_parallel is not None:
                 self._release_slot(job.batch_id)
-        log.info("%s %s: %d model(s) in %.3f s", stage, self.request.argsrepr or "", len(done),
+        log.info("%s: %d model(s) in %.3f s", self.request.argsrepr or stage, len(done),
                  time.perf_counter() - started)
         if not done:
             raise Ignore()  # every model left the chain (failed, cancelled): nothing goes on
@@ -287,11 +289,12 @@ class StageTask(Task):  # type: ignore[misc]
         opts = {} if priority is None else {"priority": priority}
         for state in states:
             job = state.job
-            label = f"{job.batch_id}/{job.model.name}"
+            label = chain_label(job.batch_id, [job.model.name])
             first = self.app.signature(f"modelfleet.{rest[0]}", args=(state.model_dump(mode="json"),),
-                                       queue=job.model.queue_for(rest[0]), argsrepr=label, **opts)
+                                       queue=job.model.queue_for(rest[0]),
+                                       argsrepr=stage_label(rest[0], label), **opts)
             single = chain(first, *[self.app.signature(f"modelfleet.{s}", queue=job.model.queue_for(s),
-                                                       argsrepr=label, **opts)
+                                                       argsrepr=stage_label(s, label), **opts)
                                     for s in rest[1:]])
             single.freeze()
             # `cancel` revokes the model's new chain, not the pack's spent one.
@@ -503,9 +506,13 @@ def _evaluate(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
         split = load_split(rt.store.get(data_digest))
         fitted = _JUST_TRAINED.get(model_digest) or load_model(rt.store.get(model_digest),
                                                                 rt.settings.allowed_estimator_prefixes)
-        metrics = compute_metrics(fitted, split.X_test, split.y_test, model.metric_names)
+        predictions = fitted.predict(split.X_test)
+        metrics = score(split.y_test, predictions, model.metric_names)
+        # The report's plot data rides in the one artifact evaluate already writes.
         report = rt.store.put_json({"metrics": metrics, "model_digest": model_digest,
-                                    "data_digest": data_digest, "n_test": len(split.y_test)})
+                                    "data_digest": data_digest, "n_test": len(split.y_test),
+                                    "task": model.task,
+                                    "plots": plot_data(fitted, model.task, split.y_test, predictions)})
         return {"report_digest": report, "metrics": metrics}, [report]
 
     # The team's predict code may change without changing the model file.
@@ -516,7 +523,11 @@ def _evaluate(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
 
 @_stage("deploy")
 def deploy(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
-    return self.run_stage(message, "deploy", lambda state, writes: _deploy(self, state, writes))
+    result = self.run_stage(message, "deploy", lambda state, writes: _deploy(self, state, writes))
+    sink = sink_for(self.runtime.settings, self.runtime.store)
+    if sink is not None:
+        sink.offer(result)  # a queue put: a background thread copies the models into MLflow
+    return result
 
 
 def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:

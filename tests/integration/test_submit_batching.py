@@ -75,7 +75,8 @@ def test_send_chains_publishes_every_chain_once_with_its_ids_and_sent_event(
         by_id = {m["headers"]["id"]: m for m in queued}
         for plan, chain_ids in zip(planned, ids, strict=True):
             message = by_id[chain_ids[0]]
-            assert message["headers"]["argsrepr"] == plan.label == f"b1/{plan.models[0]}"
+            assert plan.label == f"model={plan.models[0]} batch=b1"
+            assert message["headers"]["argsrepr"] == f"preprocess {plan.label}"
             assert _chain_ids(message) == chain_ids
         assert all(client.llen(q) == 0 for stage in STAGES[1:] for q in queue_lists(stage))
 
@@ -108,7 +109,8 @@ def test_submit_records_each_models_ids_before_it_sends_them(
         # A spec without a priority is "normal": in that step's list, below "high"'s.
         assert {m["properties"]["priority"] for m in messages} == {PRIORITIES["normal"]}
         assert client.llen(queue_lists("preprocess")[1]) == 2500
-        assert len(queued) == 2500 and queued == {f"b2/{n}": ids for n, ids in recorded.items()}
+        assert len(queued) == 2500
+        assert queued == {f"preprocess model={n} batch=b2": ids for n, ids in recorded.items()}
         assert handle.status().counts == {"queued": 2500}
         specs = Runtime.from_settings(settings).tracker.model_specs("b2")
         assert {n: s["dataset"]["seed"] for n, s in specs.items()} == {f"m{i}": i for i in range(2500)}
