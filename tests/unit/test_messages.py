@@ -137,7 +137,8 @@ def test_send_chains_with_a_priority_and_a_queue_writes_what_celery_writes(app: 
     send_chains(app, [("b1/m", first)], task_ids=[ids], priority=9, queues=routes)
     [ours] = drain(app, STAGES[0])
     sigs = [app.signature(TASK_NAMES[stage], args=(first,) if i == 0 else (), queue=routes.get(stage, stage),
-                          argsrepr=f"{stage} b1/m", task_id=ids[i], priority=9) for i, stage in enumerate(STAGES)]
+                          argsrepr=f"{stage} b1/m", task_id=ids[i], priority=9)
+            for i, stage in enumerate(STAGES)]
     chain(*sigs).apply_async()
     [celerys] = drain(app, STAGES[0])
     assert ours.properties["priority"] == celerys.properties["priority"] == 9
