@@ -113,9 +113,11 @@ def show(model: str, as_json: bool) -> None:
                                "aliases": aliases}, indent=1, default=str))
         return
     console.print(_table(f"{model}: {len(rows)} batch(es)", [
-        "batch", "started", "runs", "cache hits", "failed runs", "status", "version", "metrics"],
+        "batch", "started", "runs", "cache hits", "failed runs", "status", "version", "metrics",
+        "unused columns"],
         [[r["batch_id"], _when(r["started"]), r["runs"], r["cache_hits"], r["failed_runs"],
-          r["status"], r["version"], _metrics(r["metrics"])] for r in rows]))
+          r["status"], r["version"], _metrics(r["metrics"]), ", ".join(r["unused_columns"])]
+         for r in rows]))
     console.print(_versions_table(model, versions, aliases))
 
 

@@ -47,7 +47,8 @@ from workers.contracts import (
 )
 from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
-from workers.pipeline.evaluate import compute_metrics
+from workers.pipeline.evaluate import compute_metrics, cross_validate
+from workers.pipeline.features import build_model
 from workers.pipeline.preprocess import dump_split, load_split, prepare, table_digest_bytes
 from workers.pipeline.train import dump_model, fit, load_model
 from workers.registry import decide
@@ -351,7 +352,9 @@ def preprocess(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
 
 def _preprocess(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     model, store = state.job.model, self.runtime.store
-    params = {"task": model.task, "preprocess": model.preprocess.model_dump(mode="json")}
+    params = {"task": model.task, "preprocess": model.preprocess.model_dump(mode="json"),
+              "features": model.features.model_dump(mode="json"),
+              "split": model.split.model_dump(mode="json")}
     try:
         table = load_dataset(model.dataset, model.task, self.runtime.settings.data_root)
     except Exception as exc:  # a bad data file is a failed run too, before any cache key exists
@@ -360,12 +363,12 @@ def _preprocess(self: StageTask, state: ChainState, writes: Writes) -> ChainStat
     dataset_digest = digest_bytes(table_digest_bytes(table))
 
     def compute() -> tuple[dict[str, Any], list[str]]:
-        split = prepare(table, model.task, model.preprocess)
+        split = prepare(table, model)
         digest = store.put(dump_split(split))
-        transform = store.put(dump_model(split.transform)) if split.transform is not None else None
+        # The fitted features travel inside the model's Pipeline now: no separate transform.
         return {"data_digest": digest, "n_train": len(split.y_train), "n_test": len(split.y_test),
-                "n_features": split.X_train.shape[1], "transform_digest": transform}, \
-            [digest] + ([transform] if transform else [])
+                "n_features": split.X_train.shape[1], "transform_digest": None,
+                "unused_columns": split.unused}, [digest]
 
     value, run_id = self.step(state, writes, "preprocess", params, [dataset_digest], compute)
     info = PreparedInfo(dataset_digest=dataset_digest, run_id=run_id, **value)
@@ -386,13 +389,21 @@ def _train(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
 
     def compute() -> tuple[dict[str, Any], list[str]]:
         split = load_split(rt.store.get(data_digest))
-        fitted = fit(estimator, split.X_train, split.y_train)
+        # One Pipeline, features + estimator: the deployed file takes raw rows.
+        pipeline = build_model(model, list(split.X_train.columns), estimator)
+        cv = {} if model.cv is None else cross_validate(
+            pipeline, split.X_train, split.y_train, model.cv, model.preprocess.seed, model.metric_names)
+        fitted = fit(pipeline, split.X_train, split.y_train)
         data = dump_model(fitted)
         digest = rt.store.put(data)
         _JUST_TRAINED.put(digest, fitted, len(data))
-        return {"model_digest": digest}, [digest]
+        return {"model_digest": digest, "cv_metrics": cv}, [digest]
 
-    params = {"task": model.task, "estimator": model.estimator.model_dump(mode="json")}
+    params = {"task": model.task, "estimator": model.estimator.model_dump(mode="json"),
+              "features": model.features.model_dump(mode="json"),
+              "preprocess": model.preprocess.model_dump(mode="json"),
+              "cv": None if model.cv is None else model.cv.model_dump(mode="json"),
+              "cv_metrics": model.metric_names if model.cv is not None else []}
     value, run_id = self.step(state, writes, "train", params, [data_digest], compute)
     return state.model_copy(update={"trained": TrainedInfo(run_id=run_id, **value)})
 
@@ -406,17 +417,19 @@ def _evaluate(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     model, rt = state.job.model, self.runtime
     assert state.prepared is not None and state.trained is not None, "evaluate needs a trained message"
     data_digest, model_digest = state.prepared.data_digest, state.trained.model_digest
+    cv_metrics = state.trained.cv_metrics
 
     def compute() -> tuple[dict[str, Any], list[str]]:
         split = load_split(rt.store.get(data_digest))
         fitted = _JUST_TRAINED.get(model_digest) or load_model(rt.store.get(model_digest),
                                                                 rt.settings.allowed_estimator_prefixes)
-        metrics = compute_metrics(fitted, split.X_test, split.y_test, model.metric_names)
+        # Hold-out values, then the CV mean and std that train measured (if any).
+        metrics = {**compute_metrics(fitted, split.X_test, split.y_test, model.metric_names), **cv_metrics}
         report = rt.store.put_json({"metrics": metrics, "model_digest": model_digest,
                                     "data_digest": data_digest, "n_test": len(split.y_test)})
         return {"report_digest": report, "metrics": metrics}, [report]
 
-    params = {"metrics": model.metric_names}
+    params = {"metrics": model.metric_names, "cv_metrics": cv_metrics}
     value, run_id = self.step(state, writes, "evaluate", params, [model_digest, data_digest], compute)
     return state.model_copy(update={"evaluated": EvaluatedInfo(run_id=run_id, **value)})
 
