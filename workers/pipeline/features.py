@@ -122,8 +122,8 @@ def add_lags(frame: pd.DataFrame, y: np.ndarray, model: ModelSpec,
 
 _PARTS = {
     "year": lambda d: d.dt.year, "month": lambda d: d.dt.month, "day": lambda d: d.dt.day,
-    "week": lambda d: d.dt.isocalendar().week, "dayofweek": lambda d: d.dt.dayofweek,
-    "dayofyear": lambda d: d.dt.dayofyear, "quarter": lambda d: d.dt.quarter,
+    "week": lambda d: d.dt.isocalendar().week, "dayofweek": lambda d: d.dt.day_of_week,
+    "dayofyear": lambda d: d.dt.day_of_year, "quarter": lambda d: d.dt.quarter,
 }
 
 
