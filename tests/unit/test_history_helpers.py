@@ -86,6 +86,10 @@ def test_the_model_file_holds_the_fitted_features_for_serving() -> None:
     # Round trip through skops: the loaded Pipeline predicts from raw rows as in training.
     loaded = load_model(dump_model(fitted), ["sklearn."])
     assert np.array_equal(loaded.predict(split.X_test), fitted.predict(split.X_test))
+    # Plain arrays (columns in training order) still work, as before features existed.
+    assert np.array_equal(loaded.predict(split.X_test.to_numpy()), fitted.predict(split.X_test))
+    with pytest.raises(ValueError, match="expected rows of 13 columns"):
+        loaded.predict(split.X_test.to_numpy()[:, :3])
     # Scaled on the training rows only: their mean is 0 after the fitted scaler.
     assert np.allclose(numeric.transform(split.X_train).mean(axis=0), 0, atol=1e-9)
     plain = _wine(impute="none", scale="none")

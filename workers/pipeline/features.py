@@ -155,8 +155,27 @@ class DateParts(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return np.asarray([f"{c}_{p}" for c in names for p in self.parts], dtype=object)
 
 
+class AsFrame(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """Rows as a DataFrame: a plain array (columns in training order) gets the column names,
+    so a served model takes arrays as before features existed, as well as raw DataFrames."""
+
+    def fit(self, X: Any, y: Any = None) -> AsFrame:
+        self.columns_ = [str(c) for c in X.columns] if hasattr(X, "columns") else None
+        return self
+
+    def transform(self, X: Any) -> Any:
+        if hasattr(X, "columns") or self.columns_ is None:
+            return X
+        rows = np.asarray(X)
+        if rows.ndim != 2 or rows.shape[1] != len(self.columns_):
+            raise ValueError(f"expected rows of {len(self.columns_)} columns {self.columns_} "
+                             f"(or a DataFrame with them), got shape {rows.shape}")
+        return pd.DataFrame(rows, columns=self.columns_)
+
+
 def build_model(model: ModelSpec, columns: Sequence[str], estimator: Any) -> Pipeline:
-    """The unfitted Pipeline: a ColumnTransformer over the input columns, then the estimator."""
+    """The unfitted Pipeline: rows as a frame, a ColumnTransformer over the input columns,
+    then the estimator."""
     features, pre = model.features, model.preprocess
     categorical = [c for c in features.categorical.columns if c in columns]
     dates = [c for c in features.dates.columns if c in columns]
@@ -178,7 +197,7 @@ def build_model(model: ModelSpec, columns: Sequence[str], estimator: Any) -> Pip
     if features.target_transform == "log1p":
         estimator = TransformedTargetRegressor(regressor=estimator, func=np.log1p,
                                                inverse_func=np.expm1, check_inverse=False)
-    return Pipeline([("features", transform), ("estimator", estimator)])
+    return Pipeline([("rows", AsFrame()), ("features", transform), ("estimator", estimator)])
 
 
 def _numeric_steps(impute: str, scale: str) -> Any:
