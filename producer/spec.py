@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from producer.packing import Pack
 from workers.contracts import MAX_NAME_CHARS, SLUG_RULE, CsvDataset, ModelSpec, SlugName, is_slug
-from workers.pipeline.data import inspect_csv
 from workers.pipeline.errors import PipelineError
 from workers.settings import Settings
 
@@ -424,6 +423,9 @@ def _expand_segments(model: ModelSpec, settings: Settings,
     ds = model.dataset
     if not isinstance(ds, CsvDataset):
         return [model]
+    # Imported here: pandas costs every producer command (even `status`) half a second.
+    from workers.pipeline.data import inspect_csv
+
     key = json.dumps(ds.model_dump(exclude={"segment"}), sort_keys=True)
     if key not in seen:
         try:

@@ -19,11 +19,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-import redis.exceptions
-
 # Imported once in the worker's main process, before it forks its pool children: the data
 # loaders and the estimator families specs use most would otherwise be imported by each
 # child in its first task (about a second each, inside the first models' stage times).
+import pyarrow.parquet  # noqa: F401  (the split artifacts' format)
+import redis.exceptions
 import sklearn.datasets  # noqa: F401
 import sklearn.ensemble  # noqa: F401
 import sklearn.linear_model  # noqa: F401
