@@ -228,6 +228,9 @@ class DeploySpec(Strict):
     gate: GateSpec = GateSpec()
 
 
+_NO_FEATURES, _RANDOM_SPLIT = FeaturesSpec(), SplitSpec()
+
+
 class ModelSpec(Strict):
     """One model of a batch: data, preprocessing, estimator, evaluation and deploy rule."""
 
@@ -236,9 +239,11 @@ class ModelSpec(Strict):
     task: Literal["classification", "regression"]
     dataset: Dataset
     preprocess: PreprocessSpec = PreprocessSpec()
-    features: FeaturesSpec = FeaturesSpec()
-    split: SplitSpec = SplitSpec()
-    cv: CvSpec | None = None
+    # Left out of the model's JSON while they hold their defaults: every chain message
+    # carries the model, and most specs never set them (half a message's size otherwise).
+    features: FeaturesSpec = Field(FeaturesSpec(), exclude_if=lambda v: v == _NO_FEATURES)
+    split: SplitSpec = Field(SplitSpec(), exclude_if=lambda v: v == _RANDOM_SPLIT)
+    cv: CvSpec | None = Field(None, exclude_if=lambda v: v is None)
     estimator: EstimatorSpec
     evaluation: EvaluationSpec = EvaluationSpec()
     deploy: DeploySpec = DeploySpec()

@@ -205,3 +205,12 @@ def test_features_are_checked_against_the_file_at_submit(
         load_batch(path, Settings(data_root=EXAMPLE_DATA))
     [problem] = info.value.problems
     assert f"field {field!r}" in problem and fragment in problem and "model 'store'" in problem
+
+
+def test_sections_left_at_their_defaults_stay_out_of_the_message() -> None:
+    plain = spec()
+    assert not {"features", "split", "cv"} & set(plain.model_dump(mode="json"))
+    full = spec(features={"dates": DATES}, split={"kind": "time", "time_column": "Date",
+                                                  "cutoff": "2012-07-27"}, cv={"folds": 3})
+    again = ModelSpec.model_validate_json(full.model_dump_json())
+    assert again == full and str(again.split.cutoff) == "2012-07-27"
