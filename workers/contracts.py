@@ -306,7 +306,8 @@ class ModelSpec(Strict):
                  f"synthetic:{ds.n_samples}x{ds.n_features}" if isinstance(ds, SyntheticDataset) else
                  f"csv:{ds.path}:{ds.segment_by or ''}")
         size = ",".join(f"{k}={self.estimator.params[k]}" for k in _SIZE_PARAMS if k in self.estimator.params)
-        return f"{self.task}|{self.estimator.class_path}({size})|{shape}"
+        folds = f"|cv{self.cv.folds}" if self.cv is not None else ""  # k more fits per model
+        return f"{self.task}|{self.estimator.class_path}({size})|{shape}{folds}"
 
 
 class ModelJob(Strict):
