@@ -173,6 +173,11 @@ class AsFrame(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return pd.DataFrame(rows, columns=self.columns_)
 
 
+def estimator_prefix(model: ModelSpec) -> str:
+    """How the estimator's own params are named inside the model's Pipeline (for a search)."""
+    return "estimator__regressor__" if model.features.target_transform != "none" else "estimator__"
+
+
 def build_model(model: ModelSpec, columns: Sequence[str], estimator: Any) -> Pipeline:
     """The unfitted Pipeline: rows as a frame, a ColumnTransformer over the input columns,
     then the estimator."""

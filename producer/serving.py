@@ -1,8 +1,9 @@
 """Load a deployed model from the registry and predict: the API a serving process uses.
 
-    from producer.models import load_model
-    model = load_model("iris-forest@production", Settings())
+    import modelfleet
+    model = modelfleet.load_model("iris-forest@production")
     model.predict(rows)          # raw rows: a DataFrame with the dataset's columns
+    modelfleet.predict("iris-forest@production", rows)   # the same, in one call
 
 The returned model is one scikit-learn Pipeline, its fitted features (impute,
 scale, encoders, date parts) and the estimator, so it takes raw rows. (Versions
@@ -56,3 +57,8 @@ def load_model(ref: str, settings: Settings | None = None, runtime: Runtime | No
     """The fitted estimator (with its preprocessing) of `NAME@alias` or `NAME/version`."""
     runtime = runtime or Runtime.from_settings(settings or Settings())
     return load_deployed(ref, runtime).estimator
+
+
+def predict(ref: str, rows: Any, settings: Settings | None = None, runtime: Runtime | None = None) -> Any:
+    """Load `NAME@alias` or `NAME/version` and predict raw feature rows with it."""
+    return load_model(ref, settings, runtime).predict(rows)
