@@ -214,3 +214,24 @@ def test_sections_left_at_their_defaults_stay_out_of_the_message() -> None:
                                                   "cutoff": "2012-07-27"}, cv={"folds": 3})
     again = ModelSpec.model_validate_json(full.model_dump_json())
     assert again == full and str(again.split.cutoff) == "2012-07-27"
+
+
+def test_a_search_runs_around_the_features_and_reports_params_as_the_spec_wrote_them() -> None:
+    from workers.pipeline.features import estimator_prefix
+    from workers.pipeline.search import around, build_search, run_search
+
+    model = spec(dataset={**WALMART, "segment": "5"}, features={"dates": DATES, "target_transform": "log1p"},
+                 split={"kind": "time", "time_column": "Date", "test_size": 0.1},
+                 estimator={"class_path": "sklearn.linear_model.Ridge"},
+                 search={"kind": "grid", "space": {"alpha": [0.1, 10.0]}, "cv": 3},
+                 evaluation={"metrics": ["mae"]})
+    split = prepare(load_dataset(model.dataset, model.task, EXAMPLE_DATA), model)
+    estimator = build_estimator(model.estimator, model.task, ALLOWED)
+    assert model.search is not None
+    search = build_search(estimator, model.search, model.search_metric, model.task, ALLOWED)
+    pipeline = build_model(model, list(split.X_train.columns), estimator)
+    best, report = run_search(around(search, pipeline, estimator_prefix(model)), split.X_train, split.y_train)
+    assert set(report["best_params"]) == {"alpha"} and report["n_trials"] == 2
+    assert [step for step, _ in best.steps] == ["rows", "features", "estimator"]
+    assert best.named_steps["estimator"].regressor.alpha == report["best_params"]["alpha"]
+    assert best.predict(split.X_test).shape == split.y_test.shape
