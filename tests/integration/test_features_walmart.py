@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from producer.history import model_history
-from producer.models import load_model
+from producer.serving import load_model
 from tests.conftest import EXAMPLE_DATA, load, run_batch
 from workers.settings import Settings
 
