@@ -20,7 +20,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from producer.packing import Pack
-from workers.contracts import MAX_NAME_CHARS, SLUG_RULE, CsvDataset, ModelSpec, SlugName, is_slug
+from workers.contracts import (
+    MAX_NAME_CHARS,
+    SLUG_RULE,
+    CsvDataset,
+    ModelSpec,
+    SklearnDataset,
+    SlugName,
+    SyntheticDataset,
+    is_slug,
+)
 from workers.pipeline.errors import PipelineError
 from workers.settings import Settings
 
@@ -489,12 +498,15 @@ def _check_features(model: ModelSpec, settings: Settings,
                     checked: dict[str, PipelineError | None]) -> None:
     """Prepare a file dataset's whole table once per distinct (data, features, split), so a
     missing column, a text column named numeric or a date in the wrong format is a spec error
-    now rather than a failed run of every segment later."""
+    now rather than a failed run of every segment later. Shipped datasets are checked when
+    the model names features or a split (synthetic ones may be large: checked by the worker)."""
     ds = model.dataset
-    if not isinstance(ds, CsvDataset):
+    if isinstance(ds, SyntheticDataset) or (isinstance(ds, SklearnDataset) and
+                                             "features" not in model.model_fields_set and
+                                             "split" not in model.model_fields_set):
         return
     # Imported here: only validation needs pandas and scikit-learn.
-    from workers.pipeline.data import load_file
+    from workers.pipeline.data import load_dataset
     from workers.pipeline.preprocess import prepare
 
     key = json.dumps(["features", model.task, ds.model_dump(), model.features.model_dump(mode="json"),
@@ -502,12 +514,11 @@ def _check_features(model: ModelSpec, settings: Settings,
     if key not in checked:
         checked[key] = None
         try:
-            prepare(load_file(ds, model.task, settings.data_root), model)
+            prepare(load_dataset(ds, model.task, settings.data_root), model)
         except PipelineError as exc:
             checked[key] = exc
         except (ValueError, TypeError, KeyError, OSError) as exc:  # pandas on a hostile file
-            checked[key] = PipelineError("dataset", f"cannot prepare {_short(ds.path)}: "
-                                         f"{_cut(str(exc), 200)}")
+            checked[key] = PipelineError("dataset", f"cannot prepare the data: {_cut(str(exc), 200)}")
     if (error := checked[key]) is not None:
         raise error
 

@@ -235,3 +235,15 @@ def test_a_search_runs_around_the_features_and_reports_params_as_the_spec_wrote_
     assert [step for step, _ in best.steps] == ["rows", "features", "estimator"]
     assert best.named_steps["estimator"].regressor.alpha == report["best_params"]["alpha"]
     assert best.predict(split.X_test).shape == split.y_test.shape
+
+
+def test_a_shipped_dataset_with_features_is_checked_at_submit(tmp_path: Path) -> None:
+    from producer.spec import SpecError, load_batch
+    from workers.settings import Settings
+
+    model = {"name": "iris", "task": "classification", "dataset": {"kind": "sklearn", "name": "iris"},
+             "features": {"categorical": {"columns": ["petal colour"]}},
+             "estimator": {"class_path": "sklearn.tree.DecisionTreeClassifier"}}
+    path = write_spec(tmp_path, {"name": "b", "models": [model]})
+    with pytest.raises(SpecError, match="features.categorical.columns.*'petal colour'"):
+        load_batch(path, Settings(data_root=EXAMPLE_DATA))
