@@ -157,11 +157,17 @@ def test_parquet_files_keep_their_dtypes(tmp_path: Path) -> None:
 
 def test_old_preprocess_options_are_the_numeric_defaults() -> None:
     model = spec(preprocess={"impute": "median", "scale": "minmax"})
-    numeric = build_model(model, ["a"], None).named_steps["features"].transformers[0][1]
+    numeric = build_model(model, ["a"], None).named_steps["features"]
     assert [type(s).__name__ for _, s in numeric.steps] == ["SimpleImputer", "MinMaxScaler"]
+    # With a categorical column too, the same numeric steps sit in a ColumnTransformer.
+    mixed = spec(preprocess={"impute": "median", "scale": "minmax"},
+                 features={"categorical": {"columns": ["b"]}})
+    transform = build_model(mixed, ["a", "b"], None).named_steps["features"]
+    assert [name for name, _, _ in transform.transformers] == ["numeric", "categorical"]
+    assert transform.transformers[0][1].steps[0][1].strategy == "median"
     assert numeric.steps[0][1].strategy == "median"
     own = spec(preprocess={"impute": "median"}, features={"numeric": {"impute": "mean", "scale": "none"}})
-    steps = build_model(own, ["a"], None).named_steps["features"].transformers[0][1].steps
+    steps = build_model(own, ["a"], None).named_steps["features"].steps
     assert [s.strategy for _, s in steps] == ["mean"]
 
 

@@ -81,7 +81,7 @@ def test_the_model_file_holds_the_fitted_features_for_serving() -> None:
     split = prepare(load_dataset(model.dataset, model.task, Path(".")), model)
     estimator = build_estimator(model.estimator, model.task, ["sklearn."])
     fitted = build_model(model, list(split.X_train.columns), estimator).fit(split.X_train, split.y_train)
-    numeric = fitted.named_steps["features"].named_transformers_["numeric"]
+    numeric = fitted.named_steps["features"]  # all numeric: imputer and scaler on arrays
     assert [name for name, _ in numeric.steps] == ["impute", "scale"]
     # Round trip through skops: the loaded Pipeline predicts from raw rows as in training.
     loaded = load_model(dump_model(fitted), ["sklearn."])
@@ -91,7 +91,10 @@ def test_the_model_file_holds_the_fitted_features_for_serving() -> None:
     with pytest.raises(ValueError, match="expected rows of 13 columns"):
         loaded.predict(split.X_test.to_numpy()[:, :3])
     # Scaled on the training rows only: their mean is 0 after the fitted scaler.
-    assert np.allclose(numeric.transform(split.X_train).mean(axis=0), 0, atol=1e-9)
+    assert np.allclose(numeric.transform(split.X_train.to_numpy()).mean(axis=0), 0, atol=1e-9)
     plain = _wine(impute="none", scale="none")
     bare = build_model(plain, list(split.X_train.columns), estimator)
-    assert bare.named_steps["features"].transformers[0][1] == "passthrough"
+    assert bare.named_steps["features"] == "passthrough"
+    # Raw rows with extra columns, in another order: the model picks its own columns.
+    shuffled = split.X_test[split.X_test.columns[::-1]].assign(extra="x")
+    assert np.array_equal(loaded.predict(shuffled), fitted.predict(split.X_test))

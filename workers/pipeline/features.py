@@ -155,22 +155,32 @@ class DateParts(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return np.asarray([f"{c}_{p}" for c in names for p in self.parts], dtype=object)
 
 
-class AsFrame(TransformerMixin, BaseEstimator):  # type: ignore[misc]
-    """Rows as a DataFrame: a plain array (columns in training order) gets the column names,
-    so a served model takes arrays as before features existed, as well as raw DataFrames."""
+class RawRows(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """Raw rows in, the training columns out: a DataFrame's extra columns are ignored and a
+    plain array (columns in training order) gets the names, so a served model takes both.
+    With `to_array` (a model whose features are all numeric) the rows go on as a float array:
+    scikit-learn's per-step DataFrame checks cost a small model more than its fit."""
 
-    def fit(self, X: Any, y: Any = None) -> AsFrame:
+    def __init__(self, to_array: bool = False) -> None:
+        self.to_array = to_array
+
+    def fit(self, X: Any, y: Any = None) -> RawRows:
         self.columns_ = [str(c) for c in X.columns] if hasattr(X, "columns") else None
         return self
 
     def transform(self, X: Any) -> Any:
-        if hasattr(X, "columns") or self.columns_ is None:
+        if self.columns_ is None:
             return X
+        if hasattr(X, "columns"):
+            missing = [c for c in self.columns_ if c not in X.columns]
+            if missing:
+                raise ValueError(f"rows lack the model's input columns {missing}")
+            return X[self.columns_].to_numpy(dtype=float) if self.to_array else X
         rows = np.asarray(X)
         if rows.ndim != 2 or rows.shape[1] != len(self.columns_):
             raise ValueError(f"expected rows of {len(self.columns_)} columns {self.columns_} "
                              f"(or a DataFrame with them), got shape {rows.shape}")
-        return pd.DataFrame(rows, columns=self.columns_)
+        return rows.astype(float) if self.to_array else pd.DataFrame(rows, columns=self.columns_)
 
 
 def estimator_prefix(model: ModelSpec) -> str:
@@ -179,14 +189,20 @@ def estimator_prefix(model: ModelSpec) -> str:
 
 
 def build_model(model: ModelSpec, columns: Sequence[str], estimator: Any) -> Pipeline:
-    """The unfitted Pipeline: rows as a frame, a ColumnTransformer over the input columns,
-    then the estimator."""
+    """The unfitted Pipeline: raw rows, a ColumnTransformer over the input columns (just the
+    numeric steps when every input is numeric), then the estimator."""
     features, pre = model.features, model.preprocess
     categorical = [c for c in features.categorical.columns if c in columns]
     dates = [c for c in features.dates.columns if c in columns]
     numeric = [c for c in columns if c not in categorical and c not in dates]
     impute = features.numeric.impute or pre.impute
     scale = features.numeric.scale or pre.scale
+    if features.target_transform == "log1p":
+        estimator = TransformedTargetRegressor(regressor=estimator, func=np.log1p,
+                                               inverse_func=np.expm1, check_inverse=False)
+    if not categorical and not dates:  # all numeric: arrays, as cheap as before features existed
+        return Pipeline([("rows", RawRows(to_array=True)), ("features", _numeric_steps(impute, scale)),
+                         ("estimator", estimator)])
     parts: list[tuple[str, Any, list[str]]] = []
     if numeric:
         parts.append(("numeric", _numeric_steps(impute, scale), numeric))
@@ -199,10 +215,7 @@ def build_model(model: ModelSpec, columns: Sequence[str], estimator: Any) -> Pip
             date_steps.append(("impute", SimpleImputer(strategy="most_frequent")))
         parts.append(("dates", Pipeline(date_steps), dates))
     transform = ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0)
-    if features.target_transform == "log1p":
-        estimator = TransformedTargetRegressor(regressor=estimator, func=np.log1p,
-                                               inverse_func=np.expm1, check_inverse=False)
-    return Pipeline([("rows", AsFrame()), ("features", transform), ("estimator", estimator)])
+    return Pipeline([("rows", RawRows()), ("features", transform), ("estimator", estimator)])
 
 
 def _numeric_steps(impute: str, scale: str) -> Any:

@@ -137,12 +137,13 @@ def dump_split(split: Split) -> bytes:
 
 def load_split(data: bytes) -> Split:
     frame = pd.read_parquet(io.BytesIO(data))
-    test = frame.pop(_TEST).to_numpy(dtype=bool)
+    # dump_split writes the training rows first: two slices, no boolean mask over every column.
+    n_train = int((~frame.pop(_TEST).to_numpy(dtype=bool)).sum())
     y = frame.pop(_TARGET).to_numpy()
     if y.dtype.kind not in "biuf":
         y = y.astype(object)
-    return Split(frame[~test].reset_index(drop=True), frame[test].reset_index(drop=True),
-                 y[~test], y[test])
+    return Split(frame.iloc[:n_train], frame.iloc[n_train:].reset_index(drop=True),
+                 y[:n_train], y[n_train:])
 
 
 def table_digest_bytes(table: Table) -> bytes:

@@ -17,7 +17,7 @@ from workers.pipeline.errors import PipelineError
 # Types that a model file may contain beyond skops' defaults; anything else is refused.
 _SAFE_TYPE_PREFIXES = ("numpy.", "builtins.", "collections.", "scipy.")
 # Our own transformers that a model's feature Pipeline holds (exact names, not a prefix).
-_OWN_TYPES = ("workers.pipeline.features.DateParts", "workers.pipeline.features.AsFrame")
+_OWN_TYPES = ("workers.pipeline.features.DateParts", "workers.pipeline.features.RawRows")
 
 
 def fit(estimator: Any, X: Any, y: np.ndarray) -> Any:
