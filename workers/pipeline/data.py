@@ -150,13 +150,6 @@ def load_file(spec: CsvDataset, task: str, data_root: Path) -> Table:
     return Table(frame.drop(columns=[spec.target]).reset_index(drop=True), y)
 
 
-def table_columns(spec: CsvDataset, data_root: Path) -> list[str]:
-    """The columns of a file, checked against its dataset spec (at submit time)."""
-    frame = read_table(spec, data_root)
-    _check_columns(spec, frame)
-    return [str(c) for c in frame.columns]
-
-
 def inspect_csv(spec: CsvDataset, data_root: Path) -> list[str]:
     """Check a file spec against its file once; return the distinct segment values (if any)."""
     frame = read_table(spec, data_root)

@@ -57,7 +57,8 @@ def plan_columns(frame: pd.DataFrame, model: ModelSpec, extra_numeric: Sequence[
     for field, wanted in named.items():
         missing = [c for c in wanted if c not in columns]
         if missing:
-            raise PipelineError(field, f"columns {missing} not in the table; it has {columns}")
+            shown = columns if len(columns) <= 20 else [*columns[:20], f"... {len(columns) - 20} more"]
+            raise PipelineError(field, f"columns {missing[:20]} not in the table; it has {shown}")
     taken = {*features.categorical.columns, *features.dates.columns, *features.drop,
              *key_columns(model), *extra_numeric}
     listed = features.numeric.columns
