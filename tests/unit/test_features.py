@@ -253,3 +253,14 @@ def test_a_shipped_dataset_with_features_is_checked_at_submit(tmp_path: Path) ->
     path = write_spec(tmp_path, {"name": "b", "models": [model]})
     with pytest.raises(SpecError, match="features.categorical.columns.*'petal colour'"):
         load_batch(path, Settings(data_root=EXAMPLE_DATA))
+
+
+def test_the_report_names_importances_by_feature_through_the_pipeline() -> None:
+    from workers.pipeline.evaluate import importances
+
+    model = spec(dataset={**WALMART, "segment": "7"}, features={"dates": DATES, "target_transform": "log1p"},
+                 estimator={"class_path": "sklearn.ensemble.RandomForestRegressor",
+                            "params": {"n_estimators": 5, "random_state": 0}})
+    split = prepare(load_dataset(model.dataset, model.task, EXAMPLE_DATA), model)
+    names = [name for name, _ in importances(fit_pipeline(model, split.X_train, split.y_train))["features"]]
+    assert "dates__Date_week" in names and "numeric__Temperature" in names

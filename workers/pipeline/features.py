@@ -183,6 +183,9 @@ class RawRows(TransformerMixin, BaseEstimator):  # type: ignore[misc]
                              f"(or a DataFrame with them), got shape {rows.shape}")
         return rows.astype(float) if self.to_array else pd.DataFrame(rows, columns=self.columns_)
 
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return np.asarray(self.columns_ or [], dtype=object)
+
 
 def estimator_prefix(model: ModelSpec) -> str:
     """How the estimator's own params are named inside the model's Pipeline (for a search)."""
