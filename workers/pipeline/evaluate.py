@@ -100,8 +100,10 @@ def importances(model: Any) -> dict[str, Any] | None:
     """The top features by `feature_importances_` or by |`coef_`| (mean over classes), named
     where the model knows the names; None for models that have neither (k-NN, SVC with rbf)."""
     model = getattr(model, "best_estimator_", model)  # a search object: the refitted best
-    estimator = model[-1] if hasattr(model, "steps") else model  # a Pipeline: its final step
-    estimator = getattr(estimator, "regressor_", estimator)  # a transformed target: its regressor
+    estimator = model
+    # Pipelines (the spec's own inside ours) and a transformed target wrap the real model.
+    while hasattr(estimator, "steps") or hasattr(estimator, "regressor_"):
+        estimator = estimator[-1] if hasattr(estimator, "steps") else estimator.regressor_
     values = _forest_importances(estimator)
     if values is None:
         values = getattr(estimator, "feature_importances_", None)
