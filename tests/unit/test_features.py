@@ -264,3 +264,22 @@ def test_the_report_names_importances_by_feature_through_the_pipeline() -> None:
     split = prepare(load_dataset(model.dataset, model.task, EXAMPLE_DATA), model)
     names = [name for name, _ in importances(fit_pipeline(model, split.X_train, split.y_train))["features"]]
     assert "dates__Date_week" in names and "numeric__Temperature" in names
+
+
+def test_features_merge_from_defaults_and_vary_on_a_matrix_axis(tmp_path: Path) -> None:
+    from producer.spec import load_batch
+    from workers.settings import Settings
+
+    store = {**WALMART, "segment": "1"}
+    batch = {"name": "b", "defaults": {"task": "regression", "features": {"dates": DATES},
+                                       "estimator": {"class_path": "sklearn.linear_model.Ridge"}},
+             "models": [{"name": "own", "dataset": store, "features": {"drop": ["CPI"]}}],
+             "matrix": {"name": "m-{features}", "base": {"dataset": store},
+                        "axes": {"features": {"plain": {}, "ordinal": {"categorical": {
+                            "columns": ["Holiday_Flag"], "encode": "ordinal"}}}}}}
+    loaded = load_batch(write_spec(tmp_path, batch), Settings(data_root=EXAMPLE_DATA))
+    models = {m.name: m for m in loaded.models}
+    assert models["own"].features.dates.columns == ["Date"] and models["own"].features.drop == ["CPI"]
+    assert models["m-plain"].features.categorical.columns == []
+    assert models["m-ordinal"].features.categorical.encode == "ordinal"
+    assert models["m-ordinal"].features.dates.format == "%d-%m-%Y"
