@@ -37,6 +37,13 @@ def _canvas_message(app: Celery, label: str, first: dict[str, Any], ids: list[st
     chain(*sigs).apply_async()
 
 
+def same_headers(ours: dict[str, Any], celerys: dict[str, Any]) -> bool:
+    """Equal, except that Celery writes ignore_result False once the worker's task classes are
+    imported in this process (by another test) and None before: both mean "keep the result"."""
+    assert not ours["ignore_result"] and not celerys["ignore_result"]
+    return {**ours, "ignore_result": None} == {**celerys, "ignore_result": None}
+
+
 def test_send_chains_writes_the_message_celery_chain_writes(app: Celery) -> None:
     first = {"job": {"batch_id": "b1", "model": {"name": "m"}}, "prepared": None}
     ids = [str(uuid.uuid4()) for _ in STAGES]
@@ -48,7 +55,7 @@ def test_send_chains_writes_the_message_celery_chain_writes(app: Celery) -> None
     [celerys] = drain(app, STAGES[0])
     [celery_event] = events(app)
 
-    assert ours.headers == celerys.headers
+    assert same_headers(ours.headers, celerys.headers)
     assert ours.headers["id"] == ours.headers["root_id"] == ids[0]
     # Each stage's argsrepr (what Flower shows and searches) is its stage and the chain's label.
     assert ours.headers["argsrepr"] == "preprocess model=m batch=b1"
@@ -142,7 +149,7 @@ def test_send_chains_with_a_priority_and_a_queue_writes_what_celery_writes(app: 
     chain(*sigs).apply_async()
     [celerys] = drain(app, STAGES[0])
     assert ours.properties["priority"] == celerys.properties["priority"] == 9
-    assert ours.headers == celerys.headers
+    assert same_headers(ours.headers, celerys.headers)
     assert ours.decode() == celerys.decode()
     embed = ours.decode()[2]
     assert [(s["options"]["queue"], s["options"]["priority"]) for s in embed["chain"]] == [
