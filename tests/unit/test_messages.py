@@ -19,7 +19,7 @@ from producer.spec import load_batch
 from producer.submit import plan_chains
 from tests.conftest import EXAMPLE_DATA, REPO, load
 from tests.support.memory_broker import drain, events, memory_app
-from workers.app import TASK_NAMES
+from workers.app import PRIORITIES, TASK_NAMES
 from workers.contracts import ChainState, ModelJob
 from workers.settings import STAGES, Settings
 
@@ -31,9 +31,12 @@ def app() -> Iterator[Celery]:
 
 
 def _canvas_message(app: Celery, label: str, first: dict[str, Any], ids: list[str]) -> None:
-    """What the canvas path did: a chain of signatures, each on its stage's queue."""
+    """What the canvas path did: a chain of signatures, each on its stage's queue, at the
+    normal priority (what submit always passes: Celery's own default depends on whether the
+    task classes are imported in this process)."""
     sigs = [app.signature(TASK_NAMES[stage], args=(first,) if i == 0 else (), queue=stage,
-                          argsrepr=f"{stage} {label}", task_id=ids[i]) for i, stage in enumerate(STAGES)]
+                          argsrepr=f"{stage} {label}", task_id=ids[i], priority=PRIORITIES["normal"])
+            for i, stage in enumerate(STAGES)]
     chain(*sigs).apply_async()
 
 
@@ -48,7 +51,7 @@ def test_send_chains_writes_the_message_celery_chain_writes(app: Celery) -> None
     first = {"job": {"batch_id": "b1", "model": {"name": "m"}}, "prepared": None}
     ids = [str(uuid.uuid4()) for _ in STAGES]
     label = "model=m batch=b1"
-    assert send_chains(app, [(label, first)], task_ids=[ids]) == [ids]
+    assert send_chains(app, [(label, first)], task_ids=[ids], priority=PRIORITIES["normal"]) == [ids]
     [ours] = drain(app, STAGES[0])
     [our_event] = events(app)
     _canvas_message(app, label, first, ids)
