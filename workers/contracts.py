@@ -255,6 +255,16 @@ class ModelJob(Strict):
     no_cache: bool = False
 
 
+class ColumnSchema(Strict):
+    """One input column of a model, as trained (workers/pipeline/schema.py checks rows against it)."""
+
+    name: str
+    kind: Literal["number", "bool", "datetime", "text"]
+    dtype: str
+    # Text columns with few distinct values: the categories seen in training.
+    categories: list[str] | None = None
+
+
 class PreparedInfo(Strict):
     dataset_digest: str
     data_digest: str
@@ -264,6 +274,8 @@ class PreparedInfo(Strict):
     run_id: str
     # The fitted impute/scale steps, so a served model can predict on raw rows.
     transform_digest: str | None = None
+    # The columns the model takes (None: trained before schemas were recorded).
+    input_schema: list[ColumnSchema] | None = None
 
 
 class SearchSummary(Strict):

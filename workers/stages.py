@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import pandas as pd
 import redis.exceptions
 
 # Imported once in the worker's main process, before it forks its pool children: the data
@@ -51,6 +52,7 @@ from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import compute_metrics
 from workers.pipeline.preprocess import dump_split, load_split, prepare, table_digest_bytes
+from workers.pipeline.schema import input_schema
 from workers.pipeline.search import build_search, run_search
 from workers.pipeline.train import dump_model, fit, load_model
 from workers.registry import decide
@@ -368,7 +370,8 @@ def _preprocess(self: StageTask, state: ChainState, writes: Writes) -> ChainStat
         digest = store.put(dump_split(split))
         transform = store.put(dump_model(split.transform)) if split.transform is not None else None
         return {"data_digest": digest, "n_train": len(split.y_train), "n_test": len(split.y_test),
-                "n_features": split.X_train.shape[1], "transform_digest": transform}, \
+                "n_features": split.X_train.shape[1], "transform_digest": transform,
+                "input_schema": input_schema(pd.DataFrame(table.X, columns=table.feature_names))}, \
             [digest] + ([transform] if transform else [])
 
     value, run_id = self.step(state, writes, "preprocess", params, [dataset_digest], compute)

@@ -5,6 +5,7 @@ runs.py     runs, show, compare, batches, leaderboard
 registry.py models, promote, rollback, lineage
 platform.py up, worker
 cache.py    cache, reindex
+predict.py  predict, score
 common.py   consoles, user errors, the broker, the progress view, rich tables
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import click
 from pydantic import ValidationError
 
-from producer.cli import batches, cache, platform, registry, runs
+from producer.cli import batches, cache, platform, predict, registry, runs
 from producer.cli.common import UserError
 from workers.settings import Settings
 
@@ -30,7 +31,7 @@ def main(ctx: click.Context) -> None:
             f"MODELFLEET_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())) from exc
 
 
-for family in (batches, runs, registry, platform, cache):
+for family in (batches, runs, registry, predict, platform, cache):
     for command in family.COMMANDS:
         main.add_command(command)
 

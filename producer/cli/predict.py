@@ -1,0 +1,78 @@
+"""Using what was trained: predict (a table, in this process) and score (on the workers).
+
+pandas and scikit-learn are imported inside the commands: the other commands start without them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+from producer.cli.common import UserError, err, pass_settings, runtime
+from workers.settings import Settings
+
+
+@click.command()
+@click.argument("ref", metavar="MODEL@ALIAS|MODEL/VERSION")
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write here: .csv, .parquet or .json (default: CSV on stdout).")
+@click.option("--segment-by", "segment_by", metavar="COLUMN",
+              help="REF is a segment family FAMILY@ALIAS: each row goes to its COLUMN value's model.")
+@click.option("--strict", is_flag=True,
+              help="Exit 1 when some rows' segment has no model (default: report them, exit 0).")
+@pass_settings
+def predict(settings: Settings, ref: str, input_path: Path, out: Path | None, segment_by: str | None,
+            strict: bool) -> None:
+    """Predict a CSV or Parquet table with a registered model: the input's columns plus
+    `prediction` (and, with --segment-by, the `model` that predicted each row).
+
+    The rows are checked against the model's input schema first: a missing column or a
+    value of the wrong type is an error naming the column (exit 2)."""
+    from producer.serving import predict_frame
+    from producer.tables import TableError, check_writable, read_table, write_table
+    from workers.pipeline.errors import PipelineError
+    from workers.pipeline.schema import SchemaError
+    from workers.store import IntegrityError
+
+    try:
+        if out is not None:
+            check_writable(out)
+        frame = read_table(input_path, (segment_by,) if segment_by else ())
+    except TableError as exc:
+        raise UserError(str(exc)) from exc
+    with runtime(settings) as rt:
+        try:
+            result = predict_frame(ref, frame, rt, segment_by)
+        except SchemaError as exc:
+            raise UserError(f"{input_path}: {exc}") from exc
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+        except (IntegrityError, PipelineError) as exc:  # a tampered or refused model file
+            err.print(escape(f"error: {ref}: {exc}"))
+            sys.exit(1)
+    if out is None:
+        result.frame.to_csv(sys.stdout, index=False)
+    else:
+        write_table(result.frame, out)
+    for note in result.notes:
+        err.print(escape(f"note: {note}"))
+    done = len(frame) - sum(result.unknown.values())
+    models = sorted(set(result.frame["model"].dropna())) if segment_by else []
+    by = f"{len(models)} segment model(s) of {ref}" if segment_by else ref
+    err.print(escape(f"predicted {done} of {len(frame)} row(s) with {by}"
+                     + (f" -> {out}" if out is not None else "")))
+    if result.unknown:
+        shown = ", ".join(f"{v!r}: {n}" for v, n in sorted(result.unknown.items())[:20])
+        more = f" and {len(result.unknown) - 20} more" if len(result.unknown) > 20 else ""
+        err.print(escape(f"warning: {sum(result.unknown.values())} row(s) of {len(result.unknown)} "
+                         f"{segment_by} value(s) with no model at {ref}, left without a prediction "
+                         f"(rows per value: {shown}{more})"))
+        if strict:
+            sys.exit(1)
+
+
+COMMANDS = [predict]
