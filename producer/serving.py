@@ -131,7 +131,10 @@ def predict_frame(ref: str, frame: pd.DataFrame, runtime: Runtime,
     used = pd.Series([None] * len(frame), index=frame.index, dtype=object)
     notes: list[str] = []
     unknown: dict[str, int] = {}
-    for value, rows in frame.groupby(keys, sort=False).groups.items():
+    for value, rows in frame.groupby(keys, sort=False, dropna=False).groups.items():
+        if pd.isna(value):  # no segment value: nothing to route by
+            unknown["(missing)"] = len(rows)
+            continue
         name = segment_model_name(family, str(value))
         try:
             model = load_deployed(f"{name}@{alias}" if alias else name, runtime)
@@ -151,10 +154,12 @@ def predict_frame(ref: str, frame: pd.DataFrame, runtime: Runtime,
 
 
 def segment_keys(column: pd.Series) -> pd.Series:
-    """A segment column as the text values segments were trained on: 8 and 8.0 read as "8"."""
+    """A segment column as the text values segments were trained on: 8 and 8.0 read as "8";
+    missing values stay missing."""
     if pd.api.types.is_float_dtype(column) and bool((column.dropna() % 1 == 0).all()):
         column = column.astype("Int64")
-    return column.astype(str)
+    text = column.astype(object)
+    return text.where(text.isna(), text.astype(str))
 
 
 def _typed(values: pd.Series) -> pd.Series:

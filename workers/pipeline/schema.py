@@ -99,7 +99,9 @@ def _coerce(column: pd.Series, entry: dict[str, Any]) -> pd.Series:
 
 
 def _refuse_lost(before: pd.Series, after: pd.Series, name: str, rule: str) -> None:
-    lost = after.isna().to_numpy() & before.notna().to_numpy()
+    # A blank cell is a missing value (the imputer's business), not a wrong one.
+    given = before.notna() & (before.astype(str).str.strip() != "")
+    lost = after.isna().to_numpy() & given.to_numpy()
     if lost.any():
         row = int(np.flatnonzero(lost)[0])
         raise SchemaError(name, f"{rule}; row {row + 1} has {before.iloc[row]!r} "
