@@ -21,12 +21,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.pipeline import Pipeline
 
 from producer.spec import segment_model_name
 from workers.contracts import ChainState, CsvDataset
 from workers.pipeline.schema import SchemaError, check_frame, model_input
-from workers.pipeline.train import load_model as load_skops
+from workers.pipeline.train import load_served
 from workers.runtime import Runtime
 from workers.settings import Settings
 
@@ -80,12 +79,9 @@ def load_deployed(ref: str, runtime: Runtime) -> DeployedModel:
     lineage = ChainState.model_validate(record["lineage"])
     if lineage.trained is None or lineage.prepared is None:
         raise ValueError(f"{ref}: version record has no trained model in its lineage")
-    allowed = runtime.settings.allowed_estimator_prefixes
     # store.get verifies each artifact's sha256, so a tampered file is refused.
-    estimator = load_skops(runtime.store.get(lineage.trained.model_digest), allowed)
-    if lineage.prepared.transform_digest is not None:
-        transform = load_skops(runtime.store.get(lineage.prepared.transform_digest), allowed)
-        estimator = Pipeline([("preprocess", transform), ("model", estimator)])
+    estimator = load_served(runtime.store.get, lineage.trained.model_digest,
+                            lineage.prepared.transform_digest, runtime.settings.allowed_estimator_prefixes)
     return DeployedModel(record["name"], int(record["version"]), record, estimator)
 
 

@@ -309,6 +309,26 @@ class DeployedInfo(Strict):
     run_id: str
 
 
+class ScoreChunk(Strict):
+    """One chunk of a scoring job: the model's and the chunk's artifacts, never the data."""
+
+    model_digest: str
+    transform_digest: str | None = None
+    input_schema: list[ColumnSchema] | None = None
+    chunk_digest: str
+    chunk: int = Field(ge=0)
+
+
+class ScoredChunk(Strict):
+    """A worker's answer: the predictions' artifact (one `prediction` column, the chunk's rows)."""
+
+    chunk: int
+    result_digest: str
+    rows: int
+    seconds: float
+    worker: str
+
+
 class ChainState(Strict):
     """The one message a chain passes along: each stage adds its section.
 

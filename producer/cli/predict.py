@@ -6,6 +6,7 @@ pandas and scikit-learn are imported inside the commands: the other commands sta
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import click
@@ -75,4 +76,61 @@ def predict(settings: Settings, ref: str, input_path: Path, out: Path | None, se
             sys.exit(1)
 
 
-COMMANDS = [predict]
+@click.command()
+@click.argument("ref", metavar="MODEL@ALIAS|MODEL/VERSION")
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for predictions.parquet (the input's columns plus `prediction`).")
+@click.option("--chunk-rows", default=100_000, show_default=True, type=click.IntRange(min=1),
+              help="Rows per chunk: one `score` task each.")
+@click.option("--workers", "-w", "n_workers", default=0, type=click.IntRange(min=0),
+              help="Start K local workers on the score queue for this job (default: use running ones, "
+                   "`modelfleet worker -Q score`).")
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait for the chunks.")
+@pass_settings
+def score(settings: Settings, ref: str, input_path: Path, out_dir: Path, chunk_rows: int, n_workers: int,
+          timeout: float) -> None:
+    """Score a large CSV or Parquet table on the workers: one task per chunk on the `score` queue,
+    chunks and predictions through the artifact store, joined in order into DIR."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from producer.cli.common import broker
+    from producer.local import LocalWorkers
+    from producer.scoring import score_table
+    from producer.tables import TableError, read_table
+    from workers.app import create_app
+    from workers.pipeline.schema import SchemaError
+    from workers.runtime import Runtime
+    from workers.settings import SCORE_QUEUE
+
+    try:
+        frame = read_table(input_path)
+    except TableError as exc:
+        raise UserError(str(exc)) from exc
+    with broker(settings) as live:
+        app = create_app(live)
+        try:
+            with ExitStack() as stack:
+                if n_workers:
+                    stack.enter_context(LocalWorkers(live, n_workers, live.local_redis_dir.parent / "logs",
+                                                     queues=[SCORE_QUEUE], name_prefix="score"))
+                rt = Runtime.from_settings(live)
+                result = score_table(ref, frame, rt, app, out_dir, chunk_rows, timeout)
+        except KeyError as exc:
+            raise UserError(str(exc.args[0])) from exc
+        except SchemaError as exc:
+            raise UserError(f"{input_path}: {exc}") from exc
+        except CeleryTimeout as exc:
+            err.print(escape(f"error: the chunks did not finish within {timeout:.0f} s; is a worker "
+                             f"consuming the {SCORE_QUEUE!r} queue?"))
+            raise SystemExit(1) from exc
+        finally:
+            app.close()
+    spread = ", ".join(f"{w}: {n}" for w, n in sorted(result.per_worker.items()))
+    err.print(escape(f"scored {result.rows} row(s) with {result.model} in {result.chunks} chunk(s) "
+                     f"({spread}): {result.scoring_seconds:.2f} s on the workers, "
+                     f"{result.rows_per_second:,.0f} rows/s; {result.total_seconds:.2f} s in all -> "
+                     f"{result.path}"))
+
+
+COMMANDS = [predict, score]

@@ -172,3 +172,29 @@ def test_predict_after_run_with_no_broker_configured(tmp_path: Path) -> None:
     assert api.returncode == 0, api.stderr
     assert json.loads(api.stdout) == list(predicted)
     assert not _redis_servers(tmp_path / ".modelfleet" / "redis"), "the read left a Redis running"
+
+
+def test_score_splits_a_table_into_chunks_for_the_score_workers(trained: Cluster) -> None:
+    from sklearn.datasets import load_iris
+
+    iris = load_iris(as_frame=True).frame.drop(columns="target")
+    rows = pd.concat([iris] * 7, ignore_index=True)  # 1,050 rows: 5 chunks of 250, the last 50
+    rows.to_parquet(trained.tmp / "many.parquet", index=False)
+    objects_before = set(trained.runtime.store.objects.rglob("*"))
+
+    done = _cli(trained, "score", "flower@production", "many.parquet", "--out", "scored",
+                "--chunk-rows", "250", "--workers", "2")
+
+    assert done.returncode == 0, done.stderr
+    assert "scored 1050 row(s) with flower/1 in 5 chunk(s)" in done.stderr
+    out = pd.read_parquet(trained.tmp / "scored" / "predictions.parquet")
+    pd.testing.assert_frame_equal(out[rows.columns], rows)
+    model = load_deployed("flower@production", trained.runtime)
+    np.testing.assert_array_equal(out["prediction"].to_numpy(), model.estimator.predict(rows.to_numpy()))
+    # The chunks and their predictions were scratch: the artifact store holds no new object.
+    assert {p for p in trained.runtime.store.objects.rglob("*") if p.is_file()} <= objects_before
+
+    rows.drop(columns="sepal length (cm)").to_csv(trained.tmp / "short.csv", index=False)
+    bad = _cli(trained, "score", "flower@production", "short.csv", "--out", "x")
+    assert bad.returncode == 2 and "column 'sepal length (cm)': missing from the input" in bad.stderr
+    assert not (trained.tmp / "x").exists()
