@@ -10,11 +10,11 @@ import time
 from types import FrameType
 
 import click
-from kombu.utils.url import maybe_sanitize_url
 from rich.markup import escape
 
 from producer.cli.common import UserError, broker, console, err, pass_settings
 from producer.local import LocalFlower, running_embedded_redis
+from producer.submit import masked_url
 from workers.app import create_app
 from workers.settings import STAGES, Settings
 
@@ -63,7 +63,7 @@ def up(settings: Settings, workers: int, flower_port: int | None) -> None:
                                "  # then `modelfleet submit SPEC` from another shell")
                 else:
                     # Configured by the user: never echo its password.
-                    click.echo(f"broker    {maybe_sanitize_url(live.broker())}  "
+                    click.echo(f"broker    {masked_url(live.broker())}  "
                                "(from MODELFLEET_BROKER_URL)")
                 click.echo(f"artifacts {live.artifact_root.resolve()}")
                 click.echo(f"flower    {flower.url}/  user {flower.user}")
