@@ -263,6 +263,8 @@ class ColumnSchema(Strict):
     dtype: str
     # Text columns with few distinct values: the categories seen in training.
     categories: list[str] | None = None
+    # Date columns: how text dates read (strftime), when the spec says.
+    format: str | None = None
 
 
 class PreparedInfo(Strict):

@@ -39,6 +39,15 @@ def test_rows_are_converted_to_the_training_kinds_in_schema_order() -> None:
     assert coded[0]["c"].tolist() == ["1", "2"] and coded[1] == []
 
 
+def test_text_dates_read_in_the_recorded_format() -> None:
+    schema = input_schema(TRAIN[["day"]], date_format="%d-%m-%Y")
+    assert schema[0]["format"] == "%d-%m-%Y"
+    checked, _ = check_frame(pd.DataFrame({"day": ["05-02-2010"]}), schema)
+    assert (checked["day"].dt.month.tolist(), checked["day"].dt.day.tolist()) == ([2], [5])
+    with pytest.raises(SchemaError, match="must be dates in format '%d-%m-%Y'; row 1 has '2010-02-05'"):
+        check_frame(pd.DataFrame({"day": ["2010-02-05"]}), schema)
+
+
 @pytest.mark.parametrize(("rows", "column", "reason"), [
     (TRAIN.drop(columns="open"), "open", "missing from the input"),
     (TRAIN.assign(size=["1", "big", "2"]), "size", "must be numeric (float64 in training); row 2 has 'big'"),

@@ -26,11 +26,14 @@ class SchemaError(ValueError):
         self.column, self.reason = column, reason
 
 
-def input_schema(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """One entry per input column, in the order the model takes them."""
+def input_schema(frame: pd.DataFrame, date_format: str | None = None) -> list[dict[str, Any]]:
+    """One entry per input column, in the order the model takes them; `date_format` (strftime)
+    is how text dates read (the spec's, so "05-02-2010" is never taken for May 2nd)."""
     out = []
     for name, column in frame.items():
         entry: dict[str, Any] = {"name": str(name), "kind": _kind(column), "dtype": str(column.dtype)}
+        if entry["kind"] == "datetime" and date_format is not None:
+            entry["format"] = date_format
         if entry["kind"] == "text":
             values = column.dropna().astype(str).unique()
             if len(values) <= MAX_CATEGORIES:
@@ -91,7 +94,8 @@ def _coerce(column: pd.Series, entry: dict[str, Any]) -> pd.Series:
         if pd.api.types.is_datetime64_any_dtype(column):
             return column
         converted = pd.to_datetime(column, errors="coerce", format=entry.get("format"))
-        _refuse_lost(column, converted, name, "must be dates")
+        fmt = entry.get("format")
+        _refuse_lost(column, converted, name, f"must be dates{f' in format {fmt!r}' if fmt else ''}")
         return converted
     # text: numbers read from a CSV ("1", "2") are the same categories as text
     text = column.astype(object)
