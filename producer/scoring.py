@@ -48,8 +48,21 @@ class Scored:
         return self.rows / self.scoring_seconds if self.scoring_seconds else float("inf")
 
 
+class NoScoreWorkers(RuntimeError):
+    """No worker consumes the score queue: the chunks would only wait."""
+
+
+def score_workers(app: Any, timeout: float = 2.0) -> list[str]:
+    """The workers that consume the `score` queue now (none: a job would only wait)."""
+    replies = app.control.inspect(timeout=timeout).active_queues() or {}
+    return sorted(w for w, queues in replies.items() if any(q["name"] == SCORE_QUEUE for q in queues))
+
+
 def score_table(ref: str, frame: pd.DataFrame, runtime: Runtime, app: Any, out_dir: Path,
-                chunk_rows: int = 100_000, timeout: float | None = None) -> Scored:
+                chunk_rows: int = 100_000, timeout: float | None = None,
+                check_workers: bool = True) -> Scored:
+    """Score `frame` with `ref` on the workers; the rows are checked first, and (with
+    `check_workers`) that some worker consumes the queue, before anything is stored or sent."""
     started = time.perf_counter()
     record = runtime.registry.resolve(ref)
     lineage = ChainState.model_validate(record["lineage"])
@@ -63,6 +76,8 @@ def score_table(ref: str, frame: pd.DataFrame, runtime: Runtime, app: Any, out_d
             rows = check_frame(frame, [c.model_dump(exclude_none=True) for c in schema])[0]
         except SchemaError as exc:
             raise SchemaError(exc.column, exc.reason, model) from None
+    if check_workers and not score_workers(app):
+        raise NoScoreWorkers(f"no worker consumes the {SCORE_QUEUE!r} queue")
     store = runtime.store
     chunks = [store.put(to_parquet(rows.iloc[i:i + chunk_rows])) for i in range(0, len(rows), chunk_rows)]
     jobs = [ScoreChunk(model_digest=lineage.trained.model_digest, chunk=i, chunk_digest=digest,

@@ -96,7 +96,7 @@ def score(settings: Settings, ref: str, input_path: Path, out_dir: Path, chunk_r
 
     from producer.cli.common import broker
     from producer.local import LocalWorkers
-    from producer.scoring import score_table
+    from producer.scoring import NoScoreWorkers, score_table
     from producer.tables import TableError, read_table
     from workers.app import create_app
     from workers.pipeline.schema import SchemaError
@@ -115,11 +115,15 @@ def score(settings: Settings, ref: str, input_path: Path, out_dir: Path, chunk_r
                     stack.enter_context(LocalWorkers(live, n_workers, live.local_redis_dir.parent / "logs",
                                                      queues=[SCORE_QUEUE], name_prefix="score"))
                 rt = Runtime.from_settings(live)
-                result = score_table(ref, frame, rt, app, out_dir, chunk_rows, timeout)
+                result = score_table(ref, frame, rt, app, out_dir, chunk_rows, timeout,
+                                     check_workers=not n_workers)
         except KeyError as exc:
             raise UserError(str(exc.args[0])) from exc
         except SchemaError as exc:
             raise UserError(f"{input_path}: {exc}") from exc
+        except NoScoreWorkers as exc:
+            raise UserError(f"{exc}: start one (`modelfleet worker -Q {SCORE_QUEUE}`) or pass --workers K") \
+                from exc
         except CeleryTimeout as exc:
             err.print(escape(f"error: the chunks did not finish within {timeout:.0f} s; is a worker "
                              f"consuming the {SCORE_QUEUE!r} queue?"))
