@@ -48,6 +48,8 @@ from workers.contracts import (
     parse_message,
     to_message,
 )
+from workers.labels import chain_label, stage_label
+from workers.mlflow_sink import sink_for
 from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import compute_metrics
@@ -138,7 +140,7 @@ class StageTask(Task):  # type: ignore[misc]
         with keep_alive(self.runtime.redis, keys.alive(self.request.id), self.request.id,
                         self.runtime.settings.lease_ttl):
             done = self._run_members(running, stage, packed, step)
-        log.info("%s %s: %d model(s) in %.3f s", stage, self.request.argsrepr or "", len(done),
+        log.info("%s: %d model(s) in %.3f s", self.request.argsrepr or stage, len(done),
                  time.perf_counter() - started)
         if not done:
             raise Ignore()  # every model left the chain (failed, cancelled): nothing goes on
@@ -224,10 +226,11 @@ class StageTask(Task):  # type: ignore[misc]
         rest = STAGES[STAGES.index(stage):]
         for state in states:
             job = state.job
-            label = f"{job.batch_id}/{job.model.name}"
+            label = chain_label(job.batch_id, [job.model.name])
             first = self.app.signature(f"modelfleet.{rest[0]}", args=(state.model_dump(mode="json"),),
-                                       queue=rest[0], argsrepr=label)
-            single = chain(first, *[self.app.signature(f"modelfleet.{s}", queue=s, argsrepr=label)
+                                       queue=rest[0], argsrepr=stage_label(rest[0], label))
+            single = chain(first, *[self.app.signature(f"modelfleet.{s}", queue=s,
+                                                       argsrepr=stage_label(s, label))
                                     for s in rest[1:]])
             single.freeze()
             # `cancel` revokes the model's new chain, not the pack's spent one.
@@ -453,7 +456,11 @@ def _evaluate(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
 
 @_stage("deploy")
 def deploy(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
-    return self.run_stage(message, "deploy", lambda state, writes: _deploy(self, state, writes))
+    result = self.run_stage(message, "deploy", lambda state, writes: _deploy(self, state, writes))
+    sink = sink_for(self.runtime.settings, self.runtime.store)
+    if sink is not None:
+        sink.offer(result)  # a queue put: a background thread copies the models into MLflow
+    return result
 
 
 def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
