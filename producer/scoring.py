@@ -85,7 +85,8 @@ def score_table(ref: str, frame: pd.DataFrame, runtime: Runtime, app: Any, out_d
             for i, digest in enumerate(chunks)]
     sent = time.perf_counter()
     results = group(app.signature(SCORE_TASK, args=(job.model_dump(mode="json"),), queue=SCORE_QUEUE,
-                                  argsrepr=f"score model={model} chunk={job.chunk}")
+                                  argsrepr=f"score model={record['name']} version={record['version']} "
+                                           f"chunk={job.chunk + 1}/{len(jobs)}")
                     for job in jobs).apply_async()
     try:
         answers = sorted((ScoredChunk.model_validate(a) for a in results.get(timeout=timeout)),
