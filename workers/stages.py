@@ -52,7 +52,7 @@ from workers.labels import chain_label, stage_label
 from workers.mlflow_sink import sink_for
 from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
-from workers.pipeline.evaluate import compute_metrics
+from workers.pipeline.evaluate import plot_data, score
 from workers.pipeline.preprocess import dump_split, load_split, prepare, table_digest_bytes
 from workers.pipeline.schema import input_schema
 from workers.pipeline.search import build_search, run_search
@@ -443,9 +443,13 @@ def _evaluate(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
         split = load_split(rt.store.get(data_digest))
         fitted = _JUST_TRAINED.get(model_digest) or load_model(rt.store.get(model_digest),
                                                                 rt.settings.allowed_estimator_prefixes)
-        metrics = compute_metrics(fitted, split.X_test, split.y_test, model.metric_names)
+        predictions = fitted.predict(split.X_test)
+        metrics = score(split.y_test, predictions, model.metric_names)
+        # The report's plot data rides in the one artifact evaluate already writes.
         report = rt.store.put_json({"metrics": metrics, "model_digest": model_digest,
-                                    "data_digest": data_digest, "n_test": len(split.y_test)})
+                                    "data_digest": data_digest, "n_test": len(split.y_test),
+                                    "task": model.task,
+                                    "plots": plot_data(fitted, model.task, split.y_test, predictions)})
         return {"report_digest": report, "metrics": metrics}, [report]
 
     # The team's predict code may change without changing the model file.
