@@ -26,6 +26,8 @@ from workers.pipeline.data import inspect_csv
 from workers.pipeline.errors import PipelineError
 from workers.settings import Settings
 
+Priority = Literal["high", "normal", "low"]
+
 # Fields replaced whole by a model rather than merged with the defaults: mixing
 # two datasets' or two estimators' fields (or two search spaces) would make no sense.
 _REPLACED_WHOLE = frozenset({"dataset", "estimator", "search"})
@@ -71,6 +73,10 @@ class BatchFile(BaseModel):
     matrix: MatrixSpec | None = None
     # Models per chain: "auto" packs small models from their recorded cost, 1 sends one chain each.
     pack: Annotated[int, Field(ge=1, le=1000)] | Literal["auto"] = "auto"
+    # Queue priority of every stage of this batch: an urgent batch overtakes queued work.
+    priority: Priority = "normal"
+    # At most this many stages of this batch run at once, whatever the number of workers.
+    max_parallel: Annotated[int, Field(ge=1)] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,8 @@ class Batch:
     source: str
     path: str
     pack: Pack = "auto"
+    priority: Priority = "normal"
+    max_parallel: int | None = None
 
 
 def load_batch(path: Path | str, settings: Settings) -> Batch:
@@ -120,7 +128,8 @@ def load_batch(path: Path | str, settings: Settings) -> Batch:
     except ValidationError as exc:
         raise _refused([f"{where}: field {_loc(e['loc'])!r}: {e['msg']}"
                           for e in exc.errors()], where) from exc
-    return Batch(spec.name, validate_models(spec, settings, where, measure), text, where, spec.pack)
+    return Batch(spec.name, validate_models(spec, settings, where, measure), text, where, spec.pack,
+                 spec.priority, spec.max_parallel)
 
 
 def _read_text(path: Path, where: str, limit: int) -> str:
