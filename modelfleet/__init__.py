@@ -64,10 +64,11 @@ def predict(ref: str, rows: Any, settings: Settings | None = None) -> Any:
         return run(ref, rows, live)
 
 
-def predict_frame(ref: str, frame: pd.DataFrame, segment_by: str | None = None,
+def predict_frame(ref: str, frame: pd.DataFrame | list[dict[str, Any]], segment_by: str | None = None,
                   settings: Settings | None = None) -> pd.DataFrame:
-    """`frame` with a `prediction` column, its rows checked against the model's input schema
-    (`workers.pipeline.schema.SchemaError` names a missing or mistyped column).
+    """`frame` (a DataFrame, or rows as dicts of column -> value) with a `prediction` column,
+    its rows checked against the model's input schema (`workers.pipeline.schema.SchemaError`
+    names a missing or mistyped column).
 
     With `segment_by` (a column), `ref` is a segment family `FAMILY@ALIAS`: each row is
     predicted by its own segment's model (`FAMILY-VALUE`, named in a `model` column); rows
@@ -75,9 +76,13 @@ def predict_frame(ref: str, frame: pd.DataFrame, segment_by: str | None = None,
     """
     import warnings
 
+    import pandas as pd
+
     from producer.serving import predict_frame as run
     from workers.runtime import Runtime
 
+    if not isinstance(frame, pd.DataFrame):
+        frame = pd.DataFrame.from_records(frame)
     with _reading(settings) as live:
         result = run(ref, frame, Runtime.from_settings(live), segment_by)
     for note in result.notes:

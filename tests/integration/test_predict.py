@@ -146,6 +146,10 @@ def test_one_model_csv_in_json_out_and_the_schema_is_checked(trained: Cluster) -
     with pytest.raises(SchemaError) as raised:
         predict_frame("flower@production", iris.drop(columns="sepal length (cm)"), trained.runtime)
     assert raised.value.column == "sepal length (cm)"
+    # Rows as dicts (what a web handler has) work through the Python API.
+    records = iris.head(3).to_dict("records")
+    api = modelfleet.predict_frame("flower@production", records, settings=trained.settings)
+    assert list(api["prediction"]) == list(model.estimator.predict(iris.head(3).to_numpy()))
 
 
 def test_predict_after_run_with_no_broker_configured(tmp_path: Path) -> None:
