@@ -2,16 +2,18 @@
 
     import modelfleet
     model = modelfleet.load_model("iris-forest@production")
-    model.predict(rows)          # raw feature rows, as in the dataset
+    model.predict(rows)          # raw rows: a DataFrame with the dataset's columns
     modelfleet.predict_frame("iris-forest@production", frame)   # checked, a prediction column added
     modelfleet.predict_frame("store@production", frame, segment_by="Store")  # each row its store's model
 
-The returned estimator includes the fitted impute/scale steps of its
-preprocess stage, so it takes raw rows. Every artifact is checked against its
-digest on load, and only allow-listed types are deserialised (skops, no pickle).
-A version's input schema (recorded by its preprocess stage, in the version's
-lineage) is checked before a frame is predicted: a missing column or a value of
-the wrong type is a SchemaError naming the column.
+The returned model is one scikit-learn Pipeline, its fitted features (impute,
+scale, encoders, date parts) and the estimator, so it takes raw rows. (Versions
+trained before features existed kept their impute/scale steps apart; they are
+put in front here.) Every artifact is checked against its digest on load, and
+only allow-listed types are deserialised (skops, no pickle). A version's input
+schema (recorded by its preprocess stage, in the version's lineage) is checked
+before a frame is predicted: a missing column or a value of the wrong type is a
+SchemaError naming the column.
 """
 
 from __future__ import annotations
