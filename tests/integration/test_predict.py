@@ -44,6 +44,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             {"name": "shop", "task": "regression",
              "dataset": {"kind": "csv", "path": "stores.csv", "target": "Weekly_Sales",
                          "segment_by": "Store"},
+             # Text dates (dd-mm-yyyy): the schema records the format, predict reads them by it.
+             "features": {"dates": {"columns": ["Date"], "format": "%d-%m-%Y", "parts": ["year", "week"]}},
              "estimator": {"class_path": "sklearn.linear_model.Ridge"},
              "evaluation": {"metrics": ["mae", "r2"], "primary": "mae"}},
             {"name": "flower", "task": "classification", "dataset": {"kind": "sklearn", "name": "iris"},
@@ -93,10 +95,14 @@ def test_segment_rows_go_to_their_own_store_model(trained: Cluster) -> None:
         mine = out["Store"].astype(str) == store
         model = load_deployed(f"shop-{store}@production", trained.runtime)
         assert set(out.loc[mine, "model"]) == {f"shop-{store}/{model.version}"}
-        expected = model.estimator.predict(rows.loc[mine, FEATURES].to_numpy())
+        assert [c["name"] for c in model.input_schema or []] == [*FEATURES, "Date"]
+        assert (model.input_schema or [])[-1] == {"name": "Date", "kind": "datetime", "format": "%d-%m-%Y",
+                                                  "dtype": (model.input_schema or [])[-1]["dtype"]}
+        # The model's own Pipeline on the raw rows (text dates and all).
+        expected = model.estimator.predict(rows.loc[mine, [*FEATURES, "Date"]])
         np.testing.assert_array_equal(out.loc[mine, "prediction"].to_numpy(), expected)
     # Each store's model predicts differently: a row sent to the wrong store would show.
-    one = rows.loc[rows["Store"] == 2, FEATURES].to_numpy()[:1]
+    one = rows.loc[rows["Store"] == 2, [*FEATURES, "Date"]].head(1)
     assert load_deployed("shop-1@production", trained.runtime).estimator.predict(one)[0] != \
         load_deployed("shop-2@production", trained.runtime).estimator.predict(one)[0]
     unknown = (out["Store"] == "99") | out["Store"].isna()
