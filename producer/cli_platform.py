@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from producer.cli_common import broker, console, err
 from producer.local import LocalFlower
+from workers.runtime import open_root
 from workers.settings import Settings
 
 
@@ -63,7 +64,7 @@ def up(workers: int, flower_port: int | None) -> None:
                     # Configured by the user: never echo its password.
                     click.echo(f"broker    {maybe_sanitize_url(live.broker())}  "
                                "(from MODELFLEET_BROKER_URL)")
-                click.echo(f"artifacts {live.artifact_root.resolve()}")
+                click.echo(f"artifacts {open_root(live).describe()}")
                 click.echo(f"flower    {flower.url}/  user {flower.user}")
                 if flower.generated:
                     click.echo(f"          password {flower.password}  (generated; set "

@@ -30,7 +30,7 @@ import sklearn.linear_model  # noqa: F401
 import sklearn.tree  # noqa: F401
 from celery import Task, chain, shared_task
 from celery.exceptions import Ignore, Reject
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 from celery.utils.log import get_task_logger
 from threadpoolctl import threadpool_limits
 
@@ -94,6 +94,14 @@ return redis.call('HGETALL', KEYS[4])
 def _one_thread_per_process(**_: Any) -> None:
     # k processes x n BLAS threads on k cores thrash: measured 40x slower fits.
     threadpool_limits(1)
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _flush_journal(**_: Any) -> None:
+    # Pool children leave through os._exit (no atexit): upload the journal's last records first.
+    if StageTask._runtime is not None:
+        StageTask._runtime.tracker.journal.flush()
 
 
 class TooManyDeliveries(RuntimeError):
