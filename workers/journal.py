@@ -119,7 +119,7 @@ class SegmentJournal(Journal):
         # A forked pool child starts empty, with its own name, lock and uploader.
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _call(ref, "_reset"))
-        atexit.register(lambda: _call(ref, "flush"))
+        _OPEN.add(self)
 
     def _reset(self) -> None:
         self._cond = threading.Condition()
@@ -185,6 +185,19 @@ class SegmentJournal(Journal):
         paths = [e.relpath for e in self.root.list("journal") if e.relpath.endswith(".jsonl")]
         for data in self.root.read_many(paths):
             yield from _parse(data.splitlines(), kind)
+
+
+# Every segment journal of this process, for flush_all at exit (a worker holds one per task class).
+_OPEN: weakref.WeakSet[SegmentJournal] = weakref.WeakSet()
+
+
+def flush_all(timeout: float = 30.0) -> bool:
+    """Upload every journal's buffered records; called at process exit (atexit, Celery's shutdown)."""
+    deadline = time.monotonic() + timeout
+    return all([j.flush(max(0.0, deadline - time.monotonic())) for j in list(_OPEN)])
+
+
+atexit.register(flush_all)
 
 
 def _call(ref: weakref.ref[SegmentJournal], method: str) -> None:

@@ -13,6 +13,8 @@ Retries, routing and acks are declared here and in app.py, never in the ML code.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
 import time
 from collections import OrderedDict
@@ -28,7 +30,7 @@ import sklearn.datasets  # noqa: F401
 import sklearn.ensemble  # noqa: F401
 import sklearn.linear_model  # noqa: F401
 import sklearn.tree  # noqa: F401
-from celery import Task, chain, shared_task
+from celery import Task, chain, current_app, shared_task
 from celery.exceptions import Ignore, Reject
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 from celery.utils.log import get_task_logger
@@ -45,6 +47,7 @@ from workers.contracts import (
     parse_message,
     to_message,
 )
+from workers.journal import flush_all
 from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import compute_metrics
@@ -98,10 +101,25 @@ def _one_thread_per_process(**_: Any) -> None:
 
 @worker_process_shutdown.connect
 @worker_shutdown.connect
-def _flush_journal(**_: Any) -> None:
-    # Pool children leave through os._exit (no atexit): upload the journal's last records first.
-    if StageTask._runtime is not None:
-        StageTask._runtime.tracker.journal.flush()
+def _flush_journals(**_: Any) -> None:
+    # Pool children leave through os._exit (no atexit): upload the journals' last records first.
+    flush_all()
+
+
+@worker_process_init.connect
+def _flush_journals_on_sigterm(**_: Any) -> None:
+    # Celery leaves SIGTERM deadly in pool children, and a process-group SIGTERM (`modelfleet run`
+    # stopping, `docker stop` behind an init that forwards to the group) reaches them directly.
+    # With an object-store root, upload the buffered journal records first, then die as before.
+    if isinstance(getattr(current_app, "modelfleet_settings", None) and
+                  current_app.modelfleet_settings.artifact_root, str):
+        signal.signal(signal.SIGTERM, _flush_then_die)
+
+
+def _flush_then_die(signum: int, _frame: Any) -> None:
+    flush_all(timeout=5.0)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 class TooManyDeliveries(RuntimeError):
