@@ -80,6 +80,11 @@ class Settings(BaseSettings):
             raise ValueError(f"artifact_root {text!r}: use a directory or s3://BUCKET[/PREFIX]")
         return text
 
+    @field_validator("s3_endpoint_url", "s3_region", mode="before")
+    @classmethod
+    def _unset_if_empty(cls, value: object) -> object:
+        return None if value == "" else value  # an empty variable leaves it to boto3 (AWS)
+
     def s3_client_options(self) -> dict[str, str]:
         """boto3 client arguments from the MODELFLEET_S3_* settings that are set."""
         options = {"endpoint_url": self.s3_endpoint_url, "region_name": self.s3_region,

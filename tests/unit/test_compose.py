@@ -39,6 +39,7 @@ from tests.compose_local import (
 from workers.settings import STAGES
 
 ENV = read_env_file(ENV_EXAMPLE)
+S3_OVERRIDE = REPO / "deploy" / "compose.s3.yml"
 APP_SERVICES = ("worker", "worker-train", "flower", "producer")
 
 
@@ -146,7 +147,7 @@ def test_interpolation_follows_compose_rules() -> None:
 
 # --- .env.example ------------------------------------------------------------------------
 def test_env_example_has_every_variable_the_compose_file_uses_and_no_other() -> None:
-    used = variables_used(COMPOSE_FILE.read_text())
+    used = variables_used(COMPOSE_FILE.read_text()) | variables_used(S3_OVERRIDE.read_text())
     assert used == set(ENV), f"missing {used - set(ENV)}, unused {set(ENV) - used}"
 
 
@@ -326,3 +327,63 @@ def test_dockerignore_lets_in_exactly_what_the_dockerfile_copies(dockerfile: Doc
             copied.update(s.rstrip("/") for s in sources)
     assert copied == allowed
     assert all((REPO / path).exists() for path in copied)
+
+
+# --- the S3 override (deploy/compose.s3.yml) ---------------------------------------------
+def with_s3_override(env: dict[str, str]) -> dict[str, Any]:
+    """The default file with the override layered on, as compose merges them (per service:
+    environment mappings merged key by key, other keys replaced; new services and volumes added)."""
+    merged = load_compose(env)
+    override = load_compose(env, S3_OVERRIDE)
+    for name, service in override["services"].items():
+        into = merged["services"].setdefault(name, {})
+        for key, value in service.items():
+            if key == "environment" and key in into:
+                into[key] = {**into[key], **value}
+            else:
+                into[key] = value
+    merged["volumes"] = {**merged["volumes"], **override["volumes"]}
+    return merged
+
+
+@pytest.mark.parametrize("interpolated", [False, True], ids=["as-written", "interpolated"])
+def test_s3_override_matches_the_compose_spec_schema(interpolated: bool) -> None:
+    document = load_compose(ENV, S3_OVERRIDE) if interpolated else yaml.safe_load(S3_OVERRIDE.read_text())
+    jsonschema.validate(document, compose_spec_schema())
+    jsonschema.validate(with_s3_override(ENV), compose_spec_schema())
+
+
+def test_s3_override_points_every_app_service_at_the_bucket() -> None:
+    services = with_s3_override(ENV)["services"]
+    envs = [{k: v for k, v in services[n]["environment"].items() if k != "FLOWER_BASIC_AUTH"}
+            for n in APP_SERVICES]
+    assert all(env == envs[0] for env in envs)
+    settings = settings_from_env(envs[0])
+    assert settings.artifact_root == f"s3://{ENV['MODELFLEET_S3_BUCKET']}/artifacts"
+    assert settings.s3_endpoint_url == "http://minio:9000" and settings.s3_region == "us-east-1"
+    # The keys reach boto3 through its own variables, and MinIO's root user is the same account.
+    assert envs[0]["AWS_ACCESS_KEY_ID"] == services["minio"]["environment"]["MINIO_ROOT_USER"]
+    assert envs[0]["AWS_SECRET_ACCESS_KEY"] == ENV["MODELFLEET_S3_SECRET_ACCESS_KEY"]
+    # The bucket job creates the bucket the root names, once MinIO is healthy.
+    bucket = services["minio-bucket"]
+    assert bucket["entrypoint"][-1] == f"store/{ENV['MODELFLEET_S3_BUCKET']}"
+    assert bucket["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert services["minio"]["profiles"] == ["s3"] == bucket["profiles"]
+
+
+def test_s3_override_for_aws_takes_its_endpoint_and_region_from_env() -> None:
+    env = {**ENV, "MODELFLEET_S3_ENDPOINT_URL": "https://s3.eu-west-1.amazonaws.com",
+           "MODELFLEET_S3_REGION": "eu-west-1"}
+    settings = settings_from_env(with_s3_override(env)["services"]["worker"]["environment"])
+    assert settings.s3_client_options() == {
+        "endpoint_url": "https://s3.eu-west-1.amazonaws.com", "region_name": "eu-west-1"}
+
+
+def test_s3_override_needs_the_keys_and_puts_them_on_no_command_line() -> None:
+    with pytest.raises(MissingVariable, match="MODELFLEET_S3_SECRET_ACCESS_KEY"):
+        load_compose({**ENV, "MODELFLEET_S3_SECRET_ACCESS_KEY": ""}, S3_OVERRIDE)
+    secret = ENV["MODELFLEET_S3_SECRET_ACCESS_KEY"]
+    assert secret.startswith("change-me")
+    for name, service in with_s3_override(ENV)["services"].items():
+        argv = json.dumps([service.get("command"), service.get("entrypoint")])
+        assert secret not in argv, name
