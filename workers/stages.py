@@ -111,8 +111,8 @@ def _flush_journals_on_sigterm(**_: Any) -> None:
     # Celery leaves SIGTERM deadly in pool children, and a process-group SIGTERM (`modelfleet run`
     # stopping, `docker stop` behind an init that forwards to the group) reaches them directly.
     # With an object-store root, upload the buffered journal records first, then die as before.
-    if isinstance(getattr(current_app, "modelfleet_settings", None) and
-                  current_app.modelfleet_settings.artifact_root, str):
+    settings = getattr(current_app, "modelfleet_settings", None)
+    if settings is not None and isinstance(settings.artifact_root, str):
         signal.signal(signal.SIGTERM, _flush_then_die)
 
 
