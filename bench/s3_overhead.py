@@ -15,26 +15,43 @@ import time
 from pathlib import Path
 from typing import Any
 
-from producer.local import RedisServer
-from tests.support.cluster import classifier, cluster
-from tests.support.s3 import s3_server
+import yaml
+
+from bench.s3_server import s3_server
+from bench.teardown import close_app
+from producer.local import LocalWorkers, RedisServer
+from producer.spec import load_batch
+from producer.submit import submit
+from workers.app import create_app
 from workers.reindex import reindex
 from workers.runtime import Runtime
+from workers.settings import Settings
 
 
 def one_run(tmp: Path, models: int, workers: int, fields: dict[str, Any]) -> dict[str, Any]:
     spec = {"name": "overhead", "pack": 1, "models": [
-        classifier(f"m{i}", max_depth=i % 6 + 1, random_state=i) for i in range(models)]}
-    with cluster(tmp, workers=workers, **fields) as c:
-        t0 = time.perf_counter()
-        status = c.submit(spec).wait(timeout=600)
-        wall = time.perf_counter() - t0
-        assert status.counts == {"deployed": models}, status.counts
-        runs = c.runtime.tracker.runs(limit=10**6)
-        c.workers.stop()  # journals uploaded at exit
-        c.runtime.tracker.journal.flush()
+        {"name": f"m{i}", "task": "classification", "dataset": {"kind": "sklearn", "name": "iris"},
+         "estimator": {"class_path": "sklearn.tree.DecisionTreeClassifier",
+                       "params": {"max_depth": i % 6 + 1, "random_state": i}}} for i in range(models)]}
+    tmp.mkdir(parents=True)
+    (tmp / "spec.yaml").write_text(yaml.safe_dump(spec))
+    with RedisServer(tmp / "redis") as server:
+        settings = Settings(**{"broker_url": server.url, "artifact_root": tmp / "artifacts", **fields})
+        runtime = Runtime.from_settings(settings)
+        app = create_app(settings)
+        try:
+            with LocalWorkers(settings, workers, tmp / "logs") as pool:
+                t0 = time.perf_counter()
+                status = submit(load_batch(tmp / "spec.yaml", settings), app, runtime).wait(timeout=600)
+                wall = time.perf_counter() - t0
+                assert status.counts == {"deployed": models}, status.counts
+                runs = runtime.tracker.runs(limit=10**6)
+                pool.stop()  # journals uploaded at exit
+        finally:
+            close_app(app)
+        runtime.tracker.journal.flush()
         with RedisServer(tmp / "fresh") as fresh:
-            rebuilt = Runtime.from_settings(c.settings.with_broker(fresh.url))
+            rebuilt = Runtime.from_settings(settings.with_broker(fresh.url))
             t1 = time.perf_counter()
             counts = reindex(rebuilt)
             reindexed = time.perf_counter() - t1

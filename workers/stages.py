@@ -42,7 +42,9 @@ from workers.contracts import (
     ChainState,
     DeployedInfo,
     EvaluatedInfo,
+    ModelSpec,
     PreparedInfo,
+    SearchSummary,
     TrainedInfo,
     parse_message,
     to_message,
@@ -52,11 +54,13 @@ from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import compute_metrics
 from workers.pipeline.preprocess import dump_split, load_split, prepare, table_digest_bytes
+from workers.pipeline.search import build_search, run_search
 from workers.pipeline.train import dump_model, fit, load_model
 from workers.registry import decide
 from workers.runtime import Runtime
 from workers.settings import STAGES
 from workers.store import digest_bytes
+from workers.usercode import class_paths, code_versions
 from workers.writes import Writes
 
 log = get_task_logger(__name__)
@@ -407,20 +411,42 @@ def _train(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     model, rt = state.job.model, self.runtime
     assert state.prepared is not None, "train needs a prepared message"
     data_digest = state.prepared.data_digest
+    allowed = rt.settings.allowed_estimator_prefixes
     # Checked on every delivery, so a hand-made message cannot smuggle an import in.
-    estimator = build_estimator(model.estimator, model.task, rt.settings.allowed_estimator_prefixes)
+    estimator = build_estimator(model.estimator, model.task, allowed)
+    search = (build_search(estimator, model.search, model.search_metric, model.task, allowed)
+              if model.search else None)
 
     def compute() -> tuple[dict[str, Any], list[str]]:
         split = load_split(rt.store.get(data_digest))
-        fitted = fit(estimator, split.X_train, split.y_train)
+        if search is None:
+            fitted, report = fit(estimator, split.X_train, split.y_train), None
+        else:  # the deployed model is the best candidate, refitted on all training rows
+            fitted, report = run_search(search, split.X_train, split.y_train)
         data = dump_model(fitted)
         digest = rt.store.put(data)
         _JUST_TRAINED.put(digest, fitted, len(data))
-        return {"model_digest": digest}, [digest]
+        return {"model_digest": digest, **({"search": report} if report else {})}, [digest]
 
-    params = {"task": model.task, "estimator": model.estimator.model_dump(mode="json")}
-    value, run_id = self.step(state, writes, "train", params, [data_digest], compute)
-    return state.model_copy(update={"trained": TrainedInfo(run_id=run_id, **value)})
+    value, run_id = self.step(state, writes, "train", _train_params(model), [data_digest], compute)
+    report = value.get("search")
+    summary = SearchSummary(**{k: report[k] for k in SearchSummary.model_fields}) if report else None
+    info = TrainedInfo(model_digest=value["model_digest"], run_id=run_id, search=summary)
+    return state.model_copy(update={"trained": info})
+
+
+def _train_params(model: ModelSpec) -> dict[str, Any]:
+    """What a fit depends on besides its data; keys absent when unused keep older cache keys valid."""
+    params: dict[str, Any] = {"task": model.task, "estimator": model.estimator.model_dump(mode="json")}
+    if model.search is not None:
+        params["search"] = {**model.search.model_dump(mode="json"), "metric": model.search_metric}
+    return {**params, **_user_code(model)}
+
+
+def _user_code(model: ModelSpec) -> dict[str, Any]:
+    """The versions of the team's own packages the model uses (see workers/usercode.py), if any."""
+    versions = code_versions(class_paths(model))
+    return {"user_code": versions} if versions else {}
 
 
 @_stage("evaluate")
@@ -442,7 +468,8 @@ def _evaluate(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
                                     "data_digest": data_digest, "n_test": len(split.y_test)})
         return {"report_digest": report, "metrics": metrics}, [report]
 
-    params = {"metrics": model.metric_names}
+    # The team's predict code may change without changing the model file.
+    params = {"metrics": model.metric_names, **_user_code(model)}
     value, run_id = self.step(state, writes, "evaluate", params, [model_digest, data_digest], compute)
     return state.model_copy(update={"evaluated": EvaluatedInfo(run_id=run_id, **value)})
 

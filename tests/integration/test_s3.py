@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.s3_server import S3Server, s3_server
 from producer.local import RedisServer, wait_for
-from producer.models import load_deployed
+from producer.serving import load_deployed
 from tests.support.cluster import FAULTY, Cluster, classifier, cluster, wait_lines
 from tests.support.index import index_snapshot
-from tests.support.s3 import S3Server, s3_server
 from workers.journal import FileJournal, SegmentJournal
 from workers.reindex import reindex
 from workers.runtime import Runtime, open_root

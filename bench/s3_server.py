@@ -1,5 +1,6 @@
 """A real S3-compatible server on a loopback free port: moto's standalone server (what s3fs
-and boto's own tests run against), as a subprocess, stopped on exit."""
+and boto's own tests run against), as a subprocess, stopped on exit. Used by
+tests/integration/test_s3.py and bench/s3_overhead.py (tests may import bench, never the reverse)."""
 
 from __future__ import annotations
 

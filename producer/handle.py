@@ -1,0 +1,34 @@
+"""A submitted batch: poll its status until every model is done."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from producer.status import BatchStatus, batch_status
+from workers.runtime import Runtime
+
+
+@dataclass
+class BatchHandle:
+    batch_id: str
+    runtime: Runtime
+
+    def status(self) -> BatchStatus:
+        return batch_status(self.runtime, self.batch_id)
+
+    def wait(self, timeout: float | None = None, poll: float = 0.5,
+             on_progress: Callable[[BatchStatus], None] | None = None) -> BatchStatus:
+        """Poll the tracking records until every model is deployed, failed or cancelled."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if on_progress is not None:
+                on_progress(status)
+            if status.done:
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"batch {self.batch_id} not done after {timeout}s: "
+                                   f"{status.counts}")
+            time.sleep(poll)
