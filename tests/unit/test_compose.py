@@ -387,3 +387,18 @@ def test_s3_override_needs_the_keys_and_puts_them_on_no_command_line() -> None:
     for name, service in with_s3_override(ENV)["services"].items():
         argv = json.dumps([service.get("command"), service.get("entrypoint")])
         assert secret not in argv, name
+
+
+def test_real_compose_merges_the_s3_override_as_the_local_merge_does(
+        real_compose: list[str], tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(ENV_EXAMPLE.read_text())
+    done = run_compose(real_compose, env_file, "-f", str(S3_OVERRIDE), "--profile", "s3",
+                       "--profile", "producer", "--profile", "stages", "config")
+    assert done.returncode == 0, done.stderr
+    resolved = yaml.safe_load(done.stdout.replace("$$", "$"))["services"]
+    merged = with_s3_override(ENV)["services"]
+    assert set(resolved) == set(merged)
+    for name, service in merged.items():
+        assert resolved[name].get("environment", {}) == service.get("environment", {}), name
+    assert resolved["minio-bucket"]["entrypoint"] == merged["minio-bucket"]["entrypoint"]
