@@ -206,8 +206,17 @@ def _call(ref: weakref.ref[SegmentJournal], method: str) -> None:
 
 
 def open_journal(root: Root, flush_interval: float = 1.0) -> Journal:
-    """The journal that suits the root: one appended file per process on a directory, segments else."""
-    return FileJournal(root.path) if isinstance(root, LocalRoot) else SegmentJournal(root, flush_interval)
+    """The journal that suits the root: one appended file per process on a directory, segments else
+    (one per root and process, shared, so a worker's stages upload together)."""
+    if isinstance(root, LocalRoot):
+        return FileJournal(root.path)
+    key = (root.describe(), flush_interval)
+    if (journal := _SHARED.get(key)) is None:
+        journal = _SHARED[key] = SegmentJournal(root, flush_interval)
+    return journal
+
+
+_SHARED: dict[tuple[str, float], SegmentJournal] = {}
 
 
 def encoded(kind: str, field: str, body: str) -> str:

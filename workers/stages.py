@@ -12,10 +12,11 @@ Retries, routing and acks are declared here and in app.py, never in the ML code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import signal
 import socket
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -30,7 +31,8 @@ import sklearn.datasets  # noqa: F401
 import sklearn.ensemble  # noqa: F401
 import sklearn.linear_model  # noqa: F401
 import sklearn.tree  # noqa: F401
-from celery import Task, chain, current_app, shared_task
+from billiard.util import set_pdeathsig
+from celery import Task, chain, shared_task
 from celery.exceptions import Ignore, Reject
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 from celery.utils.log import get_task_logger
@@ -59,7 +61,7 @@ from workers.pipeline.train import dump_model, fit, load_model
 from workers.registry import decide
 from workers.runtime import Runtime
 from workers.settings import STAGES
-from workers.store import digest_bytes
+from workers.store import LocalRoot, digest_bytes
 from workers.usercode import class_paths, code_versions
 from workers.writes import Writes
 
@@ -104,26 +106,49 @@ def _one_thread_per_process(**_: Any) -> None:
 
 
 @worker_process_shutdown.connect
+def _flush_journals_before_the_child_exits(**_: Any) -> None:
+    # A pool child leaves through os._exit (no atexit), on its pool's stop or a SIGTERM of
+    # its own: upload the journals' last records first. It is on its way out, so nothing
+    # may cut that (bounded) upload short: see _exit_once.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _outlive_the_main_process()
+    flush_all(timeout=10.0)
+
+
+def _outlive_the_main_process() -> None:
+    # Celery has the kernel SIGKILL a pool child when its main process exits; a child on its
+    # way out may take the few milliseconds its journal upload needs (bounded) after that.
+    with contextlib.suppress(OSError):  # not on Linux: there is no such signal to clear
+        set_pdeathsig(0)
+
+
+def _exit_once() -> None:
+    """In a pool child, let the first SIGTERM start the exit and ignore any later one.
+
+    billiard's SIGTERM handler (installed after worker_process_init, hence here, on the
+    first task) raises SystemExit, so the child exits through worker_process_shutdown,
+    where the journal is uploaded; but it also resets SIGTERM to its default, so a second
+    one (a process-group SIGTERM, then the pool's own) would kill the child mid-upload.
+    """
+    current = signal.getsignal(signal.SIGTERM)
+    if (not callable(current) or getattr(current, "exit_once", False)
+            or threading.current_thread() is not threading.main_thread()):
+        return
+
+    def exit_once(signum: int, frame: Any) -> None:
+        _outlive_the_main_process()
+        try:
+            current(signum, frame)
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    exit_once.exit_once = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, exit_once)
+
+
 @worker_shutdown.connect
-def _flush_journals(**_: Any) -> None:
-    # Pool children leave through os._exit (no atexit): upload the journals' last records first.
-    flush_all()
-
-
-@worker_process_init.connect
-def _flush_journals_on_sigterm(**_: Any) -> None:
-    # Celery leaves SIGTERM deadly in pool children, and a process-group SIGTERM (`modelfleet run`
-    # stopping, `docker stop` behind an init that forwards to the group) reaches them directly.
-    # With an object-store root, upload the buffered journal records first, then die as before.
-    settings = getattr(current_app, "modelfleet_settings", None)
-    if settings is not None and isinstance(settings.artifact_root, str):
-        signal.signal(signal.SIGTERM, _flush_then_die)
-
-
-def _flush_then_die(signum: int, _frame: Any) -> None:
-    flush_all(timeout=5.0)
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
+def _flush_journals_at_worker_exit(**_: Any) -> None:
+    flush_all(timeout=10.0)  # the solo and threads pools run stages in the main process
 
 
 class TooManyDeliveries(RuntimeError):
@@ -147,6 +172,8 @@ class StageTask(Task):  # type: ignore[misc]
         if self._runtime is None:
             type(self)._runtime = rt = Runtime.from_settings(self.app.modelfleet_settings)
             type(self)._begin_script = rt.redis.register_script(_BEGIN)
+            if not isinstance(rt.store.root, LocalRoot):
+                _exit_once()
         assert self._runtime is not None
         return self._runtime
 
