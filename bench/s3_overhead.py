@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="s3-overhead-") as tmp_dir:
         tmp = Path(tmp_dir)
-        with s3_server(tmp / "s3") as s3:
+        with s3_server(tmp / "s3-server") as s3:
             for name, fields in (("directory", {}), ("s3", s3.new_bucket_settings())):
                 print(name, one_run(tmp / name, args.models, args.workers, fields), flush=True)
 
