@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import redis
+
 from producer.status import BatchStatus, batch_status
 from workers.runtime import Runtime
 
@@ -22,8 +24,20 @@ class BatchHandle:
              on_progress: Callable[[BatchStatus], None] | None = None) -> BatchStatus:
         """Poll the tracking records until every model is deployed, failed or cancelled."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        unreachable_since: float | None = None
         while True:
-            status = self.status()
+            try:
+                status = self.status()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                # Redis is failing over or restarting: the batch goes on; keep polling a while.
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                if (now - unreachable_since > self.runtime.settings.failover_wait
+                        or (deadline is not None and now > deadline)):
+                    raise
+                time.sleep(poll)
+                continue
+            unreachable_since = None
             if on_progress is not None:
                 on_progress(status)
             if status.done:

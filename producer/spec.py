@@ -6,7 +6,6 @@ enqueued unless the whole batch is valid.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import math
@@ -21,10 +20,20 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from producer.packing import Pack
-from workers.contracts import MAX_NAME_CHARS, SLUG_RULE, CsvDataset, ModelSpec, SlugName, is_slug
-from workers.pipeline.data import inspect_csv
+from workers.contracts import (
+    MAX_NAME_CHARS,
+    SLUG_RULE,
+    CsvDataset,
+    ModelSpec,
+    SklearnDataset,
+    SlugName,
+    SyntheticDataset,
+    is_slug,
+)
 from workers.pipeline.errors import PipelineError
 from workers.settings import Settings
+
+Priority = Literal["high", "normal", "low"]
 
 # Fields replaced whole by a model rather than merged with the defaults: mixing
 # two datasets' or two estimators' fields (or two search spaces) would make no sense.
@@ -71,6 +80,10 @@ class BatchFile(BaseModel):
     matrix: MatrixSpec | None = None
     # Models per chain: "auto" packs small models from their recorded cost, 1 sends one chain each.
     pack: Annotated[int, Field(ge=1, le=1000)] | Literal["auto"] = "auto"
+    # Queue priority of every stage of this batch: an urgent batch overtakes queued work.
+    priority: Priority = "normal"
+    # At most this many stages of this batch run at once, whatever the number of workers.
+    max_parallel: Annotated[int, Field(ge=1)] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,8 @@ class Batch:
     source: str
     path: str
     pack: Pack = "auto"
+    priority: Priority = "normal"
+    max_parallel: int | None = None
 
 
 def load_batch(path: Path | str, settings: Settings) -> Batch:
@@ -120,7 +135,8 @@ def load_batch(path: Path | str, settings: Settings) -> Batch:
     except ValidationError as exc:
         raise _refused([f"{where}: field {_loc(e['loc'])!r}: {e['msg']}"
                           for e in exc.errors()], where) from exc
-    return Batch(spec.name, validate_models(spec, settings, where, measure), text, where, spec.pack)
+    return Batch(spec.name, validate_models(spec, settings, where, measure), text, where, spec.pack,
+                 spec.priority, spec.max_parallel)
 
 
 def _read_text(path: Path, where: str, limit: int) -> str:
@@ -336,7 +352,9 @@ def validate_models(spec: BatchFile, settings: Settings, where: str,
             _check_estimator(model, settings, checked)
             # Models still to come count too: segments may only use what is left.
             room = limit - len(models) - (len(raw_models) - index - 1)
-            models += _expand_segments(model, settings, csv_segments, room)
+            expanded = _expand_segments(model, settings, csv_segments, room)
+            _check_features(model, settings, checked)
+            models += expanded
         except PipelineError as exc:
             problems.append(f"{where}: {label}: field {exc.field!r}: {exc.message}")
     seen: set[str] = set()
@@ -407,6 +425,10 @@ def _expand_matrix(matrix: MatrixSpec, defaults: dict[str, Any], where: str,
             model = _merge(model, {axis: value})
         model["name"] = "".join(literal + (labels[axis] if axis is not None else "")
                                 for literal, axis in template)
+        # Axis labels become tags (explicit tags win), so `leaderboard --best-per AXIS` and
+        # `--tag AXIS=LABEL` work on every matrix batch.
+        if isinstance(model.get("tags", {}), dict):
+            model["tags"] = {**labels, **model.get("tags", {})}
         out.append((f"matrix {_short(labels)}", model))
     if problems:
         raise _refused(problems, where)
@@ -423,13 +445,16 @@ def _expand_segments(model: ModelSpec, settings: Settings,
     ds = model.dataset
     if not isinstance(ds, CsvDataset):
         return [model]
+    # Imported here: pandas costs every producer command (even `status`) half a second.
+    from workers.pipeline.data import inspect_csv
+
     key = json.dumps(ds.model_dump(exclude={"segment"}), sort_keys=True)
     if key not in seen:
         try:
             seen[key] = inspect_csv(ds, settings.data_root)
         except PipelineError:
             raise
-        except (OSError, ValueError, csv.Error) as exc:  # not UTF-8, a NUL in the path, a huge field
+        except (OSError, ValueError) as exc:  # not UTF-8, a NUL in the path, a huge field
             raise PipelineError("dataset.path",
                                 f"cannot read {_short(ds.path)}: {_cut(str(exc), 200)}") from exc
     if ds.segment_by is None or ds.segment is not None:
@@ -478,6 +503,35 @@ def _check_estimator(model: ModelSpec, settings: Settings,
             checked[key] = None
         except PipelineError as exc:
             checked[key] = exc
+    if (error := checked[key]) is not None:
+        raise error
+
+
+def _check_features(model: ModelSpec, settings: Settings,
+                    checked: dict[str, PipelineError | None]) -> None:
+    """Prepare a file dataset's whole table once per distinct (data, features, split), so a
+    missing column, a text column named numeric or a date in the wrong format is a spec error
+    now rather than a failed run of every segment later. Shipped datasets are checked when
+    the model names features or a split (synthetic ones may be large: checked by the worker)."""
+    ds = model.dataset
+    if isinstance(ds, SyntheticDataset) or (isinstance(ds, SklearnDataset) and
+                                             "features" not in model.model_fields_set and
+                                             "split" not in model.model_fields_set):
+        return
+    # Imported here: only validation needs pandas and scikit-learn.
+    from workers.pipeline.data import load_dataset
+    from workers.pipeline.preprocess import prepare
+
+    key = json.dumps(["features", model.task, ds.model_dump(), model.features.model_dump(mode="json"),
+                      model.split.model_dump(mode="json"), model.preprocess.model_dump()], sort_keys=True)
+    if key not in checked:
+        checked[key] = None
+        try:
+            prepare(load_dataset(ds, model.task, settings.data_root), model)
+        except PipelineError as exc:
+            checked[key] = exc
+        except (ValueError, TypeError, KeyError, OSError) as exc:  # pandas on a hostile file
+            checked[key] = PipelineError("dataset", f"cannot prepare the data: {_cut(str(exc), 200)}")
     if (error := checked[key]) is not None:
         raise error
 

@@ -11,10 +11,23 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from workers.connections import sentinel_options
 from workers.settings import STAGES, Settings
 from workers.tls import tls_options
 
 TASK_NAMES = {stage: f"modelfleet.{stage}" for stage in STAGES}
+# A batch's `priority` as a message priority. Kombu's Redis transport keeps one list per
+# priority step (0, 3, 6, 9; `train`, then `train\x06\x163`, ...) and a worker's BRPOP
+# names every queue's step-0 list before any step-3 list: 0 is the highest. A message
+# without a priority lands in step 0, so "normal" must be below it for "high" to pass it.
+PRIORITIES = {"high": 0, "normal": 3, "low": 9}
+PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's default steps, kept (existing queues stay readable)
+PRIORITY_SEP = "\x06\x16"  # kombu's default separator: its binding tables use it too
+
+
+def queue_lists(queue: str) -> list[str]:
+    """The Redis lists a queue's messages wait in, one per priority step (for LLEN, KEDA)."""
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -48,6 +61,12 @@ def create_app(settings: Settings | None = None) -> Celery:
         # No STARTED result write per task: the stage's begin marks the model running
         # in the same round trip as its other checks (and Flower has the events).
         task_track_started=False,
+        # A finished stage sends its chain's next step before its message is acked; if that
+        # send gives up (Celery's default: after about 0.6 s), Celery acks the message
+        # anyway and the model's chain ends there. Keep trying through a failover instead:
+        # about failover_wait seconds, one try a second.
+        task_publish_retry_policy={"max_retries": max(3, round(settings.failover_wait)),
+                                   "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
         broker_connection_retry_on_startup=True,
         broker_connection_retry=True,
         broker_connection_max_retries=None,
@@ -62,11 +81,16 @@ def create_app(settings: Settings | None = None) -> Celery:
             "unacked_restore_interval": settings.restore_interval,
             "unacked_restore_throttle": settings.restore_throttle,
             "socket_connect_timeout": settings.broker_connect_timeout,
+            # sentinel:// URLs: the master's name and how to reach the sentinels.
+            **sentinel_options(settings, settings.broker()),
         },
-        result_backend_transport_options={"socket_connect_timeout": settings.broker_connect_timeout},
+        result_backend_transport_options={"socket_connect_timeout": settings.broker_connect_timeout,
+                                          **sentinel_options(settings, settings.backend())},
         # rediss:// URLs: verify the server's certificate (kombu's own default is not to).
         broker_use_ssl=tls_options(settings.broker()),
         redis_backend_use_ssl=tls_options(settings.backend()),
+        # What a message sent without one gets (a worker's retry keeps its message's own).
+        task_default_priority=PRIORITIES["normal"],
         result_expires=7 * 24 * 3600,
         task_queues=[Queue(stage) for stage in STAGES],
         task_default_queue=STAGES[0],

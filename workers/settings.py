@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STAGES: tuple[str, ...] = ("preprocess", "train", "evaluate", "deploy")
@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     broker_url: SecretStr | None = None
     # Defaults to the broker URL; also where runs, cache index and registry live.
     result_backend: SecretStr | None = None
+    # With `sentinel://H1:26379;sentinel://H2:26379` URLs (Redis Sentinel failover): the
+    # master's name as the sentinels know it, and the sentinels' own password if they
+    # have one (the master's password is the URL's).
+    sentinel_master: str | None = None
+    sentinel_password: SecretStr | None = None
     # A directory (shared by every worker), or an S3 bucket prefix `s3://bucket/prefix`
     # (pip install modelfleet[s3]; see workers/s3.py and docs/scale-out.md).
     artifact_root: Path | str = Path(".modelfleet/artifacts")
@@ -62,12 +67,35 @@ class Settings(BaseSettings):
     # How long a stage waits for another worker computing the same key.
     lease_wait_timeout: float = 7200.0
     transient_max_retries: int = 5
+    # A stage of a batch at its `max_parallel` cap goes back to its queue for about
+    # this long (with jitter, 1-2x) before it asks for a slot again.
+    cap_retry_delay: float = 1.0
     stage_time_limit: int | None = None
     broker_connect_timeout: float = 5.0
+    # How long a client rides out an unreachable Redis (a Sentinel failover, a restart):
+    # a worker keeps trying to send a finished stage's next step (or its retry), and
+    # `wait` keeps polling, for about this many seconds before giving up.
+    failover_wait: float = 60.0
     worker_concurrency: int = 1
+
+    # Optional: copy every deployed model into this MLflow server (workers/mlflow_sink.py).
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str = "modelfleet"
 
     flower_user: str = "admin"
     flower_password: SecretStr | None = None
+    # The batch page `modelfleet up` serves beside Flower: None a free port, 0 none.
+    page_port: int | None = None
+
+    @model_validator(mode="after")
+    def _sentinel_needs_a_master(self) -> Settings:
+        for name in ("broker_url", "result_backend"):
+            url = getattr(self, name)
+            if (url is not None and url.get_secret_value().strip().startswith("sentinel://")
+                    and not self.sentinel_master):
+                raise ValueError(f"MODELFLEET_{name.upper()} is a sentinel:// URL: set "
+                                 "MODELFLEET_SENTINEL_MASTER to the name the sentinels monitor")
+        return self
 
     @field_validator("artifact_root", mode="before")
     @classmethod

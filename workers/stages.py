@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import signal
 import socket
 import threading
@@ -22,11 +23,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-import redis.exceptions
-
 # Imported once in the worker's main process, before it forks its pool children: the data
 # loaders and the estimator families specs use most would otherwise be imported by each
 # child in its first task (about a second each, inside the first models' stage times).
+import pyarrow.parquet  # noqa: F401  (the split artifacts' format)
+import redis.exceptions
 import sklearn.datasets  # noqa: F401
 import sklearn.ensemble  # noqa: F401
 import sklearn.linear_model  # noqa: F401
@@ -52,11 +53,14 @@ from workers.contracts import (
     to_message,
 )
 from workers.journal import flush_all
+from workers.labels import chain_label, stage_label
+from workers.mlflow_sink import sink_for
 from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
-from workers.pipeline.evaluate import compute_metrics
+from workers.pipeline.evaluate import cross_validate, plot_data, score
+from workers.pipeline.features import build_model, estimator_prefix
 from workers.pipeline.preprocess import dump_split, load_split, prepare, table_digest_bytes
-from workers.pipeline.search import build_search, run_search
+from workers.pipeline.search import around, build_search, run_search
 from workers.pipeline.train import dump_model, fit, load_model
 from workers.registry import decide
 from workers.runtime import Runtime
@@ -96,6 +100,32 @@ redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[6])
 redis.call('HSET', KEYS[4], 'stage', ARGV[2], 'status', 'running', 'worker', ARGV[3], 'updated', ARGV[4])
 redis.call('HINCRBY', KEYS[4], 'rev', 1)
 return redis.call('HGETALL', KEYS[4])
+"""
+
+
+# KEYS: the batch's slots. ARGV: max_parallel, task id, lease ttl (ms), the alive-key prefix.
+# Takes one of the batch's max_parallel slots for this task (1) or says the batch is full (0).
+# A slot is held while its task's alive key exists (the stage's heartbeat renews it, so it
+# lapses lease_ttl after a killed worker) or for the first lease_ttl after it was taken
+# (before the stage's begin sets that key): a dead worker cannot leak a slot. A finished
+# stage removes its slot at once. Redis' own clock, so hosts' clocks need not agree.
+# (The alive keys are not in KEYS: fine on one Redis, not on Redis Cluster.)
+_TAKE_SLOT = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local held, mine = 0, false
+local slots = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #slots, 2 do
+  local task, since = slots[i], tonumber(slots[i + 1])
+  if task == ARGV[2] then mine = true
+  elseif since > now - tonumber(ARGV[3]) or redis.call('EXISTS', ARGV[4] .. task) == 1 then
+    held = held + 1
+  else redis.call('ZREM', KEYS[1], task) end
+end
+if not mine and held >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], 604800000)
+return 1
 """
 
 
@@ -166,12 +196,14 @@ class StageTask(Task):  # type: ignore[misc]
     Strategy = "workers.guard:guarded"
     _runtime: Runtime | None = None
     _begin_script: Any = None
+    _take_slot_script: Any = None
 
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
             type(self)._runtime = rt = Runtime.from_settings(self.app.modelfleet_settings)
             type(self)._begin_script = rt.redis.register_script(_BEGIN)
+            type(self)._take_slot_script = rt.redis.register_script(_TAKE_SLOT)
             if not isinstance(rt.store.root, LocalRoot):
                 _exit_once()
         assert self._runtime is not None
@@ -183,17 +215,51 @@ class StageTask(Task):  # type: ignore[misc]
         packed = isinstance(message, dict) and "pack" in message
         states = parse_message(message)
         started = time.perf_counter()
-        running = self.begin(states, stage)
-        # While this copy runs, its heartbeat keeps the task's alive key: a redelivered copy
-        # of a long, healthy stage then waits for it instead of counting it as poison.
-        with keep_alive(self.runtime.redis, keys.alive(self.request.id), self.request.id,
-                        self.runtime.settings.lease_ttl):
-            done = self._run_members(running, stage, packed, step)
-        log.info("%s %s: %d model(s) in %.3f s", stage, self.request.argsrepr or "", len(done),
+        job = states[0].job  # a pack's models share their batch
+        if job.max_parallel is not None:
+            self._take_slot(job.batch_id, job.max_parallel)
+        try:
+            running = self.begin(states, stage)
+            # While this copy runs, its heartbeat keeps the task's alive key: a redelivered copy
+            # of a long, healthy stage then waits for it instead of counting it as poison.
+            with keep_alive(self.runtime.redis, keys.alive(self.request.id), self.request.id,
+                            self.runtime.settings.lease_ttl):
+                done = self._run_members(running, stage, packed, step)
+        finally:
+            if job.max_parallel is not None:
+                self._release_slot(job.batch_id)
+        log.info("%s: %d model(s) in %.3f s", self.request.argsrepr or stage, len(done),
                  time.perf_counter() - started)
         if not done:
             raise Ignore()  # every model left the chain (failed, cancelled): nothing goes on
         return to_message(done, packed)
+
+    def _take_slot(self, batch_id: str, max_parallel: int) -> None:
+        """Hold one of the batch's max_parallel slots, or send this task back to its queue.
+
+        Back to the queue, not waiting here: a waiting task would hold a worker, and a cap
+        exists to leave the other workers to other batches. The same task id, retry count
+        and chain, due again in 1-2x cap_retry_delay seconds; not a delivery (begin has
+        not counted it), so a capped stage is never taken for poison.
+        """
+        rt = self.runtime
+        if self._take_slot_script(keys=[keys.batch_slots(batch_id)],
+                                  args=[max_parallel, self.request.id, int(rt.settings.lease_ttl * 1000),
+                                        keys.alive("")]):
+            return
+        again = self.signature_from_request(self.request, countdown=rt.settings.cap_retry_delay
+                                            * random.uniform(1, 2), retries=self.request.retries)
+        try:
+            again.apply_async()
+        except Exception as exc:  # the broker is down: hand the message back (it is unacked)
+            raise Reject(f"could not requeue a capped stage: {exc}", requeue=True) from exc
+        raise Ignore()
+
+    def _release_slot(self, batch_id: str) -> None:
+        try:
+            self.runtime.redis.zrem(keys.batch_slots(batch_id), self.request.id)
+        except redis.exceptions.RedisError as exc:  # the slot lapses with the alive key
+            log.warning("could not release a slot of %s: %s", batch_id, exc)
 
     def _run_members(self, states: list[ChainState], stage: str, packed: bool,
                      step: Callable[[ChainState, Writes], ChainState]) -> list[ChainState]:
@@ -273,12 +339,16 @@ class StageTask(Task):  # type: ignore[misc]
         # One model of the pack may be the killer: go on one by one, so it cannot take
         # its neighbours down; each single chain has its own delivery count.
         rest = STAGES[STAGES.index(stage):]
+        priority = (self.request.delivery_info or {}).get("priority")  # the batch's, kept
+        opts = {} if priority is None else {"priority": priority}
         for state in states:
             job = state.job
-            label = f"{job.batch_id}/{job.model.name}"
+            label = chain_label(job.batch_id, [job.model.name])
             first = self.app.signature(f"modelfleet.{rest[0]}", args=(state.model_dump(mode="json"),),
-                                       queue=rest[0], argsrepr=label)
-            single = chain(first, *[self.app.signature(f"modelfleet.{s}", queue=s, argsrepr=label)
+                                       queue=job.model.queue_for(rest[0]),
+                                       argsrepr=stage_label(rest[0], label), **opts)
+            single = chain(first, *[self.app.signature(f"modelfleet.{s}", queue=job.model.queue_for(s),
+                                                       argsrepr=stage_label(s, label), **opts)
                                     for s in rest[1:]])
             single.freeze()
             # `cancel` revokes the model's new chain, not the pack's spent one.
@@ -408,7 +478,9 @@ def preprocess(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
 
 def _preprocess(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     model, store = state.job.model, self.runtime.store
-    params = {"task": model.task, "preprocess": model.preprocess.model_dump(mode="json")}
+    params = {"task": model.task, "preprocess": model.preprocess.model_dump(mode="json"),
+              "features": model.features.model_dump(mode="json"),
+              "split": model.split.model_dump(mode="json")}
     try:
         table = load_dataset(model.dataset, model.task, self.runtime.settings.data_root)
     except Exception as exc:  # a bad data file is a failed run too, before any cache key exists
@@ -417,12 +489,12 @@ def _preprocess(self: StageTask, state: ChainState, writes: Writes) -> ChainStat
     dataset_digest = digest_bytes(table_digest_bytes(table))
 
     def compute() -> tuple[dict[str, Any], list[str]]:
-        split = prepare(table, model.task, model.preprocess)
+        split = prepare(table, model)
         digest = store.put(dump_split(split))
-        transform = store.put(dump_model(split.transform)) if split.transform is not None else None
+        # The fitted features travel inside the model's Pipeline now: no separate transform.
         return {"data_digest": digest, "n_train": len(split.y_train), "n_test": len(split.y_test),
-                "n_features": split.X_train.shape[1], "transform_digest": transform}, \
-            [digest] + ([transform] if transform else [])
+                "n_features": split.X_train.shape[1], "transform_digest": None,
+                "unused_columns": split.unused}, [digest]
 
     value, run_id = self.step(state, writes, "preprocess", params, [dataset_digest], compute)
     info = PreparedInfo(dataset_digest=dataset_digest, run_id=run_id, **value)
@@ -446,27 +518,40 @@ def _train(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
 
     def compute() -> tuple[dict[str, Any], list[str]]:
         split = load_split(rt.store.get(data_digest))
+        # One Pipeline, features + estimator: the deployed file takes raw rows.
+        pipeline = build_model(model, list(split.X_train.columns), estimator)
         if search is None:
-            fitted, report = fit(estimator, split.X_train, split.y_train), None
+            fitted, report = fit(pipeline, split.X_train, split.y_train), None
         else:  # the deployed model is the best candidate, refitted on all training rows
-            fitted, report = run_search(search, split.X_train, split.y_train)
+            fitted, report = run_search(around(search, pipeline, estimator_prefix(model)),
+                                        split.X_train, split.y_train)
+        # With a search, CV scores the chosen candidate (a fresh clone per fold).
+        cv = {} if model.cv is None else cross_validate(
+            fitted, split.X_train, split.y_train, model.cv, model.preprocess.seed, model.metric_names)
         data = dump_model(fitted)
         digest = rt.store.put(data)
         _JUST_TRAINED.put(digest, fitted, len(data))
-        return {"model_digest": digest, **({"search": report} if report else {})}, [digest]
+        return {"model_digest": digest, "cv_metrics": cv, **({"search": report} if report else {})}, \
+            [digest]
 
     value, run_id = self.step(state, writes, "train", _train_params(model), [data_digest], compute)
     report = value.get("search")
     summary = SearchSummary(**{k: report[k] for k in SearchSummary.model_fields}) if report else None
-    info = TrainedInfo(model_digest=value["model_digest"], run_id=run_id, search=summary)
+    info = TrainedInfo(model_digest=value["model_digest"], run_id=run_id, search=summary,
+                       cv_metrics=value.get("cv_metrics", {}))
     return state.model_copy(update={"trained": info})
 
 
 def _train_params(model: ModelSpec) -> dict[str, Any]:
     """What a fit depends on besides its data; keys absent when unused keep older cache keys valid."""
-    params: dict[str, Any] = {"task": model.task, "estimator": model.estimator.model_dump(mode="json")}
+    params: dict[str, Any] = {"task": model.task, "estimator": model.estimator.model_dump(mode="json"),
+                              # The Pipeline's features (numeric defaults from preprocess).
+                              "features": model.features.model_dump(mode="json"),
+                              "preprocess": model.preprocess.model_dump(mode="json")}
     if model.search is not None:
         params["search"] = {**model.search.model_dump(mode="json"), "metric": model.search_metric}
+    if model.cv is not None:
+        params["cv"] = {**model.cv.model_dump(mode="json"), "metrics": model.metric_names}
     return {**params, **_user_code(model)}
 
 
@@ -485,25 +570,36 @@ def _evaluate(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     model, rt = state.job.model, self.runtime
     assert state.prepared is not None and state.trained is not None, "evaluate needs a trained message"
     data_digest, model_digest = state.prepared.data_digest, state.trained.model_digest
+    cv_metrics = state.trained.cv_metrics
 
     def compute() -> tuple[dict[str, Any], list[str]]:
         split = load_split(rt.store.get(data_digest))
         fitted = _JUST_TRAINED.get(model_digest) or load_model(rt.store.get(model_digest),
                                                                 rt.settings.allowed_estimator_prefixes)
-        metrics = compute_metrics(fitted, split.X_test, split.y_test, model.metric_names)
+        predictions = fitted.predict(split.X_test)
+        # Hold-out values, then the CV mean and std that train measured (if any).
+        metrics = {**score(split.y_test, predictions, model.metric_names), **cv_metrics}
+        # The report's plot data rides in the one artifact evaluate already writes.
         report = rt.store.put_json({"metrics": metrics, "model_digest": model_digest,
-                                    "data_digest": data_digest, "n_test": len(split.y_test)})
+                                    "data_digest": data_digest, "n_test": len(split.y_test),
+                                    "task": model.task,
+                                    "plots": plot_data(fitted, model.task, split.y_test, predictions)})
         return {"report_digest": report, "metrics": metrics}, [report]
 
-    # The team's predict code may change without changing the model file.
-    params = {"metrics": model.metric_names, **_user_code(model)}
+    # The team's predict code may change without changing the model file; CV metrics come from train.
+    params = {"metrics": model.metric_names, **_user_code(model),
+              **({"cv_metrics": cv_metrics} if cv_metrics else {})}
     value, run_id = self.step(state, writes, "evaluate", params, [model_digest, data_digest], compute)
     return state.model_copy(update={"evaluated": EvaluatedInfo(run_id=run_id, **value)})
 
 
 @_stage("deploy")
 def deploy(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
-    return self.run_stage(message, "deploy", lambda state, writes: _deploy(self, state, writes))
+    result = self.run_stage(message, "deploy", lambda state, writes: _deploy(self, state, writes))
+    sink = sink_for(self.runtime.settings, self.runtime.store)
+    if sink is not None:
+        sink.offer(result)  # a queue put: a background thread copies the models into MLflow
+    return result
 
 
 def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:

@@ -35,7 +35,18 @@ def test_example_expands_to_twelve_models_over_three_datasets_and_four_estimator
     assert len({m.estimator.class_path for m in batch.models}) == 4
     assert "iris-forest" in {m.name for m in batch.models}
     # defaults merge into each model
-    assert all(m.preprocess.seed == 7 and m.tags == {"team": "demo"} for m in batch.models)
+    assert all(m.preprocess.seed == 7 and m.tags["team"] == "demo" for m in batch.models)
+    # the matrix axis labels become tags
+    forest = next(m for m in batch.models if m.name == "iris-forest")
+    assert forest.tags == {"dataset": "iris", "estimator": "forest", "team": "demo"}
+
+
+def test_explicit_tags_win_over_matrix_axis_labels(tmp_path: Path) -> None:
+    spec = {"name": "b", "defaults": model(tags={"preprocess": "pinned", "team": "x"}),
+            "matrix": {"name": "m-{preprocess}",
+                       "axes": {"preprocess": {"s1": {"seed": 1}, "s2": {"seed": 2}}}}}
+    batch = load(tmp_path, spec, SETTINGS)
+    assert [m.tags for m in batch.models] == [{"preprocess": "pinned", "team": "x"}] * 2
 
 
 def test_unknown_field_is_named_with_file_and_model(tmp_path: Path) -> None:
@@ -166,3 +177,19 @@ def test_spec_file_missing(tmp_path: Path) -> None:
 def test_written_spec_round_trips(tmp_path: Path) -> None:
     path = write_spec(tmp_path, {"name": "b", "models": [model()]})
     assert load_batch(path, SETTINGS).source == path.read_text()
+
+
+def test_priority_cap_and_queue_are_read_and_checked(tmp_path: Path) -> None:
+    batch = load(tmp_path, {"name": "b", "priority": "high", "max_parallel": 3,
+                            "defaults": {"resources": {"queue": "train-large"}}, "models": [model()]},
+                 SETTINGS)
+    assert (batch.priority, batch.max_parallel) == ("high", 3)
+    assert batch.models[0].resources.queue == "train-large"
+    assert batch.models[0].queue_for("train") == batch.models[0].queue_for("evaluate") == "train-large"
+    assert batch.models[0].queue_for("preprocess") == "preprocess"
+    plain = load(tmp_path, {"name": "b", "models": [model()]}, SETTINGS)
+    assert (plain.priority, plain.max_parallel, plain.models[0].resources.queue) == ("normal", None, None)
+    assert "field 'priority'" in problems(tmp_path, {"name": "b", "priority": "urgent", "models": [model()]})
+    assert "field 'max_parallel'" in problems(tmp_path, {"name": "b", "max_parallel": 0, "models": [model()]})
+    text = problems(tmp_path, {"name": "b", "models": [model(resources={"queue": "big:3"})]})
+    assert "model 'm1' (models[0]): field 'resources.queue'" in text
