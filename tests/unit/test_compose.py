@@ -446,7 +446,7 @@ def test_real_compose_merges_the_s3_override_as_the_local_merge_does(
     env_file = tmp_path / ".env"
     env_file.write_text(ENV_EXAMPLE.read_text())
     done = run_compose(real_compose, env_file, "-f", str(S3_OVERRIDE), "--profile", "s3",
-                       "--profile", "producer", "--profile", "stages", "config")
+                       "--profile", "producer", "--profile", "stages", "--profile", "large", "config")
     assert done.returncode == 0, done.stderr
     resolved = yaml.safe_load(done.stdout.replace("$$", "$"))["services"]
     merged = with_s3_override(ENV)["services"]

@@ -367,7 +367,7 @@ def test_s3_overlay_yields_valid_kubernetes_without_the_claim() -> None:
     for manifest in manifests:
         if not manifest["apiVersion"].startswith("keda.sh/"):
             kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)
-    assert not [m for m in manifests if m["kind"] == "PersistentVolumeClaim"]
+    assert "modelfleet-artifacts" not in {name_of(m) for m in manifests if m["kind"] == "PersistentVolumeClaim"}
     for manifest in manifests:  # nothing mounts the dropped claim
         assert "modelfleet-artifacts" not in json.dumps(manifest.get("spec", {})), name_of(manifest)
 
@@ -387,7 +387,9 @@ def test_s3_overlay_gives_every_worker_the_bucket_and_the_keys() -> None:
         sources = container["envFrom"]
         assert {"configMapRef": {"name": "modelfleet-config"}} in sources
         assert {"secretRef": {"name": name_of(secret)}} in sources
-        assert "volumeMounts" not in container and "volumes" not in deployment["spec"]["template"]["spec"]
+        mounted = {m["mountPath"] for m in container.get("volumeMounts", [])}
+        assert "/var/lib/modelfleet/artifacts" not in mounted, name_of(deployment)
+        assert "artifacts" not in {v["name"] for v in deployment["spec"]["template"]["spec"].get("volumes", [])}
     settings = settings_from_env(config)
     assert isinstance(settings.artifact_root, str) and settings.artifact_root.startswith("s3://")
     assert settings.s3_endpoint_url is None  # empty: AWS's own endpoint for the region
