@@ -10,7 +10,7 @@ import pytest
 
 from producer.history import parse_age, parse_tags
 from workers.contracts import ModelSpec
-from workers.journal import Journal
+from workers.journal import FileJournal as Journal
 from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
 from workers.pipeline.features import build_model
