@@ -30,7 +30,7 @@ from workers.store import ArtifactStore
 from workers.writes import Writes
 
 # Bump a stage's version whenever its code changes what it produces.
-STAGE_VERSIONS = {"preprocess": 3, "train": 2, "evaluate": 3, "deploy": 1}
+STAGE_VERSIONS = {"preprocess": 4, "train": 2, "evaluate": 3, "deploy": 1}
 # Deploy registers by the evaluation report instead (idempotent in the registry).
 CACHED_STAGES = frozenset({"preprocess", "train", "evaluate"})
 # From the installed distributions' metadata: importing scikit-learn to read its version

@@ -13,6 +13,9 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STAGES: tuple[str, ...] = ("preprocess", "train", "evaluate", "deploy")
+# Scoring large tables (`modelfleet score`) has its own queue: workers consume it when asked
+# (`modelfleet worker -Q score`), so a scoring job never waits behind training or delays it.
+SCORE_QUEUE = "score"
 
 
 class Settings(BaseSettings):

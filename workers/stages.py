@@ -55,6 +55,7 @@ from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import cross_validate, plot_data, score
 from workers.pipeline.features import build_model, estimator_prefix
 from workers.pipeline.preprocess import dump_split, load_split, prepare, table_digest_bytes
+from workers.pipeline.schema import input_schema
 from workers.pipeline.search import around, build_search, run_search
 from workers.pipeline.train import dump_model, fit, load_model
 from workers.registry import decide
@@ -441,7 +442,8 @@ def _preprocess(self: StageTask, state: ChainState, writes: Writes) -> ChainStat
         # The fitted features travel inside the model's Pipeline now: no separate transform.
         return {"data_digest": digest, "n_train": len(split.y_train), "n_test": len(split.y_test),
                 "n_features": split.X_train.shape[1], "transform_digest": None,
-                "unused_columns": split.unused}, [digest]
+                "unused_columns": split.unused,
+                "input_schema": input_schema(split.X_train, model.features.dates.format)}, [digest]
 
     value, run_id = self.step(state, writes, "preprocess", params, [dataset_digest], compute)
     info = PreparedInfo(dataset_digest=dataset_digest, run_id=run_id, **value)

@@ -21,7 +21,7 @@ from workers.contracts import ChainState
 from workers.runtime import Runtime
 from workers.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 class TouchOnUnpickle:
