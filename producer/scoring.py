@@ -99,6 +99,6 @@ def score_table(ref: str, frame: pd.DataFrame, runtime: Runtime, app: Any, out_d
     path = out_dir / OUTPUT
     frame.assign(**{PREDICTION: predictions[PREDICTION].to_numpy()}).to_parquet(path, index=False)
     for digest in [*chunks, *(a.result_digest for a in answers)]:
-        store.path(digest).unlink(missing_ok=True)
+        store.delete_object(digest)
     return Scored(model, len(frame), len(chunks), path, scored - sent, time.perf_counter() - started,
                   dict(Counter(a.worker for a in answers)))
