@@ -515,8 +515,8 @@ def _train(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     allowed = rt.settings.allowed_estimator_prefixes
     # Checked on every delivery, so a hand-made message cannot smuggle an import in.
     estimator = build_estimator(model.estimator, model.task, allowed)
-    search = (build_search(estimator, model.search, model.search_metric, model.task, allowed)
-              if model.search else None)
+    search = (build_search(estimator, model.search, model.search_metric, model.task, allowed,
+                           time_ordered=model.split.kind == "time") if model.search else None)
 
     def compute() -> tuple[dict[str, Any], list[str]]:
         split = load_split(rt.store.get(data_digest))
@@ -552,6 +552,8 @@ def _train_params(model: ModelSpec) -> dict[str, Any]:
                               "preprocess": model.preprocess.model_dump(mode="json")}
     if model.search is not None:
         params["search"] = {**model.search.model_dump(mode="json"), "metric": model.search_metric}
+        if model.split.kind == "time":  # time-ordered folds: not the cached KFold search
+            params["search"]["folds"] = "time_series"
     if model.cv is not None:
         params["cv"] = {**model.cv.model_dump(mode="json"), "metrics": model.metric_names}
     return {**params, **_user_code(model)}

@@ -23,6 +23,7 @@ DATA_TESTS = ["tests/unit/test_spec.py::test_walmart_segments_into_45_store_mode
               "tests/unit/test_pipeline.py::test_walmart_segment_regression_beats_mean",
               "tests/unit/test_features.py::test_walmart_with_date_parts_time_split_and_cv_serves_raw_rows",
               "tests/unit/test_bench_report.py",
+              "tests/unit/test_walmart_baselines.py::test_the_baselines_hold_out_is_the_pipelines_for_the_example_spec",
               "tests/unit/test_messages.py::test_plan_chains_is_one_chain_state_per_model"]
 
 

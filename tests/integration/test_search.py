@@ -55,6 +55,13 @@ def test_meta_estimators_and_searches_train_deploy_and_serve(
         model(f"rand-{uniq}", est("sklearn.linear_model.Ridge"), task="regression",
               search={"kind": "random", "space": {"alpha": [0.01, 0.1, 1.0, 10.0]}, "n_iter": 3,
                       "cv": 3, "metric": "mae"}),
+        # A time split: the search's folds must be time-ordered too (no future weeks in them).
+        {"name": f"weeks-{uniq}", "task": "regression", "evaluation": {"metrics": ["mae"]},
+         "dataset": {"kind": "csv", "path": "walmart_weekly_sales.csv", "target": "Weekly_Sales",
+                     "segment_by": "Store", "segment": "3"},
+         "features": {"dates": {"columns": ["Date"], "format": "%d-%m-%Y", "parts": ["year", "week"]}},
+         "split": {"kind": "time", "time_column": "Date", "test_size": 0.1},
+         "estimator": est("sklearn.linear_model.Ridge"), "search": {"space": {"alpha": [0.1, 10.0]}}},
     ]
     batch = load(tmp_path, {"name": f"meta-{uniq}", "models": models}, settings)
     handle, status = run_batch(batch, app, runtime)
@@ -65,6 +72,8 @@ def test_meta_estimators_and_searches_train_deploy_and_serve(
     Xr, yr = load_diabetes(return_X_y=True)
     for m in models:
         deployed = load_deployed(m["name"], runtime)
+        if m["dataset"]["kind"] != "sklearn":
+            continue
         score = deployed.estimator.score(*((X, y) if m["task"] == "classification" else (Xr, yr)))
         assert score > (0.8 if m["task"] == "classification" else 0.3), (m["name"], score)
 
@@ -81,6 +90,7 @@ def test_meta_estimators_and_searches_train_deploy_and_serve(
     assert rand["metric"] == "mae" and rand["n_trials"] == 3 and rand["kind"] == "RandomizedSearchCV"
     assert [t["mean"] for t in rand["trials"]] == sorted(t["mean"] for t in rand["trials"])
     assert "search" not in runs[(f"pipe-{uniq}", "train")]["result"]
+    assert grid["cv"] == 3 and runs[(f"weeks-{uniq}", "train")]["result"]["search"]["cv"] == "time_series:3"
 
     # `lineage` shows the search: summary and trial table, in JSON and in the table.
     out = run_cli(["lineage", f"grid-{uniq}@production", "--json"], settings, tmp_path)

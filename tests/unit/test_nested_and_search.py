@@ -195,6 +195,23 @@ def test_error_metrics_are_reported_in_their_own_units_lower_first() -> None:
     assert report["metric"] == "mae" and report["best_score"] == min(means)
 
 
+def test_a_time_ordered_search_scores_each_candidate_on_later_rows_only() -> None:
+    # y is the row number: a mean predictor's error on a fold says exactly which rows it
+    # trained on, so the score tells time-ordered folds from shuffled or blocked ones.
+    n, folds = 40, 3
+    X, y = np.zeros((n, 1)), np.arange(n, dtype=float)
+    built = build_estimator(EstimatorSpec.model_validate(est("sklearn.dummy.DummyRegressor")),
+                            "regression", ALLOWED)
+    spec = SearchSpec.model_validate({"space": {"strategy": ["mean"]}, "cv": folds})
+    _, report = run_search(build_search(built, spec, "mae", "regression", ALLOWED, time_ordered=True), X, y)
+    size = n // (folds + 1)  # TimeSeriesSplit: each fold validates the next `size` rows
+    expected = np.mean([np.mean(np.abs(y[k * size:(k + 1) * size] - y[:k * size].mean()))
+                        for k in range(1, folds + 1)])
+    assert report["best_score"] == pytest.approx(expected) and report["cv"] == f"time_series:{folds}"
+    _, shuffled = run_search(build_search(built, spec, "mae", "regression", ALLOWED), X, y)
+    assert shuffled["cv"] == folds and shuffled["best_score"] != pytest.approx(expected)
+
+
 def test_random_search_is_seeded_and_samples_n_iter_candidates() -> None:
     space = {"max_depth": [1, 2, 3, 4, 5], "min_samples_leaf": [1, 2, 4, 8]}
     runs = [searched("classification", TREE, "f1_macro", kind="random", space=space, n_iter=4, seed=s)[1]

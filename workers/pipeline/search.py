@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, TimeSeriesSplit
 
 from workers.contracts import CLASSIFICATION_METRICS, LOWER_IS_BETTER, REGRESSION_METRICS, SearchSpec
 from workers.pipeline.errors import PipelineError
@@ -52,8 +52,13 @@ def around(search: Search, model: Any, prefix: str) -> Search:
 
 
 def build_search(estimator: Any, spec: SearchSpec, metric: str, task: str,
-                 allowed_prefixes: Sequence[str]) -> Search:
-    """The search over `spec.space`, every value built and checked against `estimator` now."""
+                 allowed_prefixes: Sequence[str], time_ordered: bool = False) -> Search:
+    """The search over `spec.space`, every value built and checked against `estimator` now.
+
+    `time_ordered` (rows in time order: a time split) makes the folds a TimeSeriesSplit,
+    each training on earlier rows and scored on the next ones, so no candidate is picked
+    by predicting the past from the future; otherwise scikit-learn's default folds.
+    """
     metrics = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
     if metric not in metrics:
         raise PipelineError("search.metric", f"{metric!r} is not a {task} metric; choose from {metrics}")
@@ -68,7 +73,8 @@ def build_search(estimator: Any, spec: SearchSpec, metric: str, task: str,
         for i, value in enumerate(built[name]):
             check_param(estimator, name, value, f"{field}[{i}]")
     # One process per worker (threads pinned to one): the search must not fork its own pool.
-    common: dict[str, Any] = {"scoring": SCORERS[metric], "cv": spec.cv, "n_jobs": 1, "refit": True,
+    folds = TimeSeriesSplit(n_splits=spec.cv) if time_ordered else spec.cv
+    common: dict[str, Any] = {"scoring": SCORERS[metric], "cv": folds, "n_jobs": 1, "refit": True,
                               "error_score": np.nan}
     cv: GridSearchCV | RandomizedSearchCV
     if spec.kind == "grid":
@@ -92,7 +98,7 @@ def run_search(search: Search, X: np.ndarray, y: np.ndarray) -> tuple[Any, dict[
                "fit_seconds": round(float(res["mean_fit_time"][i]), 6)}
               for i in order[:MAX_TRIALS_RECORDED]]
     return search.cv.best_estimator_, {
-        "metric": search.metric, "kind": type(search.cv).__name__, "cv": search.cv.cv,
+        "metric": search.metric, "kind": type(search.cv).__name__, "cv": _folds(search.cv.cv),
         "best_params": _as_spec(search, search.cv.best_params_),
         "best_score": _finite(sign * search.cv.best_score_), "n_trials": len(res["params"]),
         "seconds": round(seconds, 6), "trials": trials}
@@ -107,6 +113,11 @@ def _as_spec(search: Search, params: dict[str, Any]) -> dict[str, Any]:
         out[name] = (search.space[name][index] if index is not None else
                      value if isinstance(value, str | int | float | bool | None) else repr(value))
     return out
+
+
+def _folds(cv: Any) -> int | str:
+    """The folds for the run record: a count, or 'time_series:<n>' for time-ordered folds."""
+    return f"time_series:{cv.n_splits}" if isinstance(cv, TimeSeriesSplit) else int(cv)
 
 
 def _finite(value: Any) -> float | None:
