@@ -7,10 +7,19 @@ fields and its JSON is the wire format. Messages carry references to artifacts
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, FiniteFloat, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    ValidationInfo,
+    model_validator,
+)
 
 # A model or batch name: it becomes a path segment, a file name part and a Redis key part.
 # Matched with fullmatch (`$` would let a trailing newline through) and at most
@@ -30,6 +39,15 @@ REGRESSION_METRICS = ("r2", "mae", "rmse", "mape")
 _SIZE_PARAMS = ("n_estimators", "max_depth", "max_iter", "n_neighbors")
 # Metrics where lower is better; the gate and the promotion rule flip for them.
 LOWER_IS_BETTER = frozenset({"mae", "rmse", "mape"})
+# The values each metric can take: a gate threshold outside them can never pass (or,
+# for an error metric at 0, passes only a perfect fit).
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    **{m: (0.0, 1.0) for m in CLASSIFICATION_METRICS}, "r2": (-math.inf, 1.0),
+    **{m: (0.0, math.inf) for m in LOWER_IS_BETTER}}
+# Validation context key: the producer collects task checks at their field paths itself.
+DEFER_TASK_CHECKS = "defer_task_checks"
+# A field path inside a model spec, as pydantic gives it: ("evaluation", "metrics", 0).
+Loc = tuple[str | int, ...]
 
 
 def is_slug(name: str) -> bool:
@@ -137,16 +155,31 @@ class ModelSpec(Strict):
     tags: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _metrics_fit_task(self) -> ModelSpec:
-        allowed = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
-        for m in self.metric_names:
-            if m not in allowed:
-                raise ValueError(f"metric {m!r} is not a {self.task} metric; choose from {allowed}")
-        if self.primary_metric not in self.metric_names:
-            raise ValueError(f"evaluation.primary {self.primary_metric!r} must be one of the metrics")
-        if self.gate_metric not in self.metric_names:
-            raise ValueError(f"deploy.gate.metric {self.gate_metric!r} must be one of the metrics")
+    def _metrics_fit_task(self, info: ValidationInfo) -> ModelSpec:
+        if info.context and info.context.get(DEFER_TASK_CHECKS):
+            return self  # the producer reports task_problems() at their own fields
+        if problems := self.task_problems():
+            raise ValueError("; ".join(f"{loc_text(loc)}: {msg}" for loc, msg in problems))
         return self
+
+    def task_problems(self) -> list[tuple[Loc, str]]:
+        """Every metric or gate that does not fit the model's task, at its field path."""
+        allowed = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        problems: list[tuple[Loc, str]] = [
+            (("evaluation", "metrics", i), f"metric {m!r} is not a {self.task} metric; choose from "
+             f"{allowed}") for i, m in enumerate(self.evaluation.metrics) if m not in allowed]
+        metrics = self.metric_names
+        if self.primary_metric not in metrics:
+            problems.append((("evaluation", "primary"), f"{self.primary_metric!r} must be one of the "
+                             f"metrics {metrics}"))
+        gate = self.deploy.gate
+        if self.gate_metric not in metrics:
+            problems.append((("deploy", "gate", "metric"), f"{self.gate_metric!r} must be one of the "
+                             f"metrics {metrics}"))
+        elif gate.threshold is not None and (problem := threshold_problem(self.gate_metric,
+                                                                          gate.threshold)):
+            problems.append((("deploy", "gate", "threshold"), problem))
+        return problems
 
     @property
     def metric_names(self) -> list[str]:
@@ -173,6 +206,28 @@ class ModelSpec(Strict):
                  f"csv:{ds.path}:{ds.segment_by or ''}")
         size = ",".join(f"{k}={self.estimator.params[k]}" for k in _SIZE_PARAMS if k in self.estimator.params)
         return f"{self.task}|{self.estimator.class_path}({size})|{shape}"
+
+
+def threshold_problem(metric: str, threshold: float) -> str | None:
+    """Why a gate threshold on `metric` makes no sense (never passes), or None."""
+    low, high = METRIC_RANGES.get(metric, (-math.inf, math.inf))
+    if metric in LOWER_IS_BETTER:
+        if threshold <= low:
+            return (f"{threshold} on {metric!r} (lower is better: passes when {metric} <= threshold) "
+                    f"{'passes only a perfect fit' if threshold == low else 'can never pass'}; give a "
+                    f"positive {metric} threshold")
+    elif not low <= threshold <= high:
+        return (f"{threshold} on {metric!r} (higher is better: passes when {metric} >= threshold) is "
+                f"outside its range [{low}, {high}]")
+    return None
+
+
+def loc_text(loc: Loc | list[str | int]) -> str:
+    """A field path as people write it: `evaluation.metrics[0]`."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(root)"
 
 
 class ModelJob(Strict):
