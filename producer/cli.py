@@ -62,11 +62,21 @@ def _watch(handle: BatchHandle, timeout: float | None,
     return status
 
 
-def _exit_for(status: BatchStatus) -> None:
+def _exit_for(status: BatchStatus, fail_on_gate: bool = False) -> None:
+    """Exit 1 if a model failed or was cancelled, or (fail_on_gate) was not promoted."""
     failed = status.counts.get("failed", 0) + status.counts.get("cancelled", 0)
+    unpromoted = status.counts.get("registered", 0) + status.counts.get("deployed", 0)
     if failed:
         err.print(f"{failed} of {len(status.rows)} models did not deploy")
+    if unpromoted and fail_on_gate:
+        err.print(f"{unpromoted} of {len(status.rows)} models were registered but not promoted "
+                  "(their gate did not pass)")
+    if failed or (unpromoted and fail_on_gate):
         sys.exit(1)
+
+
+_FAIL_ON_GATE = click.option("--fail-on-gate", is_flag=True,
+                             help="Exit 1 if a model's gate did not pass (also: `fail_on_gate: true`).")
 
 
 @click.group()
@@ -79,7 +89,8 @@ def main() -> None:
 @click.option("--workers", "-w", default=2, show_default=True, help="Local worker processes.")
 @click.option("--no-cache", is_flag=True, help="Recompute every stage.")
 @click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
-def run(spec: Path, workers: int, no_cache: bool, timeout: float | None) -> None:
+@_FAIL_ON_GATE
+def run(spec: Path, workers: int, no_cache: bool, timeout: float | None, fail_on_gate: bool) -> None:
     """Run a batch end to end on local workers (and an embedded Redis if none is configured)."""
     settings = Settings()
     batch = _load(spec, settings)
@@ -111,7 +122,7 @@ def run(spec: Path, workers: int, no_cache: bool, timeout: float | None) -> None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    _exit_for(status)
+    _exit_for(status, fail_on_gate or batch.fail_on_gate)
 
 
 @main.command("submit")
@@ -119,7 +130,8 @@ def run(spec: Path, workers: int, no_cache: bool, timeout: float | None) -> None
 @click.option("--wait", is_flag=True, help="Watch progress until the batch is done.")
 @click.option("--no-cache", is_flag=True, help="Recompute every stage.")
 @click.option("--timeout", type=float, default=None)
-def submit_cmd(spec: Path, wait: bool, no_cache: bool, timeout: float | None) -> None:
+@_FAIL_ON_GATE
+def submit_cmd(spec: Path, wait: bool, no_cache: bool, timeout: float | None, fail_on_gate: bool) -> None:
     """Submit a batch to the configured broker (MODELFLEET_BROKER_URL)."""
     settings = Settings()
     batch = _load(spec, settings)
@@ -132,7 +144,7 @@ def submit_cmd(spec: Path, wait: bool, no_cache: bool, timeout: float | None) ->
     handle, _ = _submit(batch, settings, no_cache)
     console.print(f"submitted batch [bold]{escape(handle.batch_id)}[/] ({len(batch.models)} models)")
     if wait:
-        _exit_for(_watch(handle, timeout))
+        _exit_for(_watch(handle, timeout), fail_on_gate or batch.fail_on_gate)
 
 
 @main.command()

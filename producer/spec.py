@@ -153,7 +153,7 @@ def _salvage(raw: dict[str, Any], exc: ValidationError) -> BatchFile | None:
         if top == "name":
             fixed["name"] = "salvaged"
         else:
-            fixed.pop(top, None)
+            fixed.pop(str(top), None)
     try:
         return BatchFile.model_validate(fixed)
     except ValidationError:
@@ -429,7 +429,8 @@ def _name_fields(template: str, axes: list[str]) -> list[tuple[str, str | None]]
     try:
         parts = list(string.Formatter().parse(template))
     except ValueError as exc:
-        return f"{_short(template)} is not a valid name template ({exc}); use plain {{axis}} fields from {axes}"
+        return (f"{_short(template)} is not a valid name template ({exc}); use plain {{axis}} "
+                f"fields from {axes}")
     out: list[tuple[str, str | None]] = []
     for literal, field, spec, conversion in parts:
         if field is not None and (spec or conversion or not field.isidentifier()):

@@ -13,7 +13,7 @@ from rich.table import Table
 from workers.contracts import LOWER_IS_BETTER
 from workers.runtime import Runtime
 from workers.settings import STAGES
-from workers.tracking import TERMINAL
+from workers.tracking import DEPLOYED, TERMINAL
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,8 @@ def leaderboard(status: BatchStatus) -> Table:
     for col in ("model", "metric", "value", "version", "promoted", "status", "worker", "time"):
         table.add_column(col, justify="right" if col in ("value", "version", "time") else "left")
     for r in sorted(status.rows, key=rank):
-        detail = r.status if not r.error or r.status == "deployed" else f"{r.status}: {r.error[:80]}"
+        detail = (f"{r.status}: {r.error[:80]}" if r.error and r.status not in DEPLOYED else
+                  f"{r.status}: {r.reason[:80]}" if r.status == "registered" and r.reason else r.status)
         table.add_row(r.name, r.metric or "", f"{r.value:.4f}" if r.value is not None else "",
                       str(r.version or ""), "yes" if r.promoted else ("no" if r.version else ""),
                       detail, r.worker, f"{r.seconds:.1f}s" if r.seconds is not None else "")

@@ -12,6 +12,7 @@ Retries, routing and acks are declared here and in app.py, never in the ML code.
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import time
@@ -35,7 +36,7 @@ from celery.utils.log import get_task_logger
 from threadpoolctl import threadpool_limits
 
 from workers import keys
-from workers.cache import LIBRARY_VERSIONS, STAGE_VERSIONS, LeaseTimeout, cache_key, keep_alive
+from workers.cache import LIBRARY_VERSIONS, LeaseTimeout, cache_key, keep_alive
 from workers.contracts import (
     ChainState,
     DeployedInfo,
@@ -45,6 +46,7 @@ from workers.contracts import (
     parse_message,
     to_message,
 )
+from workers.fingerprint import fingerprint
 from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import compute_metrics
@@ -236,7 +238,7 @@ class StageTask(Task):  # type: ignore[misc]
              cached: bool = True) -> tuple[dict[str, Any], str]:
         """Run compute through the cache and queue the run record; returns (value, run_id)."""
         rt, job = self.runtime, state.job
-        key = cache_key(stage, params, inputs)
+        key = cache_key(stage, params, inputs, code_version(stage))
         run = self.run_base(state, stage, params, inputs, key)
         started = run["started"]
         try:
@@ -265,7 +267,7 @@ class StageTask(Task):  # type: ignore[misc]
         return {"batch_id": job.batch_id, "model": job.model.name, "stage": stage,
                 "params": params, "inputs": inputs, "cache_key": key, "started": time.time(),
                 "task_id": self.request.id, "worker": self.request.hostname or socket.gethostname(),
-                "tags": job.model.tags, "code_version": STAGE_VERSIONS[stage],
+                "tags": job.model.tags, "code_version": code_version(stage),
                 "libraries": LIBRARY_VERSIONS}
 
     def record_failure(self, run: dict[str, Any], exc: BaseException) -> None:
@@ -433,11 +435,13 @@ def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     name, alias = job.model.name, job.model.deploy.alias
 
     def compute() -> tuple[dict[str, Any], list[str]]:
-        # Keyed by the evaluation report: the same evaluated artifact registers once.
+        # Keyed by the evaluation report and by the content key: the same evaluated artifact,
+        # or an identical refit (same data, params, code and metrics), registers once.
         record, _ = rt.registry.register_record(name, ev.report_digest, {
             "batch_id": job.batch_id, "metrics": ev.metrics, "primary_metric":
             job.model.primary_metric, "tags": job.model.tags, "lineage": state.model_dump(mode="json"),
-            "libraries": LIBRARY_VERSIONS, "stage_versions": STAGE_VERSIONS})
+            "libraries": LIBRARY_VERSIONS, "stage_versions": code_versions()},
+            content_key=_content_key(state))
         promoted, reason = _promote_once(rt, state, record)
         return {"version": record["version"], "promoted": promoted, "reason": reason, "alias": alias}, []
 
@@ -446,7 +450,8 @@ def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
                               [ev.report_digest], compute, cached=False)
     info = DeployedInfo(run_id=run_id, **value)
     # error="": a model that deploys carries no error from an earlier, superseded try.
-    rt.tracker.state(writes, job.batch_id, name, status="deployed", version=info.version,
+    rt.tracker.state(writes, job.batch_id, name, status="promoted" if info.promoted else "registered",
+                     version=info.version,
                      promoted=int(info.promoted), reason=info.reason, metrics=ev.metrics, error="")
     return state.model_copy(update={"deployed": info})
 
@@ -469,3 +474,34 @@ def _promote_once(rt: Runtime, state: ChainState, record: dict[str, Any]) -> tup
     rt.registry.annotate(name, version, record, decision={"promoted": decision.promote,
                                                           "reason": decision.reason, "alias": alias})
     return decision.promote, decision.reason
+
+
+# What each stage runs: its code version is the fingerprint of this function.
+_STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "preprocess": _preprocess, "train": _train, "evaluate": _evaluate, "deploy": _deploy}
+
+
+@functools.cache
+def code_version(stage: str) -> str:
+    """The stage's code fingerprint, computed once per process (workers/fingerprint.py)."""
+    return fingerprint(_STAGE_FUNCTIONS[stage])
+
+
+def code_versions() -> dict[str, str]:
+    return {stage: code_version(stage) for stage in STAGES}
+
+
+def _content_key(state: ChainState) -> str:
+    """What makes two registrations the same model: data, params, code, libraries, metrics.
+
+    An identical refit (after `cache prune` or with `--no-cache`) then returns the
+    version it already has instead of a new one, whatever bytes its file has.
+    """
+    job, prepared, ev = state.job, state.prepared, state.evaluated
+    assert prepared is not None and ev is not None
+    model = job.model
+    return cache_key("deploy", {
+        "task": model.task, "preprocess": model.preprocess.model_dump(mode="json"),
+        "estimator": model.estimator.model_dump(mode="json"), "metrics": ev.metrics,
+        "code": {s: code_version(s) for s in ("preprocess", "train", "evaluate")}},
+        [prepared.dataset_digest, prepared.data_digest])

@@ -104,7 +104,7 @@ def test_compose_services_complete_a_batch_across_three_workers(
     spec_path = compose.services["producer"]["command"][2]
     expected = {m.name for m in load_batch(compose.cwd / spec_path, settings).models}
     assert {r.name for r in status.rows} == expected
-    assert status.counts == {"deployed": len(expected)}
+    assert status.counts == {"promoted": len(expected)}
     assert all(runtime.registry.resolve(f"{name}@production") for name in expected)
     # ... with work done by all three workers, every stage tracked, artifacts on the volume.
     runs = runtime.tracker.runs(batch_id=batches[0])

@@ -79,7 +79,7 @@ def test_flower_api_sees_the_batch_its_workers_and_queues(tmp_path: Path, platfo
                              "params": {"max_iter": 1000}}} for d in ("iris", "wine", "breast_cancer")]
     batch = load(tmp_path, {"name": f"flower-{uniq}", "models": models}, platform.settings)
     handle, status = run_batch(batch, platform.app, platform.runtime)
-    assert status.counts == {"deployed": 3}
+    assert status.counts == {"promoted": 3}
     runs = {r["task_id"]: r for r in platform.runtime.tracker.runs(batch_id=handle.batch_id)}
     assert len(runs) == 4 * 3
 
