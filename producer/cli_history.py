@@ -94,7 +94,15 @@ def runs(batch_id: str | None, model: str | None, status: str | None, stage: str
         "run", "batch", "model", "stage", "status", "cache", "seconds", "worker", "metrics / error"],
         [[r["id"][:12], r["batch_id"], r["model"], r["stage"], r["status"],
           "hit" if r["cache_hit"] else "", f"{r['duration']:.2f}", r["worker"],
-          r["error"] or _metrics(r["metrics"])] for r in found]))
+          _run_detail(r)] for r in found]))
+
+
+def _run_detail(run: dict[str, Any]) -> str:
+    """A run's error, a deploy's outcome (promoted, or registered and why), or its metrics."""
+    result = run.get("result") or {}
+    if not run["error"] and run["stage"] == "deploy" and "promoted" in result:
+        return "promoted" if result["promoted"] else f"registered: {result.get('reason', '')}"
+    return str(run["error"] or _metrics(run["metrics"]))
 
 
 @click.command()

@@ -58,6 +58,8 @@ def test_gate_outcomes_fail_on_gate_and_identical_refit(tmp_path: Path, settings
     assert "gate failed: accuracy=" in rows[stuck]["reason"]
     shown = _cli(["show", stuck, "--json"], settings, tmp_path)
     assert json.loads(shown.stdout)["batches"][-1]["status"] == "registered", shown.stdout
+    deploys = _cli(["runs", "--batch", _batch_id(first), "--stage", "deploy"], settings, tmp_path)
+    assert "registered: gate failed" in deploys.stdout and "promoted" in deploys.stdout, deploys.stdout
     versions = {n: rows[n]["version"] for n in (passes, stuck)}
     digests = {r["model"]: r["outputs"] for r in runtime.tracker.runs(batch_id=_batch_id(first))
                if r["stage"] == "train"}
