@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.compose_local import ENV_EXAMPLE, LocalCompose, read_env_file, settings_from_env
 from producer.local import RedisServer, wait_for
-from tests.compose_local import ENV_EXAMPLE, LocalCompose, read_env_file, settings_from_env
 from workers.app import create_app
 from workers.runtime import Runtime
 

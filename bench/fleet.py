@@ -18,9 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.teardown import close_app
 from producer.local import LocalWorkers, RedisServer
 from producer.spec import Batch
-from producer.submit import close_app, submit
+from producer.submit import submit
 from workers.app import create_app
 from workers.runtime import Runtime
 from workers.settings import Settings

@@ -25,8 +25,8 @@ from celery import Celery, chain, group
 from kombu import Queue
 
 from bench.fleet import FleetRun, cpu_seconds
+from bench.teardown import close_app
 from producer.local import LocalWorkers, RedisServer
-from producer.submit import close_app
 from workers.settings import Settings
 
 STAGES = ("preprocess", "train", "evaluate", "deploy")

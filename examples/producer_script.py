@@ -1,7 +1,7 @@
 """A team's own producer script: submit a batch from Python and wait for it.
 
-Run with a broker configured (MODELFLEET_BROKER_URL) and workers running, e.g.
-`modelfleet up --workers 2` in another shell, then `python examples/producer_script.py`.
+Run with workers up, e.g. `modelfleet up --workers 2` in another shell (or a broker
+in MODELFLEET_BROKER_URL and `modelfleet worker`s), then `python examples/producer_script.py`.
 """
 
 from __future__ import annotations
@@ -9,24 +9,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from producer.spec import SpecError, load_batch
-from producer.submit import submit
-from workers.app import create_app
-from workers.runtime import Runtime
-from workers.settings import Settings
+import modelfleet
+from producer.spec import SpecError
 
 
 def main() -> int:
-    settings = Settings()
     spec = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("quickstart.yaml")
     try:
-        batch = load_batch(spec, settings)
+        batch = modelfleet.load_batch(spec)
     except SpecError as exc:
         print(exc, file=sys.stderr)
         return 2
-    handle = submit(batch, create_app(settings), Runtime.from_settings(settings))
+    handle = modelfleet.submit(batch)
     print(f"submitted {handle.batch_id}")
-    status = handle.wait(timeout=3600, on_progress=lambda s: print(s.counts, end="\r"))
+    status = handle.wait(timeout=3600)
     for row in sorted(status.rows, key=lambda r: r.name):
         print(f"{row.name:30} {row.status:10} {row.metric}={row.value} v{row.version}")
     # promoted: the gate passed and the alias moved; registered: a new version, gate not passed

@@ -101,7 +101,7 @@ def lineage(runtime: Runtime, ref: str) -> dict[str, Any]:
     batch = runtime.tracker.get_batch(record["batch_id"]) or {}
     deploy_runs = [r["id"] for r in runtime.tracker.runs(batch_id=record["batch_id"], model=model.name)
                    if r["stage"] == "deploy" and (r.get("result") or {}).get("version") == record["version"]]
-    return {
+    info = {
         "ref": ref, "name": record["name"], "version": record["version"],
         "aliases": sorted(a for a, v in runtime.registry.aliases(record["name"]).items()
                           if v == record["version"]),
@@ -119,6 +119,11 @@ def lineage(runtime: Runtime, ref: str) -> dict[str, Any]:
                     "evaluate": evaluated.run_id, "deploy": deploy_runs[0] if deploy_runs else None},
         "decision": record.get("decision"),
     }
+    if trained.search is not None:
+        info["search"] = trained.search.model_dump(mode="json")
+        train_run = runtime.tracker.get_run(trained.run_id) or {}
+        info["search_trials"] = ((train_run.get("result") or {}).get("search") or {}).get("trials", [])
+    return info
 
 
 def bulk_targets(runtime: Runtime, batch_id: str | None,

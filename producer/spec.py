@@ -36,8 +36,8 @@ from workers.pipeline.errors import PipelineError
 from workers.settings import Settings
 
 # Fields replaced whole by a model rather than merged with the defaults: mixing
-# two datasets' or two estimators' fields would make no sense.
-_REPLACED_WHOLE = frozenset({"dataset", "estimator"})
+# two datasets' or two estimators' fields (or two search spaces) would make no sense.
+_REPLACED_WHOLE = frozenset({"dataset", "estimator", "search"})
 
 
 # libyaml's safe loader when PyYAML was built with it: ~10x faster on big specs.
@@ -527,14 +527,20 @@ def _expand_segments(model: ModelSpec, settings: Settings,
 
 def _check_estimator(model: ModelSpec, settings: Settings,
                      checked: dict[str, PipelineError | None]) -> None:
-    """Build the estimator once per distinct (task, class, params) to reject bad params now."""
+    """Build the estimator (and its search) once per distinct (task, class, params, search)
+    to reject bad classes and params, at any depth, now."""
     # Imported here: only validation needs scikit-learn, not every command that loads this module.
     from workers.pipeline.estimators import build_estimator
+    from workers.pipeline.search import build_search
 
-    key = json.dumps([model.task, model.estimator.model_dump()], sort_keys=True)
+    search = [model.search.model_dump(), model.search_metric] if model.search else None
+    key = json.dumps([model.task, model.estimator.model_dump(), search], sort_keys=True)
     if key not in checked:
         try:
-            build_estimator(model.estimator, model.task, settings.allowed_estimator_prefixes)
+            allowed = settings.allowed_estimator_prefixes
+            estimator = build_estimator(model.estimator, model.task, allowed)
+            if model.search is not None:
+                build_search(estimator, model.search, model.search_metric, model.task, allowed)
             checked[key] = None
         except PipelineError as exc:
             checked[key] = exc

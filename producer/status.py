@@ -1,4 +1,5 @@
-"""A batch's progress and leaderboard, read from the tracking records."""
+"""A batch's progress and leaderboard order, as data, read from the tracking records
+(the CLI renders it: producer/cli/common.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rich.table import Table
-
 from workers.contracts import LOWER_IS_BETTER
 from workers.runtime import Runtime
 from workers.settings import STAGES
-from workers.tracking import DEPLOYED, TERMINAL
+from workers.tracking import TERMINAL
 
 
 @dataclass(frozen=True)
@@ -82,24 +81,11 @@ def _row(name: str, state: dict[str, str], metric: str | None, created: float) -
         seconds=float(end) - created if end else None)
 
 
-def leaderboard(status: BatchStatus) -> Table:
-    """Models best-first by their primary metric; failures last with their error."""
+def ranked(rows: list[ModelRow]) -> list[ModelRow]:
+    """Models best-first by their primary metric; those without a value last."""
     def rank(r: ModelRow) -> tuple[int, float]:
         if r.value is None:
             return (1, 0.0)
         return (0, r.value if r.metric in LOWER_IS_BETTER else -r.value)
 
-    table = Table(title=f"batch {status.batch_id}: {_summary(status)}")
-    for col in ("model", "metric", "value", "version", "promoted", "status", "worker", "time"):
-        table.add_column(col, justify="right" if col in ("value", "version", "time") else "left")
-    for r in sorted(status.rows, key=rank):
-        detail = (f"{r.status}: {r.error[:80]}" if r.error and r.status not in DEPLOYED else
-                  f"{r.status}: {r.reason[:80]}" if r.status == "registered" and r.reason else r.status)
-        table.add_row(r.name, r.metric or "", f"{r.value:.4f}" if r.value is not None else "",
-                      str(r.version or ""), "yes" if r.promoted else ("no" if r.version else ""),
-                      detail, r.worker, f"{r.seconds:.1f}s" if r.seconds is not None else "")
-    return table
-
-
-def _summary(status: BatchStatus) -> str:
-    return ", ".join(f"{n} {s}" for s, n in sorted(status.counts.items()))
+    return sorted(rows, key=rank)

@@ -9,8 +9,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +19,12 @@ from urllib.parse import urlsplit
 from celery import Celery
 from kombu.exceptions import OperationalError
 
+from producer.handle import BatchHandle
 from producer.messages import new_task_ids, send_chains
 from producer.packing import Pack, plan_packs
 from producer.spec import Batch
-from producer.status import BatchStatus, batch_status
 from workers.contracts import SLUG_RULE, ChainState, ModelJob, ModelSpec, is_slug
 from workers.runtime import Runtime
-from workers.tracking import RETRYABLE
 
 # Chains whose messages exist at once while sending (and task ids per Redis write).
 SEND_CHUNK = 2000
@@ -109,30 +107,6 @@ def check_broker(app: Celery, timeout: float) -> None:
         raise BrokerUnavailable(f"cannot reach the broker at {masked_url(url)}: {exc}") from exc
 
 
-@dataclass
-class BatchHandle:
-    batch_id: str
-    runtime: Runtime
-
-    def status(self) -> BatchStatus:
-        return batch_status(self.runtime, self.batch_id)
-
-    def wait(self, timeout: float | None = None, poll: float = 0.5,
-             on_progress: Callable[[BatchStatus], None] | None = None) -> BatchStatus:
-        """Poll the tracking records until every model is deployed, failed or cancelled."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            status = self.status()
-            if on_progress is not None:
-                on_progress(status)
-            if status.done:
-                return status
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"batch {self.batch_id} not done after {timeout}s: "
-                                   f"{status.counts}")
-            time.sleep(poll)
-
-
 def submit(batch: Batch, app: Celery, runtime: Runtime, no_cache: bool = False,
            batch_id: str | None = None) -> BatchHandle:
     """Record the batch and send its chains; nothing is sent if the broker is down.
@@ -143,7 +117,7 @@ def submit(batch: Batch, app: Celery, runtime: Runtime, no_cache: bool = False,
         raise ValueError(f"batch name {batch.name[:100]!r}: {SLUG_RULE}")
     batch_id = batch_id or f"{batch.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     check_broker(app, runtime.settings.broker_connect_timeout)
-    with _cyclic_gc_paused():
+    with cyclic_gc_paused():
         runtime.tracker.create_batch({
             "id": batch_id, "name": batch.name, "spec": batch.source, "spec_path": batch.path,
             "pack": batch.pack,
@@ -178,7 +152,7 @@ def send_planned(app: Celery, runtime: Runtime, batch_id: str, planned: Iterable
 
 
 @contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
+def cyclic_gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector while a batch is recorded and sent.
 
     Sending allocates millions of short-lived objects, freed by reference counting
@@ -201,52 +175,6 @@ def _chunks(items: Iterable[PlannedChain], size: int) -> Iterator[list[PlannedCh
         yield part
 
 
-class NothingToRetry(RuntimeError):
-    """The batch has no failed or cancelled model (or is still running)."""
-
-
-def models_to_retry(runtime: Runtime, batch_id: str) -> list[ModelSpec]:
-    """The stored specs of a batch's failed or cancelled models; NothingToRetry if none."""
-    tracker = runtime.tracker
-    record = tracker.get_batch(batch_id)
-    if record is None:
-        raise KeyError(f"no batch {batch_id!r}")
-    states = tracker.model_states(batch_id, record["models"])
-    names = [n for n, st in states.items() if st.get("status") in RETRYABLE]
-    if not names:
-        raise NothingToRetry(f"batch {batch_id} has no failed or cancelled model "
-                             f"({dict(Counter(st.get('status', '?') for st in states.values()))})")
-    specs = tracker.model_specs(batch_id)
-    missing = [n for n in names if n not in specs]
-    if missing:
-        raise NothingToRetry(f"batch {batch_id} was submitted without stored model specs; "
-                             f"cannot resend {missing}")
-    return [ModelSpec.model_validate(specs[n]) for n in names]
-
-
-def retry(batch_id: str, app: Celery, runtime: Runtime) -> tuple[BatchHandle, list[str]]:
-    """Resend only the failed or cancelled models of a batch, under the same batch id.
-
-    The other models are not touched; the resent ones start from their stored
-    spec, and the step cache makes the stages that had succeeded free.
-    """
-    tracker = runtime.tracker
-    models = models_to_retry(runtime, batch_id)
-    names = [m.name for m in models]
-    record = tracker.get_batch(batch_id)
-    assert record is not None
-    check_broker(app, runtime.settings.broker_connect_timeout)
-    # A cancelled batch is un-cancelled for the models we resend.
-    tracker.set_cancelled(batch_id, False)
-    tracker.reset_models(batch_id, names)
-    tracker.update_batch(batch_id, retries=[*record.get("retries", []),
-                                            {"at": time.time(), "models": names}])
-    with _cyclic_gc_paused():
-        send_planned(app, runtime, batch_id, plan_chains(batch_id, models, bool(record.get("no_cache")),
-                                                         record.get("pack", "auto"), tracker.model_costs()))
-    return BatchHandle(batch_id, runtime), names
-
-
 def _user() -> str:
     try:
         return getpass.getuser()
@@ -262,19 +190,3 @@ def _git_commit(spec_path: str) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def close_app(app: Celery) -> None:
-    """Close a producer app before its Redis goes away.
-
-    Sending a task subscribes the app to the task's result channel (Celery's Redis
-    backend); a result handle collected later unsubscribes, and against a stopped
-    Redis that means ~20 s of reconnect retries wherever the collection happens.
-    Forget the subscriptions while Redis is still up.
-    """
-    gc.collect()
-    consumer = getattr(app.backend, "result_consumer", None)
-    if consumer is not None:
-        consumer.subscribed_to.clear()
-        consumer.stop()
-    app.close()

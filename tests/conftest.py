@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
+from bench.teardown import close_app
+from producer.handle import BatchHandle
 from producer.local import LocalWorkers, RedisServer
 from producer.spec import Batch, load_batch
 from producer.status import BatchStatus
-from producer.submit import BatchHandle, close_app, submit
+from producer.submit import submit
 from workers.app import create_app
 from workers.runtime import Runtime
 from workers.settings import Settings

@@ -11,6 +11,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from workers.connections import sentinel_options
 from workers.settings import STAGES, Settings
 from workers.tls import tls_options
 
@@ -48,6 +49,12 @@ def create_app(settings: Settings | None = None) -> Celery:
         # No STARTED result write per task: the stage's begin marks the model running
         # in the same round trip as its other checks (and Flower has the events).
         task_track_started=False,
+        # A finished stage sends its chain's next step before its message is acked; if that
+        # send gives up (Celery's default: after about 0.6 s), Celery acks the message
+        # anyway and the model's chain ends there. Keep trying through a failover instead:
+        # about failover_wait seconds, one try a second.
+        task_publish_retry_policy={"max_retries": max(3, round(settings.failover_wait)),
+                                   "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
         broker_connection_retry_on_startup=True,
         broker_connection_retry=True,
         broker_connection_max_retries=None,
@@ -62,8 +69,11 @@ def create_app(settings: Settings | None = None) -> Celery:
             "unacked_restore_interval": settings.restore_interval,
             "unacked_restore_throttle": settings.restore_throttle,
             "socket_connect_timeout": settings.broker_connect_timeout,
+            # sentinel:// URLs: the master's name and how to reach the sentinels.
+            **sentinel_options(settings, settings.broker()),
         },
-        result_backend_transport_options={"socket_connect_timeout": settings.broker_connect_timeout},
+        result_backend_transport_options={"socket_connect_timeout": settings.broker_connect_timeout,
+                                          **sentinel_options(settings, settings.backend())},
         # rediss:// URLs: verify the server's certificate (kombu's own default is not to).
         broker_use_ssl=tls_options(settings.broker()),
         redis_backend_use_ssl=tls_options(settings.backend()),

@@ -42,7 +42,7 @@ class LeaseTimeout(RuntimeError):
 
 
 def cache_key(stage: str, params: Any, inputs: list[str], code: str = "") -> str:
-    """The step's key; `code` is the stage's fingerprint (workers.stages.code_version)."""
+    """The step's key; `code` is the stage's fingerprint (workers.stages.stage_code_version)."""
     payload = {"stage": stage, "code": code, "libs": LIBRARY_VERSIONS,
                "params": params, "inputs": inputs}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -30,7 +30,34 @@ SLUG_RULE = ("must be a safe slug: lowercase letters, digits, '-', '_' and singl
              f"starting with a letter or digit, at most {MAX_NAME_CHARS} characters in all")
 # NaN and infinities do not survive JSON (the wire format) and compare false with everything.
 JsonScalar = str | int | FiniteFloat | bool | None
-JsonParam = JsonScalar | list[JsonScalar] | dict[str, JsonScalar]
+
+
+def _json_data(value: Any, at: str = "") -> Any:
+    """`value` if it is JSON data (nested lists and string-keyed mappings of scalars), else ValueError.
+
+    A function rather than a recursive union type: one short message at the inner path
+    instead of one per union member and level.
+    """
+    where = f"at {at}: " if at else ""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}{value} is not a finite number")
+        return value
+    if isinstance(value, list | tuple):
+        return [_json_data(v, f"{at}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise ValueError(f"{where}mapping keys must be strings")
+        return {k: _json_data(v, f"{at}.{k}") for k, v in value.items()}
+    raise ValueError(f"{where}a {type(value).__name__} is not JSON data (use strings, numbers, "
+                     "booleans, null, lists and mappings)")
+
+
+# Nested, so a param can be an estimator `{class_path, params}` or a list of `[name, estimator]`
+# pairs (workers/pipeline/estimators.py builds them); the spec loader bounds the depth.
+JsonParam = Annotated[Any, AfterValidator(_json_data)]
 
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "precision_macro",
                           "recall_macro")
@@ -48,6 +75,8 @@ METRIC_RANGES: dict[str, tuple[float, float]] = {
 DEFER_TASK_CHECKS = "defer_task_checks"
 # A field path inside a model spec, as pydantic gives it: ("evaluation", "metrics", 0).
 Loc = tuple[str | int, ...]
+# Candidates one hyperparameter search may try (grid size or n_iter), and trials kept in its record.
+MAX_SEARCH_TRIALS = 1000
 
 
 def is_slug(name: str) -> bool:
@@ -123,6 +152,40 @@ class EstimatorSpec(Strict):
     params: dict[str, JsonParam] = Field(default_factory=dict)
 
 
+class SearchSpec(Strict):
+    """Hyperparameter search around the estimator: scikit-learn's GridSearchCV or
+    RandomizedSearchCV (lists sampled uniformly), refitted on all training rows.
+
+    `space` maps param names (nested ones as `step__param`) to the values to try;
+    a value may be an estimator `{class_path, params}`. `metric` defaults to the
+    model's primary metric.
+    """
+
+    kind: Literal["grid", "random"] = "grid"
+    space: dict[str, Annotated[list[JsonParam], Field(min_length=1)]] = Field(min_length=1)
+    n_iter: int = Field(10, ge=1, le=MAX_SEARCH_TRIALS)
+    cv: int = Field(3, ge=2, le=20)
+    metric: str | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _bounded(self) -> SearchSpec:
+        if self.kind == "grid" and self.trials > MAX_SEARCH_TRIALS:
+            raise ValueError(f"the grid has {self.trials} candidates, more than the maximum "
+                             f"{MAX_SEARCH_TRIALS}; use kind: random with n_iter")
+        return self
+
+    @property
+    def trials(self) -> int:
+        """How many candidates the search tries."""
+        size = 1
+        for values in self.space.values():
+            size *= len(values)
+            if size > MAX_SEARCH_TRIALS:  # no need to multiply a hostile space out
+                return size
+        return size if self.kind == "grid" else min(size, self.n_iter)
+
+
 class EvaluationSpec(Strict):
     metrics: list[str] = Field(default_factory=list)
     primary: str | None = None
@@ -150,6 +213,7 @@ class ModelSpec(Strict):
     dataset: Dataset
     preprocess: PreprocessSpec = PreprocessSpec()
     estimator: EstimatorSpec
+    search: SearchSpec | None = None
     evaluation: EvaluationSpec = EvaluationSpec()
     deploy: DeploySpec = DeploySpec()
     tags: dict[str, str] = Field(default_factory=dict)
@@ -195,6 +259,11 @@ class ModelSpec(Strict):
         return self.deploy.gate.metric or self.primary_metric
 
     @property
+    def search_metric(self) -> str:
+        """What a search scores its candidates by: its own metric, else the primary one."""
+        return (self.search.metric if self.search else None) or self.primary_metric
+
+    @property
     def cost_class(self) -> str:
         """Models that cost about the same to run: task, estimator and its size, data shape.
 
@@ -205,7 +274,9 @@ class ModelSpec(Strict):
                  f"synthetic:{ds.n_samples}x{ds.n_features}" if isinstance(ds, SyntheticDataset) else
                  f"csv:{ds.path}:{ds.segment_by or ''}")
         size = ",".join(f"{k}={self.estimator.params[k]}" for k in _SIZE_PARAMS if k in self.estimator.params)
-        return f"{self.task}|{self.estimator.class_path}({size})|{shape}"
+        # A search fits its estimator (candidates x folds + 1) times: another class of cost.
+        search = f"|search:{self.search.trials}x{self.search.cv}" if self.search else ""
+        return f"{self.task}|{self.estimator.class_path}({size})|{shape}{search}"
 
 
 def threshold_problem(metric: str, threshold: float) -> str | None:
@@ -249,9 +320,21 @@ class PreparedInfo(Strict):
     transform_digest: str | None = None
 
 
+class SearchSummary(Strict):
+    """A search's outcome, carried in the chain (the full trial table is in the train run record)."""
+
+    metric: str
+    best_params: dict[str, JsonParam]
+    # In the metric's own units (an error metric is positive); None if every candidate failed.
+    best_score: FiniteFloat | None
+    n_trials: int
+    seconds: float
+
+
 class TrainedInfo(Strict):
     model_digest: str
     run_id: str
+    search: SearchSummary | None = None
 
 
 class EvaluatedInfo(Strict):

@@ -1,8 +1,9 @@
 """The code part of a stage's cache key: a hash of the source the stage runs.
 
 A stage's fingerprint covers its own function in `workers/stages.py` (nested
-functions included) and the full source of every `workers.pipeline` module that
-function reaches, directly or through the pipeline modules' own imports.
+functions included), the helpers of that module it calls (`_train_params`, ...),
+and the full source of every `workers.pipeline` module those reach, directly or
+through the pipeline modules' own imports.
 Libraries count by version (cache.LIBRARY_VERSIONS), not here. So an edit to
 `workers/pipeline/evaluate.py` changes the evaluate key (and, through its output
 digests, whatever follows) and not preprocess or train.
@@ -23,22 +24,39 @@ PACKAGE = "workers.pipeline"
 
 
 def fingerprint(func: Callable[..., Any]) -> str:
-    """sha256 (hex, first 16 characters) of `func`'s source and the pipeline modules it reaches."""
-    digest = hashlib.sha256(inspect.getsource(func).encode())
+    """sha256 (hex, first 16 characters) of `func`'s source, its module's helpers it calls
+    and the pipeline modules they reach."""
+    digest = hashlib.sha256()
+    for helper in _helpers(func):
+        digest.update(inspect.getsource(helper).encode())
     for name in sorted(reached_modules(func)):
         digest.update(f"\0{name}\0".encode())
         digest.update(_source(name))
     return digest.hexdigest()[:16]
 
 
+def _helpers(func: Callable[..., Any]) -> list[Callable[..., Any]]:
+    """`func` and the functions of its own module it calls, transitively, in the order met."""
+    found = [func]
+    for current in found:
+        for name in _names(current.__code__):
+            obj = func.__globals__.get(name)
+            if (inspect.isfunction(obj) and obj.__module__ == func.__module__
+                    and obj not in found):
+                found.append(obj)
+    return found
+
+
 def reached_modules(func: Callable[..., Any]) -> set[str]:
-    """The `workers.pipeline` modules `func` uses, closed over their imports of each other."""
+    """The `workers.pipeline` modules `func` (and its helpers) use, closed over their imports
+    of each other."""
     found: set[str] = set()
-    for name in _names(func.__code__):
-        obj = func.__globals__.get(name)
-        module = obj.__name__ if isinstance(obj, ModuleType) else getattr(obj, "__module__", None)
-        if isinstance(module, str) and _in_package(module):
-            found.add(module)
+    for helper in _helpers(func):
+        for name in _names(helper.__code__):
+            obj = func.__globals__.get(name)
+            module = obj.__name__ if isinstance(obj, ModuleType) else getattr(obj, "__module__", None)
+            if isinstance(module, str) and _in_package(module):
+                found.add(module)
     todo = list(found)
     while todo:
         for imported in _imports(todo.pop()):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import redis
 
 from workers.cache import StepCache
+from workers.connections import redis_client
 from workers.journal import Journal
 from workers.registry import Registry
 from workers.settings import Settings
@@ -25,8 +26,8 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
-        client = redis.Redis.from_url(
-            settings.backend(), socket_connect_timeout=settings.broker_connect_timeout,
+        client = redis_client(
+            settings, settings.backend(), socket_connect_timeout=settings.broker_connect_timeout,
             health_check_interval=30, retry_on_timeout=True,
             decode_responses=True)
         store = ArtifactStore(settings.artifact_root)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STAGES: tuple[str, ...] = ("preprocess", "train", "evaluate", "deploy")
@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     broker_url: SecretStr | None = None
     # Defaults to the broker URL; also where runs, cache index and registry live.
     result_backend: SecretStr | None = None
+    # With `sentinel://H1:26379;sentinel://H2:26379` URLs (Redis Sentinel failover): the
+    # master's name as the sentinels know it, and the sentinels' own password if they
+    # have one (the master's password is the URL's).
+    sentinel_master: str | None = None
+    sentinel_password: SecretStr | None = None
     artifact_root: Path = Path(".modelfleet/artifacts")
     # Where the embedded Redis keeps its append-only file, so the cache, runs and
     # registry of local runs survive between commands.
@@ -54,10 +59,24 @@ class Settings(BaseSettings):
     transient_max_retries: int = 5
     stage_time_limit: int | None = None
     broker_connect_timeout: float = 5.0
+    # How long a client rides out an unreachable Redis (a Sentinel failover, a restart):
+    # a worker keeps trying to send a finished stage's next step (or its retry), and
+    # `wait` keeps polling, for about this many seconds before giving up.
+    failover_wait: float = 60.0
     worker_concurrency: int = 1
 
     flower_user: str = "admin"
     flower_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _sentinel_needs_a_master(self) -> Settings:
+        for name in ("broker_url", "result_backend"):
+            url = getattr(self, name)
+            if (url is not None and url.get_secret_value().strip().startswith("sentinel://")
+                    and not self.sentinel_master):
+                raise ValueError(f"MODELFLEET_{name.upper()} is a sentinel:// URL: set "
+                                 "MODELFLEET_SENTINEL_MASTER to the name the sentinels monitor")
+        return self
 
     def broker(self) -> str:
         """The broker URL; raises if none is configured (local commands set one)."""

@@ -41,7 +41,9 @@ from workers.contracts import (
     ChainState,
     DeployedInfo,
     EvaluatedInfo,
+    ModelSpec,
     PreparedInfo,
+    SearchSummary,
     TrainedInfo,
     parse_message,
     to_message,
@@ -51,11 +53,13 @@ from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import compute_metrics
 from workers.pipeline.preprocess import dump_split, load_split, prepare, table_digest_bytes
+from workers.pipeline.search import build_search, run_search
 from workers.pipeline.train import dump_model, fit, load_model
 from workers.registry import decide
 from workers.runtime import Runtime
 from workers.settings import STAGES
 from workers.store import digest_bytes
+from workers.usercode import class_paths, code_versions
 from workers.writes import Writes
 
 log = get_task_logger(__name__)
@@ -238,7 +242,7 @@ class StageTask(Task):  # type: ignore[misc]
              cached: bool = True) -> tuple[dict[str, Any], str]:
         """Run compute through the cache and queue the run record; returns (value, run_id)."""
         rt, job = self.runtime, state.job
-        key = cache_key(stage, params, inputs, code_version(stage))
+        key = cache_key(stage, params, inputs, stage_code_version(stage))
         run = self.run_base(state, stage, params, inputs, key)
         started = run["started"]
         try:
@@ -267,7 +271,7 @@ class StageTask(Task):  # type: ignore[misc]
         return {"batch_id": job.batch_id, "model": job.model.name, "stage": stage,
                 "params": params, "inputs": inputs, "cache_key": key, "started": time.time(),
                 "task_id": self.request.id, "worker": self.request.hostname or socket.gethostname(),
-                "tags": job.model.tags, "code_version": code_version(stage),
+                "tags": job.model.tags, "code_version": stage_code_version(stage),
                 "libraries": LIBRARY_VERSIONS}
 
     def record_failure(self, run: dict[str, Any], exc: BaseException) -> None:
@@ -383,20 +387,42 @@ def _train(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     model, rt = state.job.model, self.runtime
     assert state.prepared is not None, "train needs a prepared message"
     data_digest = state.prepared.data_digest
+    allowed = rt.settings.allowed_estimator_prefixes
     # Checked on every delivery, so a hand-made message cannot smuggle an import in.
-    estimator = build_estimator(model.estimator, model.task, rt.settings.allowed_estimator_prefixes)
+    estimator = build_estimator(model.estimator, model.task, allowed)
+    search = (build_search(estimator, model.search, model.search_metric, model.task, allowed)
+              if model.search else None)
 
     def compute() -> tuple[dict[str, Any], list[str]]:
         split = load_split(rt.store.get(data_digest))
-        fitted = fit(estimator, split.X_train, split.y_train)
+        if search is None:
+            fitted, report = fit(estimator, split.X_train, split.y_train), None
+        else:  # the deployed model is the best candidate, refitted on all training rows
+            fitted, report = run_search(search, split.X_train, split.y_train)
         data = dump_model(fitted)
         digest = rt.store.put(data)
         _JUST_TRAINED.put(digest, fitted, len(data))
-        return {"model_digest": digest}, [digest]
+        return {"model_digest": digest, **({"search": report} if report else {})}, [digest]
 
-    params = {"task": model.task, "estimator": model.estimator.model_dump(mode="json")}
-    value, run_id = self.step(state, writes, "train", params, [data_digest], compute)
-    return state.model_copy(update={"trained": TrainedInfo(run_id=run_id, **value)})
+    value, run_id = self.step(state, writes, "train", _train_params(model), [data_digest], compute)
+    report = value.get("search")
+    summary = SearchSummary(**{k: report[k] for k in SearchSummary.model_fields}) if report else None
+    info = TrainedInfo(model_digest=value["model_digest"], run_id=run_id, search=summary)
+    return state.model_copy(update={"trained": info})
+
+
+def _train_params(model: ModelSpec) -> dict[str, Any]:
+    """What a fit depends on besides its data; keys absent when unused keep older cache keys valid."""
+    params: dict[str, Any] = {"task": model.task, "estimator": model.estimator.model_dump(mode="json")}
+    if model.search is not None:
+        params["search"] = {**model.search.model_dump(mode="json"), "metric": model.search_metric}
+    return {**params, **_user_code(model)}
+
+
+def _user_code(model: ModelSpec) -> dict[str, Any]:
+    """The versions of the team's own packages the model uses (see workers/usercode.py), if any."""
+    versions = code_versions(class_paths(model))
+    return {"user_code": versions} if versions else {}
 
 
 @_stage("evaluate")
@@ -418,7 +444,8 @@ def _evaluate(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
                                     "data_digest": data_digest, "n_test": len(split.y_test)})
         return {"report_digest": report, "metrics": metrics}, [report]
 
-    params = {"metrics": model.metric_names}
+    # The team's predict code may change without changing the model file.
+    params = {"metrics": model.metric_names, **_user_code(model)}
     value, run_id = self.step(state, writes, "evaluate", params, [model_digest, data_digest], compute)
     return state.model_copy(update={"evaluated": EvaluatedInfo(run_id=run_id, **value)})
 
@@ -440,7 +467,7 @@ def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
         record, _ = rt.registry.register_record(name, ev.report_digest, {
             "batch_id": job.batch_id, "metrics": ev.metrics, "primary_metric":
             job.model.primary_metric, "tags": job.model.tags, "lineage": state.model_dump(mode="json"),
-            "libraries": LIBRARY_VERSIONS, "stage_versions": code_versions()},
+            "libraries": LIBRARY_VERSIONS, "stage_versions": stage_code_versions()},
             content_key=_content_key(state))
         promoted, reason = _promote_once(rt, state, record)
         return {"version": record["version"], "promoted": promoted, "reason": reason, "alias": alias}, []
@@ -482,31 +509,31 @@ _STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {
 
 
 @functools.cache
-def code_version(stage: str) -> str:
+def stage_code_version(stage: str) -> str:
     """The stage's code fingerprint, computed once per process (workers/fingerprint.py)."""
     return fingerprint(_STAGE_FUNCTIONS[stage])
 
 
-def code_versions() -> dict[str, str]:
-    return {stage: code_version(stage) for stage in STAGES}
+def stage_code_versions() -> dict[str, str]:
+    return {stage: stage_code_version(stage) for stage in STAGES}
 
 
 # Computed on import, in the worker's main process before it forks its pool children
 # (about 0.1 s): not inside the first stage's time of every child.
-code_versions()
+stage_code_versions()
 
 
 def _content_key(state: ChainState) -> str:
-    """What makes two registrations the same model: data, params, code, libraries, metrics.
-
-    An identical refit (after `cache prune` or with `--no-cache`) then returns the
-    version it already has instead of a new one, whatever bytes its file has.
+    """What makes two registrations the same model: the train step's key (its data, params,
+    code and libraries), the fitted transform, the evaluate code and metric names, and the
+    metrics. An identical refit (after `cache prune` or with `--no-cache`) then returns the
+    version it already has instead of a new one, whatever bytes its model file has.
     """
     job, prepared, ev = state.job, state.prepared, state.evaluated
     assert prepared is not None and ev is not None
     model = job.model
+    train = cache_key("train", _train_params(model), [prepared.data_digest], stage_code_version("train"))
     return cache_key("deploy", {
-        "task": model.task, "preprocess": model.preprocess.model_dump(mode="json"),
-        "estimator": model.estimator.model_dump(mode="json"), "metrics": ev.metrics,
-        "code": {s: code_version(s) for s in ("preprocess", "train", "evaluate")}},
-        [prepared.dataset_digest, prepared.data_digest])
+        "train": train, "transform": prepared.transform_digest, "metrics": ev.metrics,
+        "evaluate": {"metrics": model.metric_names, "code": stage_code_version("evaluate")}},
+        [prepared.dataset_digest])

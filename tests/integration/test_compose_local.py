@@ -1,7 +1,7 @@
 """docker-compose.yml's own services, run as local processes: scale the worker to 3 and
 submit the producer's batch.
 
-The commands and environments come from the compose file itself (tests/compose_local.py
+The commands and environments come from the compose file itself (bench/compose_local.py
 maps a container to a process), so this test and the file cannot drift. Redis is the
 test's own redis-server with the password from the environment (requirepass is exercised),
 the named volume a temp dir.
@@ -25,10 +25,7 @@ from typing import Any
 import pytest
 import redis
 
-from producer.local import RedisServer, find_redis_server, free_port, wait_for
-from producer.spec import load_batch
-from producer.status import batch_status
-from tests.compose_local import (
+from bench.compose_local import (
     ENV_EXAMPLE,
     REDIS_ENTRYPOINT,
     LocalCompose,
@@ -38,6 +35,9 @@ from tests.compose_local import (
     settings_from_env,
     shell_redis_server,
 )
+from producer.local import RedisServer, find_redis_server, free_port, wait_for
+from producer.spec import load_batch
+from producer.status import batch_status
 from workers.app import create_app
 from workers.runtime import Runtime
 from workers.settings import STAGES
@@ -142,7 +142,7 @@ def get(url: str, auth: tuple[str, str] | None) -> tuple[int, bytes]:
 
 
 def _k8s_redis() -> tuple[list[str], dict[str, str]]:
-    from tests.unit.test_k8s import env_of, of_kind
+    from tests.support.k8s import env_of, of_kind
 
     (statefulset,) = of_kind("StatefulSet").values()
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import load, run_batch, write_spec
+from tests.support.processes import run_cli
 from workers.settings import STAGES, Settings
 
 pytestmark = pytest.mark.integration
@@ -76,12 +74,6 @@ def test_walmart_one_model_per_store(tmp_path: Path, settings: Settings, workers
     assert all(r.metric == "mae" and r.value is not None and r.value > 0 for r in status.rows)
 
 
-def _cli(args: list[str], settings: Settings, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **settings.to_env()}
-    return subprocess.run([sys.executable, "-m", "producer", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
-
-
 def test_invalid_spec_is_refused_and_nothing_is_enqueued(tmp_path: Path, settings: Settings,
                                                          runtime: Any, uniq: str) -> None:
     bad = classifier(f"typo-{uniq}", "iris", "sklearn.linear_model.LogisticRegression")
@@ -90,7 +82,7 @@ def test_invalid_spec_is_refused_and_nothing_is_enqueued(tmp_path: Path, setting
     path = write_spec(tmp_path, {"name": f"bad-{uniq}", "models": [ok, bad]})
     batches_before = runtime.tracker.list_batches(limit=10_000)
 
-    result = _cli(["submit", str(path)], settings, tmp_path)
+    result = run_cli(["submit", str(path)], settings, tmp_path)
 
     assert result.returncode != 0
     assert f"typo-{uniq}" in result.stderr and "estimator.paramz" in result.stderr
@@ -109,7 +101,7 @@ def test_a_300_character_batch_name_exits_2_and_writes_nothing(tmp_path: Path, s
     path = write_spec(tmp_path, {"name": name, "models": [model]})
     batches_before = runtime.tracker.list_batches(limit=10_000)
 
-    result = _cli(["submit", str(path)], settings, tmp_path)
+    result = run_cli(["submit", str(path)], settings, tmp_path)
 
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "invalid batch spec" in result.stderr
@@ -123,8 +115,8 @@ def test_cli_submit_wait_and_status(tmp_path: Path, settings: Settings, workers:
                                     uniq: str) -> None:
     path = write_spec(tmp_path, {"name": f"cli-{uniq}", "models": [
         classifier(f"cli-{uniq}", "iris", "sklearn.tree.DecisionTreeClassifier", max_depth=3)]})
-    result = _cli(["submit", str(path), "--wait", "--timeout", "120"], settings, tmp_path)
+    result = run_cli(["submit", str(path), "--wait", "--timeout", "120"], settings, tmp_path)
     assert result.returncode == 0, result.stderr
     batch_id = result.stdout.split("submitted batch ")[1].split()[0]
-    status = _cli(["status", batch_id, "--json"], settings, tmp_path)
+    status = run_cli(["status", batch_id, "--json"], settings, tmp_path)
     assert status.returncode == 0 and '"promoted": 1' in status.stdout

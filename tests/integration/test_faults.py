@@ -60,6 +60,39 @@ def test_sigkilled_worker_loses_no_model_and_deploys_each_once(tmp_path: Path, p
         assert len({r["task_id"] for r in runs if r["stage"] == "train"}) == 4 // pack
 
 
+def test_sigkilled_worker_mid_search_deploys_each_meta_estimator_once(tmp_path: Path) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    # A grid search (2 candidates x 2 folds + the refit = 5 fits) whose first fit blocks.
+    searched = classifier("search-gate", FAULTY, started=str(started), wait_for=str(release))
+    searched["search"] = {"kind": "grid", "space": {"fail_times": [0, 1]}, "cv": 2}
+    tree = {"class_path": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 2}}
+    gscv = classifier("gscv", "sklearn.model_selection.GridSearchCV", estimator=tree,
+                      param_grid={"max_depth": [1, 2]}, cv=2)
+    pipe = classifier("pipe", "sklearn.pipeline.Pipeline", steps=[
+        ["scale", {"class_path": "sklearn.preprocessing.StandardScaler"}], ["model", tree]])
+    with cluster(tmp_path) as c:
+        handle = c.submit({"name": "killed-search", "pack": 1, "models": [searched, gscv, pipe]})
+        # Given the search is in its first fit on one worker
+        _, ppid, _ = wait_lines(started, 1)[0]
+        victim = next(p for p in c.workers.procs if p.pid == int(ppid))
+        # When that worker's whole process tree is SIGKILLed
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(10)
+        release.touch()
+        status = handle.wait(timeout=120)
+
+        # Then the other worker ran the whole search once, and every model deployed once.
+        assert status.counts == {"promoted": 3}
+        fits = lines(started)
+        assert len(fits) == 1 + 5 and all(int(f[1]) != victim.pid for f in fits[1:])
+        for name in ("search-gate", "gscv", "pipe"):
+            assert [v["version"] for v in c.runtime.registry.versions(name)] == [1]
+        runs = c.runtime.tracker.runs(batch_id=handle.batch_id)
+        trains = [r for r in runs if r["model"] == "search-gate" and r["stage"] == "train"]
+        assert [(r["status"], r["cache_hit"]) for r in trains] == [("succeeded", False)]
+        assert trains[0]["result"]["search"]["n_trials"] == 2
+
+
 def test_after_a_crash_reindex_rebuilds_the_whole_index_from_the_artifact_root(tmp_path: Path) -> None:
     started, release = tmp_path / "started", tmp_path / "release"
     gate = classifier("crash-gate", FAULTY, started=str(started), wait_for=str(release))

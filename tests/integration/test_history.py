@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
-from producer.models import load_deployed, load_model
+from producer.serving import load_deployed, load_model
 from producer.submit import submit
 from tests.conftest import load, run_batch
-from tests.integration.test_end_to_end import _cli
+from tests.support.processes import run_cli
 from workers.runtime import Runtime
 from workers.settings import Settings
 
@@ -208,19 +208,19 @@ def test_promote_rollback_lineage_and_serving(tmp_path: Path, settings: Settings
     assert runtime.registry.aliases(name) == {"production": 2}
 
     # promote by hand, roll back to where it was
-    assert _cli(["promote", name, "1", "--alias", "production"], settings, tmp_path).returncode == 0
+    assert run_cli(["promote", name, "1", "--alias", "production"], settings, tmp_path).returncode == 0
     assert runtime.registry.aliases(name) == {"production": 1}
-    result = _cli(["rollback", name, "--alias", "production"], settings, tmp_path)
+    result = run_cli(["rollback", name, "--alias", "production"], settings, tmp_path)
     assert result.returncode == 0, result.stderr
     assert runtime.registry.aliases(name) == {"production": 2}
     # a whole batch, then a whole tag
-    assert _cli(["promote", "--batch", batches[0], "--alias", "staging"], settings,
+    assert run_cli(["promote", "--batch", batches[0], "--alias", "staging"], settings,
                 tmp_path).returncode == 0
     assert runtime.registry.aliases(name)["staging"] == 1
-    assert _cli(["promote", "--tag", f"region=eu-{uniq}", "--alias", "staging"], settings,
+    assert run_cli(["promote", "--tag", f"region=eu-{uniq}", "--alias", "staging"], settings,
                 tmp_path).returncode == 0
     assert runtime.registry.aliases(name)["staging"] == 2
-    assert _cli(["rollback", "--tag", f"region=eu-{uniq}", "--alias", "staging"], settings,
+    assert run_cli(["rollback", "--tag", f"region=eu-{uniq}", "--alias", "staging"], settings,
                 tmp_path).returncode == 0
     assert runtime.registry.aliases(name)["staging"] == 1
     # The durable copy `reindex` uses holds the newest aliases and their history.
@@ -229,7 +229,7 @@ def test_promote_rollback_lineage_and_serving(tmp_path: Path, settings: Settings
     assert aliases_copy["history"]["staging"] == runtime.registry.history(name, "staging")
 
     # lineage of production: dataset digest, params, code and libraries, batch, runs, metrics
-    out = _cli(["lineage", f"{name}@production", "--json"], settings, tmp_path)
+    out = run_cli(["lineage", f"{name}@production", "--json"], settings, tmp_path)
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     assert info["version"] == 2 and info["batch_id"] == batches[1]
@@ -242,7 +242,7 @@ def test_promote_rollback_lineage_and_serving(tmp_path: Path, settings: Settings
     deploy = runtime.tracker.get_run(info["run_ids"]["deploy"])
     assert deploy is not None and deploy["batch_id"] == batches[1]
     assert info["metrics"]["accuracy"] == runtime.registry.version(name, 2)["metrics"]["accuracy"]
-    table = _cli(["lineage", f"{name}@production"], settings, tmp_path)
+    table = run_cli(["lineage", f"{name}@production"], settings, tmp_path)
     assert table.returncode == 0 and info["dataset_digest"][:20] in table.stdout
 
     # serving: raw iris rows in, the accuracy the evaluation reported (on all rows: close to it)
@@ -264,42 +264,42 @@ def test_read_commands_print_tables_and_json(tmp_path: Path, settings: Settings,
     spec["models"][1]["estimator"]["params"]["max_depth"] = 6
     h2, _ = run_batch(load(tmp_path, spec, settings), app, runtime)
 
-    runs = json.loads(_cli(["runs", "--batch", h2.batch_id, "--json"], settings, tmp_path).stdout)
+    runs = json.loads(run_cli(["runs", "--batch", h2.batch_id, "--json"], settings, tmp_path).stdout)
     assert len(runs) == 8 and {r["batch_id"] for r in runs} == {h2.batch_id}
-    tagged = json.loads(_cli(["runs", "--tag", f"team=t{uniq}", "--json"], settings, tmp_path).stdout)
+    tagged = json.loads(run_cli(["runs", "--tag", f"team=t{uniq}", "--json"], settings, tmp_path).stdout)
     assert {r["model"] for r in tagged} == {f"a-{uniq}"} and len(tagged) == 8
     hits = Counter(r["cache_hit"] for r in runs if r["stage"] != "deploy")
     assert hits == {True: 4, False: 2}
 
-    cmp = json.loads(_cli(["compare", h1.batch_id, h2.batch_id, "--json"], settings, tmp_path).stdout)
+    cmp = json.loads(run_cli(["compare", h1.batch_id, h2.batch_id, "--json"], settings, tmp_path).stdout)
     by_model = {r["model"]: r for r in cmp}
     assert by_model[f"a-{uniq}"]["delta"] == 0
     b = by_model[f"b-{uniq}"]
     assert b["delta"] == pytest.approx(b["b"] - b["a"])
 
-    shown = json.loads(_cli(["show", f"b-{uniq}", "--json"], settings, tmp_path).stdout)
+    shown = json.loads(run_cli(["show", f"b-{uniq}", "--json"], settings, tmp_path).stdout)
     assert [r["batch_id"] for r in shown["batches"]] == [h1.batch_id, h2.batch_id]
     assert [v["version"] for v in shown["versions"]] == [1, 2]
-    listed = json.loads(_cli(["models", "--tag", f"team=t{uniq}", "--json"], settings, tmp_path).stdout)
+    listed = json.loads(run_cli(["models", "--tag", f"team=t{uniq}", "--json"], settings, tmp_path).stdout)
     assert [m["name"] for m in listed] == [f"a-{uniq}"]
-    grouped = json.loads(_cli(["models", "--group-by", "team", "--json"], settings, tmp_path).stdout)
+    grouped = json.loads(run_cli(["models", "--group-by", "team", "--json"], settings, tmp_path).stdout)
     mine = [m["name"] for m in grouped if m["name"] in (f"a-{uniq}", f"b-{uniq}")]
     assert mine == [f"a-{uniq}", f"b-{uniq}"]  # tagged first, untagged last
-    versions = json.loads(_cli(["models", "versions", f"b-{uniq}", "--json"], settings, tmp_path).stdout)
+    versions = json.loads(run_cli(["models", "versions", f"b-{uniq}", "--json"], settings, tmp_path).stdout)
     assert [v["version"] for v in versions["versions"]] == [1, 2]
-    board = json.loads(_cli(["leaderboard", h2.batch_id, "--group-by", "team", "--json"], settings,
+    board = json.loads(run_cli(["leaderboard", h2.batch_id, "--group-by", "team", "--json"], settings,
                             tmp_path).stdout)
     assert {g: [r["name"] for r in rows] for g, rows in board.items()} == {
         f"t{uniq}": [f"a-{uniq}"], "-": [f"b-{uniq}"]}
-    only = json.loads(_cli(["leaderboard", h2.batch_id, "--tag", f"team=t{uniq}", "--json"], settings,
+    only = json.loads(run_cli(["leaderboard", h2.batch_id, "--tag", f"team=t{uniq}", "--json"], settings,
                            tmp_path).stdout)
     assert [r["name"] for r in only[""]] == [f"a-{uniq}"]
-    stats = json.loads(_cli(["cache", "stats", "--json"], settings, tmp_path).stdout)
+    stats = json.loads(run_cli(["cache", "stats", "--json"], settings, tmp_path).stdout)
     assert stats["entries"] > 0 and stats["hits"] >= 4 and 0 < stats["hit_rate"] < 1
     for args in (["runs", "--batch", h1.batch_id], ["show", f"a-{uniq}"],
                  ["compare", h1.batch_id, h2.batch_id], ["models"], ["models", "versions", f"a-{uniq}"],
                  ["cache", "stats"], ["batches"]):
-        result = _cli(args, settings, tmp_path)
+        result = run_cli(args, settings, tmp_path)
         assert result.returncode == 0 and "Traceback" not in result.stderr, (args, result.stderr)
-    bad = _cli(["show", f"nobody-{uniq}"], settings, tmp_path)
+    bad = run_cli(["show", f"nobody-{uniq}"], settings, tmp_path)
     assert bad.returncode == 2 and "nobody" in bad.stderr

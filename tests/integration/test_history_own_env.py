@@ -19,12 +19,12 @@ import redis
 from sklearn.datasets import load_wine
 
 from producer.local import LocalWorkers, RedisServer, wait_for
-from producer.models import load_model
+from producer.serving import load_model
 from producer.submit import submit
 from tests.conftest import load, run_batch
-from tests.integration.test_end_to_end import _cli
 from tests.support.cluster import FAULTY
 from tests.support.index import index_snapshot
+from tests.support.processes import run_cli
 from workers import keys
 from workers.app import create_app
 from workers.cache import StepCache, cache_key
@@ -93,7 +93,7 @@ def test_retry_reruns_only_the_failed_models(tmp_path: Path, own_env: Env) -> No
 
     # When the file is repaired and the batch retried (spec unchanged)
     csv.write_text(GOOD_CSV)
-    result = _cli(["retry", handle.batch_id, "--timeout", "120"], own_env.settings, tmp_path)
+    result = run_cli(["retry", handle.batch_id, "--timeout", "120"], own_env.settings, tmp_path)
 
     # Then only the failed model ran again, under the same batch id, and everything deployed
     assert result.returncode == 0, result.stderr
@@ -107,7 +107,7 @@ def test_retry_reruns_only_the_failed_models(tmp_path: Path, own_env: Env) -> No
     record = rt.tracker.get_batch(handle.batch_id)
     assert record is not None and [r["models"] for r in record["retries"]] == [["sales"]]
     # Nothing left to retry: a user error, nothing sent.
-    again = _cli(["retry", handle.batch_id], own_env.settings, tmp_path)
+    again = run_cli(["retry", handle.batch_id], own_env.settings, tmp_path)
     assert again.returncode == 2 and "no failed or cancelled model" in again.stderr
 
 
@@ -133,7 +133,7 @@ def test_index_rebuilt_from_the_artifact_root_equals_the_original(tmp_path: Path
     # A brand-new Redis that knows nothing, on the same artifact root
     with RedisServer(tmp_path / "fresh-redis") as fresh:
         fresh_settings = settings.with_broker(fresh.url)
-        result = _cli(["reindex"], fresh_settings, tmp_path)
+        result = run_cli(["reindex"], fresh_settings, tmp_path)
         assert result.returncode == 0, result.stderr
         rebuilt = index_snapshot(Runtime.from_settings(fresh_settings))
 
@@ -151,10 +151,10 @@ def test_cache_prune_frees_old_entries_but_keeps_registered_models(tmp_path: Pat
     entries = rt.cache.summary()["entries"]
     assert entries >= 3
 
-    kept = _cli(["cache", "prune", "--older-than", "30d"], settings, tmp_path)
+    kept = run_cli(["cache", "prune", "--older-than", "30d"], settings, tmp_path)
     assert kept.returncode == 0 and rt.cache.summary()["entries"] == entries
 
-    pruned = _cli(["cache", "prune", "--older-than", "0s"], settings, tmp_path)
+    pruned = run_cli(["cache", "prune", "--older-than", "0s"], settings, tmp_path)
     assert pruned.returncode == 0, pruned.stderr
     assert f"removed {entries} cache entries" in pruned.stdout
     assert rt.cache.summary()["entries"] == 0
@@ -163,7 +163,7 @@ def test_cache_prune_frees_old_entries_but_keeps_registered_models(tmp_path: Pat
     # The deployed model (estimator + fitted preprocessing) still loads and predicts.
     X, y = load_wine(return_X_y=True)
     assert (load_model("prune-tree@production", runtime=rt).predict(X) == y).mean() > 0.8
-    bad = _cli(["cache", "prune", "--older-than", "soon"], settings, tmp_path)
+    bad = run_cli(["cache", "prune", "--older-than", "soon"], settings, tmp_path)
     assert bad.returncode == 2 and "--older-than" in bad.stderr
 
 

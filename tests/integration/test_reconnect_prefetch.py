@@ -16,8 +16,9 @@ import pytest
 import redis
 from kombu.exceptions import OperationalError
 
+from bench.teardown import close_app
 from producer.local import wait_for
-from producer.submit import close_app, submit
+from producer.submit import submit
 from tests.support.cluster import FAULTY, Cluster, classifier, cluster, wait_lines
 from workers.app import create_app
 

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import redis
 
+from bench.teardown import close_app
 from producer.local import RedisServer
 from producer.messages import send_chains
-from producer.submit import close_app, plan_chains, submit
+from producer.submit import plan_chains, submit
 from tests.conftest import load, run_batch
 from workers import keys
 from workers.app import create_app

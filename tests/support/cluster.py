@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from producer.handle import BatchHandle
 from producer.local import LocalWorkers, RedisServer, wait_for
 from producer.spec import Batch, load_batch
-from producer.submit import BatchHandle, submit
+from producer.submit import submit
 from tests.conftest import EXAMPLE_DATA, close_app, write_spec
 from workers.app import create_app
 from workers.runtime import Runtime

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from producer.local import wait_for
 from tests.conftest import EXAMPLE_DATA
+from workers.settings import Settings
 
 
 def descendants(root: int) -> set[int]:
@@ -124,3 +125,10 @@ def start_up(tmp_path: Path, workers: int, **extra_env: str
     with cli_process([sys.executable, "-m", "producer", "up", "--workers", str(workers)],
                      tmp_path, env) as started:
         yield started
+
+
+def run_cli(args: Sequence[str], settings: Settings, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`modelfleet ARGS` as a user runs it, against `settings`' Redis and artifact root."""
+    env = {**os.environ, **settings.to_env()}
+    return subprocess.run([sys.executable, "-m", "producer", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=120)

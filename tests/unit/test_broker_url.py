@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from bench.teardown import close_app
 from producer.local import free_port
-from producer.submit import BrokerUnavailable, check_broker, close_app, masked_url
+from producer.submit import BrokerUnavailable, check_broker, masked_url
 from workers.app import create_app
 from workers.settings import Settings
 

@@ -19,7 +19,7 @@ from workers import stages
 from workers.fingerprint import reached_modules
 from workers.pipeline.train import dump_model, load_model
 
-_VERSIONS = "import json, workers.stages as s; print(json.dumps(s.code_versions()))"
+_VERSIONS = "import json, workers.stages as s; print(json.dumps(s.stage_code_versions()))"
 
 
 def _versions_of(copy: Path) -> dict[str, str]:
@@ -40,7 +40,7 @@ def _copy_with_edit(tmp_path: Path, relpath: str, edit: str) -> Path:
 @pytest.mark.slow  # a fresh process imports celery and scikit-learn: ~5 s
 def test_editing_evaluate_changes_only_the_evaluate_key(tmp_path: Path) -> None:
     # Given the code versions of this checkout (a copy's are the same: they hash source only)
-    before = stages.code_versions()
+    before = stages.stage_code_versions()
     # When workers/pipeline/evaluate.py is edited in a copy of the package
     after = _versions_of(_copy_with_edit(tmp_path, "workers/pipeline/evaluate.py",
                                          "\n\ndef _new_helper() -> int:\n    return 1\n"))
@@ -51,7 +51,7 @@ def test_editing_evaluate_changes_only_the_evaluate_key(tmp_path: Path) -> None:
 
 @pytest.mark.slow  # a fresh process imports celery and scikit-learn: ~5 s
 def test_editing_preprocess_changes_every_stage_that_runs_its_code(tmp_path: Path) -> None:
-    before = stages.code_versions()
+    before = stages.stage_code_versions()
     after = _versions_of(_copy_with_edit(tmp_path, "workers/pipeline/preprocess.py",
                                          "\n# a changed split\n"))
     # train and evaluate load the split with preprocess.load_split; deploy runs none of it
@@ -61,14 +61,14 @@ def test_editing_preprocess_changes_every_stage_that_runs_its_code(tmp_path: Pat
 @pytest.mark.slow  # a fresh process imports celery and scikit-learn: ~5 s
 def test_an_unedited_copy_has_the_same_versions(tmp_path: Path) -> None:
     assert _versions_of(_copy_with_edit(tmp_path, "workers/pipeline/evaluate.py", "")) == \
-        stages.code_versions()
+        stages.stage_code_versions()
 
 
 def test_stage_modules_are_found_from_the_stage_functions() -> None:
     assert "workers.pipeline.evaluate" in reached_modules(stages._evaluate)
     assert "workers.pipeline.evaluate" not in reached_modules(stages._train)
     assert "workers.pipeline.estimators" in reached_modules(stages._train)
-    assert len(set(stages.code_versions().values())) == 4
+    assert len(set(stages.stage_code_versions().values())) == 4
 
 
 def test_identical_fits_dump_to_identical_bytes_that_load() -> None:

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from tests.compose_local import (
+from bench.compose_local import (
     COMPOSE_FILE,
     DOCKERFILE,
     ENV_EXAMPLE,

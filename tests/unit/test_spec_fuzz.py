@@ -1,6 +1,6 @@
 """Fuzz the spec input surface: bytes, YAML-ish text, hostile values in plausible specs.
 
-Whatever the file holds, loading it through the CLI's path (producer.cli._load, what
+Whatever the file holds, loading it through the CLI's path (producer.cli.batches.load, what
 `run` and `submit` call before anything else) gives a Batch or a UserError built from
 a SpecError whose every line names the file; printing that error never raises and
 prints user text as itself, never as rich markup.
@@ -18,8 +18,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from producer import cli
-from producer.cli_common import UserError, err
+from producer.cli.batches import load
+from producer.cli.common import UserError, err
 from producer.spec import Batch, SpecError, load_batch
 from workers.settings import Settings
 
@@ -44,7 +44,7 @@ def _write(root: Path, data: bytes) -> Path:
 def check(path: Path, s: Settings) -> None:
     """Either a valid batch, or a UserError from a SpecError that prints cleanly."""
     try:
-        batch = cli._load(path, s)
+        batch = load(path, s)
     except UserError as exc:
         assert isinstance(exc.__cause__, SpecError)
         problems = exc.__cause__.problems

@@ -15,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from producer.cli import main
-from producer.cli_common import UserError, err
+from producer.cli.common import UserError, err
 from producer.spec import Batch, SpecError, load_batch
 from producer.submit import submit
 from tests.conftest import EXAMPLE_DATA, write_spec

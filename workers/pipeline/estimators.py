@@ -1,24 +1,40 @@
-"""Resolve an estimator from an allow-listed dotted class path, never anything else."""
+"""Build estimators from allow-listed dotted class paths, nested ones included, never anything else.
+
+A param value `{class_path, params}` is itself an estimator (a pipeline's steps, an
+ensemble's or a meta-estimator's base estimators), and a list item `[name, estimator, ...]`
+becomes the tuple that Pipeline, ColumnTransformer and the ensembles take. Every level is
+allow-listed before anything is imported and its params are checked; an error names the
+field path, e.g. `estimator.params.steps[1][1].class_path`.
+"""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from sklearn.base import BaseEstimator, is_classifier, is_regressor
+from sklearn.base import BaseEstimator, clone, is_classifier, is_regressor
 
 from workers.contracts import EstimatorSpec
 from workers.pipeline.errors import PipelineError
 
+_ESTIMATOR_KEYS = frozenset({"class_path", "params"})
 
-def resolve_class(class_path: str, allowed_prefixes: Sequence[str]) -> type[BaseEstimator]:
+
+def is_estimator_spec(value: Any) -> bool:
+    """Whether a param value stands for an estimator: a mapping with a `class_path`."""
+    return isinstance(value, dict) and "class_path" in value
+
+
+def resolve_class(class_path: str, allowed_prefixes: Sequence[str],
+                  field: str = "estimator.class_path") -> type[BaseEstimator]:
     """The estimator class, checked against the allow-list *before* anything is imported."""
-    field = "estimator.class_path"
     if not any(class_path.startswith(p) for p in allowed_prefixes):
-        raise PipelineError(field, f"{class_path!r} is not under an allowed prefix {list(allowed_prefixes)}")
+        raise PipelineError(field, f"{class_path!r} is not under an allowed prefix {list(allowed_prefixes)} "
+                            "(MODELFLEET_ALLOWED_ESTIMATOR_PREFIXES)")
     parts = class_path.split(".")
-    if len(parts) < 2 or any(not p or p.startswith("_") for p in parts):
+    if len(parts) < 2 or any(not p or p.startswith("_") or not p.isidentifier() for p in parts):
         raise PipelineError(field, f"{class_path!r} must be a public dotted path like sklearn.svm.SVC")
     module_name, attr = ".".join(parts[:-1]), parts[-1]
     try:
@@ -35,21 +51,95 @@ def resolve_class(class_path: str, allowed_prefixes: Sequence[str]) -> type[Base
 
 
 def build_estimator(spec: EstimatorSpec, task: str, allowed_prefixes: Sequence[str]) -> Any:
-    """An unfitted estimator with validated params, of the kind the task needs."""
-    cls = resolve_class(spec.class_path, allowed_prefixes)
-    est = cls()
+    """An unfitted estimator (nested ones built too) with validated params, of the task's kind."""
+    est = build_node(spec.model_dump(), allowed_prefixes, "estimator")
     kind = "classifier" if task == "classification" else "regressor"
     if not (is_classifier(est) if kind == "classifier" else is_regressor(est)):
         raise PipelineError("estimator.class_path", f"{spec.class_path!r} is not a {kind}")
-    unknown = sorted(set(spec.params) - set(est.get_params(deep=False)))
-    if unknown:
-        raise PipelineError(f"estimator.params.{unknown[0]}",
-                            f"unknown parameter(s) {unknown} for {cls.__name__}")
-    est.set_params(**spec.params)
-    validate = getattr(est, "_validate_params", None)
-    if callable(validate):  # scikit-learn >= 1.2 checks param types and ranges here
-        try:
-            validate()
-        except (ValueError, TypeError) as exc:
-            raise PipelineError("estimator.params", str(exc)) from exc
     return est
+
+
+def build_node(node: dict[str, Any], allowed_prefixes: Sequence[str], field: str) -> Any:
+    """One `{class_path, params}` mapping at `field` as an estimator; its params built first."""
+    extra = sorted(set(node) - _ESTIMATOR_KEYS)
+    if extra:
+        raise PipelineError(f"{field}.{extra[0]}", "an estimator is a mapping of 'class_path' and "
+                            f"'params' only; unknown key(s) {extra}")
+    class_path, params = node["class_path"], node.get("params") or {}
+    if not isinstance(class_path, str):
+        raise PipelineError(f"{field}.class_path", "must be a dotted class path (a string)")
+    if not isinstance(params, dict):
+        raise PipelineError(f"{field}.params", "must be a mapping of parameter names to values")
+    cls = resolve_class(class_path, allowed_prefixes, f"{field}.class_path")
+    known = set(cls._get_param_names())
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise PipelineError(f"{field}.params.{unknown[0]}",
+                            f"unknown parameter(s) {unknown} for {cls.__name__}")
+    if params.get("memory") is not None:  # joblib's cache would pickle to and unpickle from disk
+        raise PipelineError(f"{field}.params.memory", "caching a pipeline's steps on disk is not "
+                            "supported (it pickles); leave memory unset")
+    values = {k: build_value(v, allowed_prefixes, f"{field}.params.{k}") for k, v in params.items()}
+    try:
+        est = cls(**values)
+    except TypeError as exc:  # a required argument (Pipeline's steps) is missing
+        missing = sorted(p for p in known - set(params) if p in _required(cls))
+        at = f"{field}.params.{missing[0]}" if missing else f"{field}.params"
+        raise PipelineError(at, f"{cls.__name__}: {exc}") from exc
+    except Exception as exc:  # a team's class may check its params in __init__: still the spec's fault
+        raise PipelineError(f"{field}.params", f"{cls.__name__}: {type(exc).__name__}: {exc}") from exc
+    _validate(est, f"{field}.params")
+    return est
+
+
+def build_value(value: Any, allowed_prefixes: Sequence[str], field: str) -> Any:
+    """A param value with every estimator mapping in it built; named lists become tuples."""
+    if is_estimator_spec(value):
+        return build_node(value, allowed_prefixes, field)
+    if isinstance(value, dict):
+        return {k: build_value(v, allowed_prefixes, f"{field}.{k}") for k, v in value.items()}
+    if not isinstance(value, list):
+        return value
+    built = [build_value(v, allowed_prefixes, f"{field}[{i}]") for i, v in enumerate(value)]
+    # [[name, estimator, ...], ...]: Pipeline steps, ensemble members, ColumnTransformer parts.
+    if any(isinstance(v, list) and len(v) >= 2 and isinstance(v[0], str) and is_estimator_spec(v[1])
+           for v in value):
+        return [tuple(b) if isinstance(v, list) and v and isinstance(v[0], str) else b
+                for v, b in zip(value, built, strict=True)]
+    return built
+
+
+def check_param(est: Any, name: str, value: Any, field: str) -> None:
+    """Refuse `value` for the (possibly nested, `step__param`) param `name` of `est` now, not in a fit."""
+    trial = clone(est)
+    try:
+        trial.set_params(**{name: value})
+    except (ValueError, TypeError) as exc:
+        raise PipelineError(field, str(exc)) from exc
+    owner_name = name.rpartition("__")[0]
+    owner = trial.get_params(deep=True)[owner_name] if owner_name else trial
+    if hasattr(owner, "get_params"):
+        _validate(owner, field)
+
+
+# scikit-learn's own checks that need no data, and the param each one is about: types and
+# ranges (>= 1.2), a pipeline's steps (all but the last transformers), an ensemble's members.
+_CHECKS = {"_validate_params": "", "_validate_steps": ".steps", "_validate_estimators": ".estimators"}
+
+
+def _validate(est: Any, field: str) -> None:
+    for name, param in _CHECKS.items():
+        check = getattr(est, name, None)
+        # A team's estimator need not declare constraints; scikit-learn's check needs them.
+        if name == "_validate_params" and not hasattr(est, "_parameter_constraints"):
+            continue
+        if callable(check):
+            try:
+                check()
+            except (ValueError, TypeError) as exc:
+                raise PipelineError(field + param, str(exc)) from exc
+
+
+def _required(cls: type) -> set[str]:
+    return {n for n, p in inspect.signature(cls).parameters.items()
+            if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}

@@ -1,4 +1,5 @@
-"""`modelfleet up`: the local platform (Redis, K workers, Flower) until Ctrl-C."""
+"""Platform commands: `up` (the local platform: Redis, K workers, Flower, until Ctrl-C) and
+`worker` (one Celery worker for the configured broker)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import time
 from types import FrameType
 
 import click
-from kombu.utils.url import maybe_sanitize_url
 from rich.markup import escape
 
-from producer.cli_common import broker, console, err
-from producer.local import LocalFlower
-from workers.settings import Settings
+from producer.cli.common import UserError, broker, console, err, pass_settings
+from producer.local import LocalFlower, running_embedded_redis
+from producer.submit import masked_url
+from workers.app import create_app
+from workers.settings import STAGES, Settings
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -41,10 +43,10 @@ def _wait_until_interrupted(flower: LocalFlower) -> int:
 @click.command()
 @click.option("--workers", "-w", default=2, show_default=True, help="Local worker processes.")
 @click.option("--flower-port", type=int, default=None, help="Flower's port (default: a free one).")
-def up(workers: int, flower_port: int | None) -> None:
+@pass_settings
+def up(settings: Settings, workers: int, flower_port: int | None) -> None:
     """Start the local platform: embedded Redis, K workers and Flower, until Ctrl-C."""
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    settings = Settings()
     console.print(f"starting {workers} workers and Flower ...")
     code = 0
     try:
@@ -61,7 +63,7 @@ def up(workers: int, flower_port: int | None) -> None:
                                "  # then `modelfleet submit SPEC` from another shell")
                 else:
                     # Configured by the user: never echo its password.
-                    click.echo(f"broker    {maybe_sanitize_url(live.broker())}  "
+                    click.echo(f"broker    {masked_url(live.broker())}  "
                                "(from MODELFLEET_BROKER_URL)")
                 click.echo(f"artifacts {live.artifact_root.resolve()}")
                 click.echo(f"flower    {flower.url}/  user {flower.user}")
@@ -81,3 +83,24 @@ def up(workers: int, flower_port: int | None) -> None:
             signal.signal(sig, handler)
     console.print("stopped")
     raise SystemExit(code)
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--queues", "-Q", default=",".join(STAGES), show_default=True)
+@click.option("--concurrency", "-c", type=int, default=None)
+@click.pass_context
+def worker(ctx: click.Context, queues: str, concurrency: int | None) -> None:
+    """Run a Celery worker for the configured broker (extra args go to `celery worker`)."""
+    settings: Settings = ctx.obj
+    if settings.broker_url is None:
+        running = running_embedded_redis(settings.local_redis_dir)  # e.g. `modelfleet up`'s
+        if running is None:
+            raise UserError("no broker configured: set MODELFLEET_BROKER_URL (or start `modelfleet up`)")
+        settings = settings.with_broker(running)
+    app = create_app(settings)
+    argv = ["worker", "-Q", queues, "-c", str(concurrency or settings.worker_concurrency),
+            *ctx.args]
+    app.worker_main(argv)
+
+
+COMMANDS = [up, worker]

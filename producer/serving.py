@@ -1,8 +1,9 @@
 """Load a deployed model from the registry and predict: the API a serving process uses.
 
-    from producer.models import load_model
-    model = load_model("iris-forest@production", Settings())
+    import modelfleet
+    model = modelfleet.load_model("iris-forest@production")
     model.predict(rows)          # raw feature rows, as in the dataset
+    modelfleet.predict("iris-forest@production", rows)   # the same, in one call
 
 The returned estimator includes the fitted impute/scale steps of its
 preprocess stage, so it takes raw rows. Every artifact is checked against its
@@ -54,3 +55,8 @@ def load_model(ref: str, settings: Settings | None = None, runtime: Runtime | No
     """The fitted estimator (with its preprocessing) of `NAME@alias` or `NAME/version`."""
     runtime = runtime or Runtime.from_settings(settings or Settings())
     return load_deployed(ref, runtime).estimator
+
+
+def predict(ref: str, rows: Any, settings: Settings | None = None, runtime: Runtime | None = None) -> Any:
+    """Load `NAME@alias` or `NAME/version` and predict raw feature rows with it."""
+    return load_model(ref, settings, runtime).predict(rows)

@@ -1,0 +1,183 @@
+"""What every `modelfleet` command shares: consoles, user errors, the broker, the
+progress view and the rich tables (the library returns data; rendering lives here)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from producer import history
+from producer.handle import BatchHandle
+from producer.local import EmbeddedRedis, LocalWorkers
+from producer.status import BatchStatus, ranked
+from workers.runtime import Runtime
+from workers.settings import STAGES, Settings
+from workers.tracking import DEPLOYED
+
+# Piped or captured output has no terminal width; rich would assume 80 columns
+# and cut model names, so give tables room there. soft_wrap: a message line is
+# never broken in the middle (scripts and logs grep for it).
+console = Console(width=None if sys.stdout.isatty() else 140, soft_wrap=True)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140, soft_wrap=True)
+
+TAG = click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Filter by tag (repeatable).")
+JSON = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+# The Settings the `modelfleet` group built (from MODELFLEET_* in the environment), once per call.
+pass_settings = click.make_pass_decorator(Settings)
+
+
+class UserError(click.ClickException):
+    """A mistake the user can fix: message, exit code 2, no traceback."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        # The message is plain text, never markup: it echoes user text (spec names, fields,
+        # YAML errors), and `[/red]` in a model name must print as itself, not raise.
+        err.print(Text.assemble(("error:", "bold red"), " ", self.message), highlight=False)
+
+
+@contextmanager
+def local_platform(settings: Settings, workers: int = 0
+                   ) -> Iterator[tuple[Settings, LocalWorkers | None]]:
+    """The configured broker, or the embedded Redis of `local_redis_dir` (the one already
+    running for it, else a new one), plus k local workers if asked for."""
+    with ExitStack() as stack:
+        if settings.broker_url is None:
+            server = stack.enter_context(EmbeddedRedis(settings.local_redis_dir))
+            settings = settings.with_broker(server.url)
+        started = None
+        if workers:
+            log_dir = settings.local_redis_dir.parent / "logs"
+            started = stack.enter_context(LocalWorkers(settings, workers, log_dir))
+        yield settings, started
+
+
+@contextmanager
+def broker(settings: Settings, workers: int = 0) -> Iterator[Settings]:
+    """The configured broker, or the embedded Redis, plus k local workers if asked for."""
+    with local_platform(settings, workers) as (live, _):
+        yield live
+
+
+@contextmanager
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    """The configured broker's runtime (or the embedded Redis); user errors for unknown names."""
+    with broker(settings) as live:
+        try:
+            yield Runtime.from_settings(live)
+        except KeyError as exc:
+            raise UserError(str(exc.args[0])) from exc
+
+
+def parse_tags(pairs: tuple[str, ...]) -> dict[str, str]:
+    try:
+        return history.parse_tags(pairs)
+    except ValueError as exc:
+        raise UserError(f"--tag: {exc}") from exc
+
+
+def watch(handle: BatchHandle, timeout: float | None, local: LocalWorkers | None = None) -> BatchStatus:
+    """Progress bar per stage until the batch is done, then the leaderboard.
+
+    With `local` workers, raises WorkersGone once all of them have exited."""
+    total = len(handle.status().rows)
+    with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        bars = {s: progress.add_task(s, total=total) for s in STAGES}
+
+        def update(status: BatchStatus) -> None:
+            for stage, bar in bars.items():
+                progress.update(bar, completed=status.stages_done[stage])
+            if local is not None and not status.done:
+                local.check_alive()
+
+        status = handle.wait(timeout=timeout, on_progress=update)
+    console.print(leaderboard_table(status))
+    return status
+
+
+def exit_for(status: BatchStatus, fail_on_gate: bool = False) -> None:
+    """Exit 1 when some model did not deploy (failed or cancelled) or, with `fail_on_gate`,
+    was registered without passing its gate."""
+    failed = status.counts.get("failed", 0) + status.counts.get("cancelled", 0)
+    unpromoted = status.counts.get("registered", 0) + status.counts.get("deployed", 0)
+    if failed:
+        err.print(f"{failed} of {len(status.rows)} models did not deploy")
+    if unpromoted and fail_on_gate:
+        err.print(f"{unpromoted} of {len(status.rows)} models were registered but not promoted "
+                  "(their gate did not pass)")
+    if failed or (unpromoted and fail_on_gate):
+        sys.exit(1)
+
+
+FAIL_ON_GATE = click.option("--fail-on-gate", is_flag=True,
+                            help="Exit 1 if a model's gate did not pass (also: `fail_on_gate: true`).")
+
+
+# ---- rendering -----------------------------------------------------------------------
+
+def emit(data: Any, as_json: bool, table: Callable[[], Table]) -> None:
+    """`--json`: the data; otherwise the rich table."""
+    if as_json:
+        click.echo(json.dumps(data, indent=1, default=str))
+    else:
+        console.print(table())
+
+
+def when(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
+
+
+def num(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
+
+
+def metrics_text(m: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in m.items())
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    out = Table(title=title)
+    for col in columns:
+        out.add_column(col)
+    for row in rows:
+        out.add_row(*(num(c) for c in row))
+    return out
+
+
+def versions_table(name: str, versions: list[dict[str, Any]], aliases: dict[str, int]) -> Table:
+    by_version: dict[int, list[str]] = {}
+    for alias, v in aliases.items():
+        by_version.setdefault(v, []).append(alias)
+    return table(f"{name}: {len(versions)} version(s)", [
+        "version", "aliases", "created", "batch", "metrics", "decision", "artifact"],
+        [[v["version"], ",".join(sorted(by_version.get(v["version"], []))), when(v["created"]),
+          v.get("batch_id"), metrics_text(v.get("metrics", {})), (v.get("decision") or {}).get("reason", ""),
+          v["artifact"][:12]] for v in versions])
+
+
+def leaderboard_table(status: BatchStatus) -> Table:
+    """Models best-first by their primary metric; failures last with their error."""
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(status.counts.items()))
+    out = Table(title=f"batch {status.batch_id}: {summary}")
+    for col in ("model", "metric", "value", "version", "promoted", "status", "worker", "time"):
+        out.add_column(col, justify="right" if col in ("value", "version", "time") else "left")
+    for r in ranked(status.rows):
+        detail = (f"{r.status}: {r.error[:80]}" if r.error and r.status not in DEPLOYED else
+                  f"{r.status}: {r.reason[:80]}" if r.status == "registered" and r.reason else r.status)
+        out.add_row(r.name, r.metric or "", f"{r.value:.4f}" if r.value is not None else "",
+                    str(r.version or ""), "yes" if r.promoted else ("no" if r.version else ""),
+                    detail, r.worker, f"{r.seconds:.1f}s" if r.seconds is not None else "")
+    return out
