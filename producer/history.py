@@ -53,9 +53,69 @@ def batch_models(runtime: Runtime, batch_id: str,
             for name, st in runtime.tracker.model_states(batch_id, names).items()}
 
 
+def page_runs(runtime: Runtime, limit: int, offset: int = 0, batch_id: str | None = None,
+              model: str | None = None, status: str | None = None, stage: str | None = None,
+              tags: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], int]:
+    """A page of the matching runs, oldest first, skipping the `offset` newest; and how many match.
+
+    Without filters beyond one index (a batch, a model or all runs) only the page is read;
+    other filters read every run of the index and page after filtering.
+    """
+    tracker = runtime.tracker
+    if not (status or stage or tags or (batch_id and model)):
+        total = tracker.count_runs(batch_id, model)
+        return tracker.runs(batch_id=batch_id, model=model, limit=limit, skip_newest=offset), total
+    found = [r for r in tracker.runs(batch_id=batch_id, model=model, status=status, tags=tags,
+                                     limit=10**9)
+             if stage is None or r["stage"] == stage]
+    end = max(len(found) - offset, 0)
+    return found[max(end - limit, 0):end], len(found)
+
+
 def compare(runtime: Runtime, batch_a: str, batch_b: str) -> list[dict[str, Any]]:
     """Per model (in either batch) and metric: value in A, value in B, change, better or worse."""
-    a, b = batch_models(runtime, batch_a), batch_models(runtime, batch_b)
+    return compare_sides(batch_models(runtime, batch_a), batch_models(runtime, batch_b))
+
+
+def side(runtime: Runtime, ref: str, tags: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """What one side of `compare` names, as {model: {status, version, metrics}}.
+
+    A batch id: its models (those with `tags`); `NAME/VERSION` or `NAME@ALIAS`: that version;
+    a registered model's name: its latest version. KeyError if it names nothing.
+    """
+    if "/" not in ref and "@" not in ref and runtime.tracker.get_batch(ref) is not None:
+        specs = runtime.tracker.model_specs(ref)
+        return {n: m for n, m in batch_models(runtime, ref).items()
+                if has_tags(specs.get(n, {}), tags)}
+    try:
+        record = runtime.registry.resolve(ref)
+    except ValueError:  # NAME/not-a-number
+        raise KeyError(f"{ref!r}: a version is a number, as in NAME/2") from None
+    except KeyError:
+        if "/" in ref or "@" in ref:
+            raise
+        raise KeyError(f"{ref!r} is neither a batch id nor a model (NAME, NAME/VERSION or NAME@ALIAS)"
+                       ) from None
+    if not has_tags(record, tags):
+        return {}
+    return {record["name"]: {"status": f"version {record['version']}", "version": record["version"],
+                             "metrics": record.get("metrics", {}), "primary": record.get("primary_metric"),
+                             "error": ""}}
+
+
+def compare_refs(runtime: Runtime, ref_a: str, ref_b: str,
+                 tags: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """`compare` for any two of: batches, model versions, models (see `side`)."""
+    a, b = side(runtime, ref_a, tags), side(runtime, ref_b, tags)
+    if len(a) == 1 and len(b) == 1 and set(a) != set(b):
+        # Two different single models: one row per metric, named by both.
+        (name_a, row_a), (name_b, row_b) = next(iter(a.items())), next(iter(b.items()))
+        a, b = {f"{name_a} vs {name_b}": row_a}, {f"{name_a} vs {name_b}": row_b}
+    return compare_sides(a, b)
+
+
+def compare_sides(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per model (on either side) and metric: value in A, value in B, change, better or worse."""
     rows = []
     for name in sorted(set(a) | set(b)):
         ma = a.get(name, {}).get("metrics", {})
@@ -99,8 +159,10 @@ def lineage(runtime: Runtime, ref: str) -> dict[str, Any]:
     model, prepared, trained, evaluated = chain.job.model, chain.prepared, chain.trained, chain.evaluated
     assert prepared is not None and trained is not None and evaluated is not None
     batch = runtime.tracker.get_batch(record["batch_id"]) or {}
-    deploy_runs = [r["id"] for r in runtime.tracker.runs(batch_id=record["batch_id"], model=model.name)
-                   if r["stage"] == "deploy" and (r.get("result") or {}).get("version") == record["version"]]
+    # The model's index, not the batch's: a report of a 1,000-model batch reads lineages by the thousand.
+    deploy_runs = [r["id"] for r in runtime.tracker.runs(model=model.name)
+                   if r["batch_id"] == record["batch_id"] and r["stage"] == "deploy"
+                   and (r.get("result") or {}).get("version") == record["version"]]
     info = {
         "ref": ref, "name": record["name"], "version": record["version"],
         "aliases": sorted(a for a, v in runtime.registry.aliases(record["name"]).items()

@@ -56,6 +56,11 @@ def redis_quoted(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
+# Flower's tasks page leaves out the args column by default: ours hold each task's stage,
+# model(s) and batch (workers/labels.py). docker-compose.yml and deploy/k8s pass the same.
+FLOWER_TASKS_COLUMNS = "name,args,state,received,runtime,worker,uuid"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -498,7 +503,7 @@ class LocalFlower(_ServiceProcess):
     def command(self) -> list[str]:
         # Flower only understands --port=N / --address=A with "=".
         return [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
-                f"--port={self.port}", f"--address={self.address}"]
+                f"--port={self.port}", f"--address={self.address}", f"--tasks_columns={FLOWER_TASKS_COLUMNS}"]
 
     def env(self) -> dict[str, str]:
         # Drop inherited FLOWER_* (e.g. FLOWER_UNAUTHENTICATED_API) so auth is always on.

@@ -5,7 +5,8 @@ chain and publishes one message at a time (about 1 ms a chain). A chain of
 stages, each on its own queue, is only this on the wire (Celery's message
 protocol 2): the first task's message, whose `chain` field holds the later
 stages as signature dicts in reverse order, each with its own task id, queue and
-argsrepr. The worker pops the next signature when a task succeeds and sends it
+argsrepr (workers.labels: the stage, its models and batch, what Flower shows and
+searches). The worker pops the next signature when a task succeeds and sends it
 with the task's return value as its argument, under the id given here. So we
 build that message with Celery's own `app.amqp.create_task_message` and publish
 it with `app.amqp.send_task_message` through one producer whose publishes kombu
@@ -30,6 +31,7 @@ from celery.utils.time import utcoffset
 from kombu import Producer
 
 from workers.app import TASK_NAMES
+from workers.labels import stage_label
 from workers.settings import STAGES
 
 # Redis commands buffered before a pipeline round trip.
@@ -50,8 +52,9 @@ def send_chains(app: Celery, chains: Iterable[tuple[str, dict[str, Any]]],
                 producer: Producer | None = None) -> list[list[str]]:
     """Publish one chain `stages[0] -> stages[1] -> ...` per (label, first message).
 
-    Each stage runs as task `TASK_NAMES[stage]` on the queue named after it; the
-    label is every task's argsrepr (what Flower and the logs show). Returns each
+    Each stage runs as task `TASK_NAMES[stage]` on the queue named after it; its
+    argsrepr is `stage_label(stage, label)` (what Flower shows and searches, and the
+    logs print), the label being the chain's `workers.labels.chain_label`. Returns each
     chain's task ids in stage order: `task_ids` when given (fix them before
     sending, e.g. to record them first), else new ones. `chains` may be a
     generator, so a caller can build each message just before it is sent.
@@ -70,6 +73,7 @@ def send_chains(app: Celery, chains: Iterable[tuple[str, dict[str, Any]]],
     queues = [amqp.queues[s] for s in stages]
     first_name, first_queue, first_key = names[0], queues[0], stages[0]
     later = list(zip(stages[1:], names[1:], strict=True))[::-1]  # the worker pops from the end
+    first_prefix, later_prefixes = stage_label(first_key, ""), [stage_label(s, "") for s, _ in later]
     reply_to = app.thread_oid
     origin = anon_nodename()  # what Celery puts in every message, computed once
     sent_event = bool(app.conf.task_send_sent_event)
@@ -87,11 +91,12 @@ def send_chains(app: Celery, chains: Iterable[tuple[str, dict[str, Any]]],
                 # Signature dicts as Celery serialises them, the next stage last.
                 chain: list[dict[str, Any]] = [
                     {"task": name, "args": [], "kwargs": {}, "subtask_type": None, "immutable": False,
-                     "options": {"queue": stage, "argsrepr": label, "task_id": task_id, "reply_to": reply_to}}
-                    for (stage, name), task_id in zip(later, ids[:0:-1], strict=True)]
-                msg = create(ids[0], first_name, (message,), {}, chain=chain or None, argsrepr=label,
-                             kwargsrepr="{}", reply_to=reply_to, origin=origin, ignore_result=None,
-                             create_sent_event=sent_event)
+                     "options": {"queue": stage, "argsrepr": prefix + label, "task_id": task_id,
+                                 "reply_to": reply_to}}
+                    for (stage, name), prefix, task_id in zip(later, later_prefixes, ids[:0:-1], strict=True)]
+                msg = create(ids[0], first_name, (message,), {}, chain=chain or None,
+                             argsrepr=first_prefix + label, kwargsrepr="{}", reply_to=reply_to,
+                             origin=origin, ignore_result=None, create_sent_event=sent_event)
                 # retry=False: inside a batch a publish only buffers; a failed flush raises
                 # (kombu's BatchPublishError) instead of being retried, as with the canvas.
                 send(prod, first_name, msg, queue=first_queue, exchange="", routing_key=first_key,

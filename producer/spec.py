@@ -475,6 +475,10 @@ def _expand_matrix(matrix: MatrixSpec, defaults: dict[str, Any], where: str,
                 continue
             model["name"] = "".join(literal + (labels[axis] if axis is not None else "")
                                     for literal, axis in template)
+        # Axis labels become tags (explicit tags win), so `leaderboard --best-per AXIS` and
+        # `--tag AXIS=LABEL` work on every matrix batch.
+        if isinstance(model.get("tags", {}), dict):
+            model["tags"] = {**labels, **model.get("tags", {})}
         out.append((f"matrix {_short(labels)}", model))
     return out, problems
 

@@ -28,6 +28,8 @@ class ModelRow:
     error: str
     worker: str
     seconds: float | None
+    # Every metric of the model (the primary one is `value`), for `leaderboard --metric`.
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def _row(name: str, state: dict[str, str], metric: str | None, created: float) -
         version=int(state["version"]) if state.get("version") else None,
         promoted=state.get("promoted") == "1", reason=state.get("reason", ""),
         error=state.get("error", ""), worker=state.get("worker", ""),
-        seconds=float(end) - created if end else None)
+        seconds=float(end) - created if end else None, metrics=metrics)
 
 
 def ranked(rows: list[ModelRow]) -> list[ModelRow]:

@@ -24,6 +24,7 @@ from producer.messages import new_task_ids, send_chains
 from producer.packing import Pack, plan_packs
 from producer.spec import Batch
 from workers.contracts import SLUG_RULE, ChainState, ModelJob, ModelSpec, is_slug
+from workers.labels import chain_label
 from workers.runtime import Runtime
 
 # Chains whose messages exist at once while sending (and task ids per Redis write).
@@ -36,7 +37,7 @@ class BrokerUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class PlannedChain:
-    """One chain to send: its label, its first message and the models it carries.
+    """One chain to send: its label (workers.labels), its first message and the models it carries.
 
     A chain carries one model (its message is that model's ChainState) or a pack
     of models (a PackState); task ids are recorded per carried model, so
@@ -65,19 +66,6 @@ def plan_chains(batch_id: str, models: list[ModelSpec], no_cache: bool = False, 
         names = tuple(m.name for m in members)
         yield PlannedChain(chain_label(batch_id, names), states[0] if len(members) == 1 else {"pack": states},
                            names)
-
-
-def chain_label(batch_id: str, models: tuple[str, ...], limit: int = 1000) -> str:
-    """What Flower and the logs show for a chain: its batch and every model it carries.
-
-    A short label instead of celery's repr of the whole message (nobody pays for
-    repr()ing the spec on every send); Flower's search finds any model of a pack.
-    """
-    label = f"{batch_id}/{','.join(models)}"
-    if len(label) <= limit:
-        return label
-    shown = label[:limit].rsplit(",", 1)[0]
-    return f"{shown} +{len(models) - shown.count(',') - 1}"
 
 
 def masked_url(url: str) -> str:

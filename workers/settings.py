@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     failover_wait: float = 60.0
     worker_concurrency: int = 1
 
+    # Optional: copy every deployed model into this MLflow server (workers/mlflow_sink.py).
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str = "modelfleet"
+
     flower_user: str = "admin"
     flower_password: SecretStr | None = None
 

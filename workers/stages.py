@@ -49,9 +49,11 @@ from workers.contracts import (
     to_message,
 )
 from workers.fingerprint import fingerprint
+from workers.labels import chain_label, stage_label
+from workers.mlflow_sink import sink_for
 from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
-from workers.pipeline.evaluate import compute_metrics
+from workers.pipeline.evaluate import plot_data, score
 from workers.pipeline.preprocess import dump_split, load_split, prepare, table_digest_bytes
 from workers.pipeline.search import build_search, run_search
 from workers.pipeline.train import dump_model, fit, load_model
@@ -138,7 +140,7 @@ class StageTask(Task):  # type: ignore[misc]
         with keep_alive(self.runtime.redis, keys.alive(self.request.id), self.request.id,
                         self.runtime.settings.lease_ttl):
             done = self._run_members(running, stage, packed, step)
-        log.info("%s %s: %d model(s) in %.3f s", stage, self.request.argsrepr or "", len(done),
+        log.info("%s: %d model(s) in %.3f s", self.request.argsrepr or stage, len(done),
                  time.perf_counter() - started)
         if not done:
             raise Ignore()  # every model left the chain (failed, cancelled): nothing goes on
@@ -224,10 +226,11 @@ class StageTask(Task):  # type: ignore[misc]
         rest = STAGES[STAGES.index(stage):]
         for state in states:
             job = state.job
-            label = f"{job.batch_id}/{job.model.name}"
+            label = chain_label(job.batch_id, [job.model.name])
             first = self.app.signature(f"modelfleet.{rest[0]}", args=(state.model_dump(mode="json"),),
-                                       queue=rest[0], argsrepr=label)
-            single = chain(first, *[self.app.signature(f"modelfleet.{s}", queue=s, argsrepr=label)
+                                       queue=rest[0], argsrepr=stage_label(rest[0], label))
+            single = chain(first, *[self.app.signature(f"modelfleet.{s}", queue=s,
+                                                       argsrepr=stage_label(s, label))
                                     for s in rest[1:]])
             single.freeze()
             # `cancel` revokes the model's new chain, not the pack's spent one.
@@ -439,9 +442,13 @@ def _evaluate(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
         split = load_split(rt.store.get(data_digest))
         fitted = _JUST_TRAINED.get(model_digest) or load_model(rt.store.get(model_digest),
                                                                 rt.settings.allowed_estimator_prefixes)
-        metrics = compute_metrics(fitted, split.X_test, split.y_test, model.metric_names)
+        predictions = fitted.predict(split.X_test)
+        metrics = score(split.y_test, predictions, model.metric_names)
+        # The report's plot data rides in the one artifact evaluate already writes.
         report = rt.store.put_json({"metrics": metrics, "model_digest": model_digest,
-                                    "data_digest": data_digest, "n_test": len(split.y_test)})
+                                    "data_digest": data_digest, "n_test": len(split.y_test),
+                                    "task": model.task,
+                                    "plots": plot_data(fitted, model.task, split.y_test, predictions)})
         return {"report_digest": report, "metrics": metrics}, [report]
 
     # The team's predict code may change without changing the model file.
@@ -452,7 +459,11 @@ def _evaluate(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
 
 @_stage("deploy")
 def deploy(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
-    return self.run_stage(message, "deploy", lambda state, writes: _deploy(self, state, writes))
+    result = self.run_stage(message, "deploy", lambda state, writes: _deploy(self, state, writes))
+    sink = sink_for(self.runtime.settings, self.runtime.store)
+    if sink is not None:
+        sink.offer(result)  # a queue put: a background thread copies the models into MLflow
+    return result
 
 
 def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:

@@ -146,6 +146,11 @@ class Tracker:
         """Each model's ModelSpec JSON as submitted ({} for batches recorded before specs were kept)."""
         return {k: json.loads(v) for k, v in self.r.hgetall(keys.batch_specs(batch_id)).items()}
 
+    def model_spec(self, batch_id: str, model: str) -> dict[str, Any] | None:
+        """One model's ModelSpec JSON as submitted (None if not kept)."""
+        raw = self.r.hget(keys.batch_specs(batch_id), model)
+        return json.loads(raw) if raw else None
+
     def state(self, writes: Writes, batch_id: str, model: str, **fields: Any) -> None:
         """Queue a change of a model's state; the state as it is then goes to the journal."""
         key = keys.batch_model(batch_id, model)
@@ -225,13 +230,20 @@ class Tracker:
         raw = self.r.get(keys.run(run_id))
         return json.loads(raw) if raw else None
 
+    @staticmethod
+    def _runs_index(batch_id: str | None, model: str | None) -> str:
+        return keys.batch_runs(batch_id) if batch_id else keys.model_runs(model) if model else keys.RUNS
+
+    def count_runs(self, batch_id: str | None = None, model: str | None = None) -> int:
+        """How many runs the batch's, the model's or the whole index holds."""
+        return int(self.r.zcard(self._runs_index(batch_id, model)))
+
     def runs(self, batch_id: str | None = None, model: str | None = None,
              status: str | None = None, limit: int = 10_000,
-             tags: dict[str, str] | None = None) -> list[dict[str, Any]]:
-        """Runs oldest first, filtered; `limit` keeps the newest that many of the index."""
-        index = (keys.batch_runs(batch_id) if batch_id else
-                 keys.model_runs(model) if model else keys.RUNS)
-        ids = self.r.zrange(index, -limit, -1)
+             tags: dict[str, str] | None = None, skip_newest: int = 0) -> list[dict[str, Any]]:
+        """Runs oldest first, filtered; `limit` keeps the newest that many of the index
+        after skipping its `skip_newest` newest (a page)."""
+        ids = self.r.zrange(self._runs_index(batch_id, model), -(limit + skip_newest), -(skip_newest + 1))
         out: list[dict[str, Any]] = []
         for start in range(0, len(ids), _CHUNK):
             raws = self.r.mget([keys.run(i) for i in ids[start:start + _CHUNK]])

@@ -1,7 +1,9 @@
 """The `modelfleet` command: one group, one module per command family.
 
 batches.py  run, submit, status, cancel, retry
-runs.py     runs, show, compare, batches, leaderboard
+runs.py     runs, show, compare, batches
+leaderboard.py  leaderboard (per task and metric; table, CSV or JSON)
+report.py   report (HTML pages per model version and per batch; report_html.py, plots.py)
 registry.py models, promote, rollback, lineage
 platform.py up, worker
 cache.py    cache, reindex
@@ -13,7 +15,7 @@ from __future__ import annotations
 import click
 from pydantic import ValidationError
 
-from producer.cli import batches, cache, platform, registry, runs
+from producer.cli import batches, cache, leaderboard, platform, registry, report, runs
 from producer.cli.common import UserError
 from workers.settings import Settings
 
@@ -30,7 +32,7 @@ def main(ctx: click.Context) -> None:
             f"MODELFLEET_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())) from exc
 
 
-for family in (batches, runs, registry, platform, cache):
+for family in (batches, runs, leaderboard, report, registry, platform, cache):
     for command in family.COMMANDS:
         main.add_command(command)
 

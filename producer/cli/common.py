@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from producer import history
+from producer import history, leaderboard
 from producer.handle import BatchHandle
 from producer.local import EmbeddedRedis, LocalWorkers
 from producer.status import BatchStatus, ranked
@@ -104,7 +104,9 @@ def watch(handle: BatchHandle, timeout: float | None, local: LocalWorkers | None
                 local.check_alive()
 
         status = handle.wait(timeout=timeout, on_progress=update)
-    console.print(leaderboard_table(status))
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(status.counts.items()))
+    for part in leaderboard.sections(leaderboard.entries(handle.runtime, handle.batch_id)[1]):
+        console.print(section_table(handle.batch_id, summary, part, None))
     return status
 
 
@@ -180,4 +182,31 @@ def leaderboard_table(status: BatchStatus) -> Table:
         out.add_row(r.name, r.metric or "", f"{r.value:.4f}" if r.value is not None else "",
                     str(r.version or ""), "yes" if r.promoted else ("no" if r.version else ""),
                     detail, r.worker, f"{r.seconds:.1f}s" if r.seconds is not None else "")
+    return out
+
+
+def secs(value: float | None, fmt: str = "{:.2f}s") -> str:
+    return "" if value is None else fmt.format(value)
+
+
+def section_table(batch_id: str, summary: str, part: leaderboard.Section, tag: str | None) -> Table:
+    direction = "lower" if part.lower_is_better else "higher"
+    out = Table(title=f"{batch_id}: {part.task} by {part.metric or '-'} ({direction} is better), "
+                      f"{len(part.rows)} of {part.total} models", caption=summary)
+    columns = ["#", *([tag] if tag else []), "model", part.metric or "value", "version", "promoted",
+               "status", "compute", "queue", "done after", "worker"]
+    for col in columns:
+        out.add_column(col, justify="right" if col in ("#", "version", "compute", "queue", "done after")
+                       or col == part.metric else "left")
+    previous: Any = object()
+    for rank, e in enumerate(part.rows, 1):
+        group = e.tags.get(tag, "-") if tag else None
+        if tag and rank > 1 and group != previous:
+            out.add_section()
+        previous = group
+        detail = e.status if not e.error or e.status in DEPLOYED else f"{e.status}: {e.error[:60]}"
+        out.add_row(str(rank), *([group] if tag else []), e.name,
+                    f"{e.value:.4f}" if e.value is not None else "", str(e.version or ""),
+                    "yes" if e.promoted else ("no" if e.version else ""), detail,
+                    secs(e.compute_seconds), secs(e.queue_seconds), secs(e.done_seconds), e.worker)
     return out

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
-from dataclasses import replace
 from typing import Any
 
 import click
@@ -17,7 +15,7 @@ from producer.cli.common import (
     UserError,
     console,
     emit,
-    leaderboard_table,
+    err,
     metrics_text,
     parse_tags,
     pass_settings,
@@ -36,21 +34,31 @@ from workers.settings import Settings
 @click.option("--status", type=click.Choice(["succeeded", "failed"]))
 @click.option("--stage")
 @TAG
-@click.option("--limit", type=int, default=200, show_default=True, help="Newest this many runs.")
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Runs per page (the newest first page).")
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many of the newest runs.")
+@click.option("--page", type=click.IntRange(min=1), help="Page P of --limit runs (1: the newest).")
 @JSON
 @pass_settings
 def runs(settings: Settings, batch_id: str | None, model: str | None, status: str | None, stage: str | None,
-         tags: tuple[str, ...], limit: int, as_json: bool) -> None:
-    """List stage runs, newest last."""
+         tags: tuple[str, ...], limit: int, offset: int, page: int | None, as_json: bool) -> None:
+    """List stage runs, a page at a time (newest page first, oldest run first in it)."""
+    if page is not None:
+        offset = (page - 1) * limit
     with runtime(settings) as rt:
-        found = rt.tracker.runs(batch_id=batch_id, model=model, status=status, tags=parse_tags(tags),
-                                limit=limit if not (stage or tags or status) else 10**9)
-    found = [r for r in found if stage is None or r["stage"] == stage][-limit:]
-    emit(found, as_json, lambda: table(f"{len(found)} run(s)", [
+        found, total = history.page_runs(rt, limit, offset, batch_id=batch_id, model=model, status=status,
+                                         stage=stage, tags=parse_tags(tags))
+    if as_json:
+        click.echo(json.dumps(found, indent=1, default=str))
+        return
+    console.print(table(f"{len(found)} of {total} run(s)", [
         "run", "batch", "model", "stage", "status", "cache", "seconds", "worker", "metrics / error"],
         [[r["id"][:12], r["batch_id"], r["model"], r["stage"], r["status"],
           "hit" if r["cache_hit"] else "", f"{r['duration']:.2f}", r["worker"],
           _run_detail(r)] for r in found]))
+    if offset + len(found) < total:
+        err.print(f"showing runs {offset + 1}-{offset + len(found)} of {total}, newest first; older: "
+                  f"--page {offset // limit + 2} (or --offset {offset + len(found)})")
 
 
 def _run_detail(run: dict[str, Any]) -> str:
@@ -85,19 +93,23 @@ def show(settings: Settings, model: str, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("batch_a")
-@click.argument("batch_b")
+@click.argument("a")
+@click.argument("b")
+@TAG
 @JSON
 @pass_settings
-def compare(settings: Settings, batch_a: str, batch_b: str, as_json: bool) -> None:
-    """Metric changes per model between two batches, side by side."""
+def compare(settings: Settings, a: str, b: str, tags: tuple[str, ...], as_json: bool) -> None:
+    """Metric changes between two batches, model versions (NAME/VERSION, NAME@ALIAS) or models
+    (their latest versions), side by side; --tag keeps the models with those tags."""
     with runtime(settings) as rt:
-        rows = history.compare(rt, batch_a, batch_b)
+        rows = history.compare_refs(rt, a, b, parse_tags(tags))
+    if not rows:
+        raise UserError(f"nothing to compare: no model of {a} or {b} has the tags {list(tags)}")
 
     def mark(r: dict[str, Any]) -> str:
         return {True: "better", False: "worse", None: ""}[r["better"]]
 
-    emit(rows, as_json, lambda: table(f"{batch_a} (A) vs {batch_b} (B)", [
+    emit(rows, as_json, lambda: table(f"{a} (A) vs {b} (B)", [
         "model", "metric", "A", "B", "change", "", "status A", "status B"],
         [[r["model"], r["metric"], r["a"], r["b"],
           f"{r['delta']:+.4f}" if r["delta"] is not None else "", mark(r), r["status_a"] or "-",
@@ -121,32 +133,4 @@ def batches(settings: Settings, limit: int, as_json: bool) -> None:
                            f"{s.eta:.0f}s" if s.eta is not None else ""] for s in found]))
 
 
-@click.command("leaderboard")
-@click.argument("batch_id")
-@TAG
-@click.option("--group-by", "group_by", metavar="KEY", help="One leaderboard per value of this tag.")
-@JSON
-@pass_settings
-def leaderboard_cmd(settings: Settings, batch_id: str, tags: tuple[str, ...], group_by: str | None,
-                    as_json: bool) -> None:
-    """A batch's leaderboard, filtered by tags and grouped by a tag's value."""
-    wanted = parse_tags(tags)
-    with runtime(settings) as rt:
-        status = batch_status(rt, batch_id)
-        model_tags = {n: s.get("tags", {}) for n, s in rt.tracker.model_specs(batch_id).items()}
-    groups: dict[str, list[Any]] = {}
-    for row in status.rows:
-        mine = model_tags.get(row.name, {})
-        if all(mine.get(k) == v for k, v in wanted.items()):
-            groups.setdefault(mine.get(group_by, "-") if group_by else "", []).append(row)
-    if as_json:
-        click.echo(json.dumps({g: [vars(r) for r in rows] for g, rows in sorted(groups.items())},
-                              indent=1))
-        return
-    for group, rows in sorted(groups.items()):
-        sub = replace(status, batch_id=f"{batch_id} {group_by}={group}" if group_by else batch_id,
-                      rows=rows, counts=dict(Counter(r.status for r in rows)))
-        console.print(leaderboard_table(sub))
-
-
-COMMANDS = [runs, show, compare, batches, leaderboard_cmd]
+COMMANDS = [runs, show, compare, batches]

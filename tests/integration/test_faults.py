@@ -152,6 +152,8 @@ def test_killed_pool_child_is_retried_and_poison_task_fails_bounded(tmp_path: Pa
             # killer alone used up its own deliveries, its neighbours finished.
             assert c.settings.max_deliveries < len(lines(always_started)) <= 2 * c.settings.max_deliveries
             assert "resent its models one by one" in c.logs()
+            # ... each under its own label (what Flower shows and searches).
+            assert f"train model=healthy batch={handle.batch_id}: 1 model(s)" in c.logs()
             # `cancel` would revoke the healthy model's own new chain: its ids are the ones that ran.
             deploy = next(r for r in c.runtime.tracker.runs(batch_id=handle.batch_id)
                           if r["model"] == "healthy" and r["stage"] == "deploy")

@@ -6,6 +6,7 @@ import base64
 import json
 import secrets
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -111,6 +112,48 @@ def test_flower_api_sees_the_batch_its_workers_and_queues(tmp_path: Path, platfo
     # ... and the length of the four stage queues (drained after the batch).
     queues = {q["name"]: q["messages"] for q in platform.api("/api/queues/length")["active_queues"]}
     assert queues == {stage: 0 for stage in STAGES}
+
+
+def test_flower_search_finds_a_batch_and_each_models_four_stages(tmp_path: Path, platform: Platform,
+                                                                 uniq: str) -> None:
+    # Given Flower consuming events and a batch whose model names prefix each other
+    # (store-1, store-10), two of them sharing a chain (pack: 2) ...
+    wait_for(lambda: _events_seen_workers(platform), 90, "Flower to see the workers' heartbeats",
+             interval=0.5)
+    names = [f"s{uniq}-store-{n}" for n in (1, 10, 2)]
+    models = [{"name": name, "task": "classification", "dataset": {"kind": "sklearn", "name": "iris"},
+               "estimator": {"class_path": "sklearn.tree.DecisionTreeClassifier",
+                             "params": {"max_depth": i + 1}}} for i, name in enumerate(names)]
+    batch = load(tmp_path, {"name": f"search-{uniq}", "pack": 2, "models": models}, platform.settings)
+    handle, status = run_batch(batch, platform.app, platform.runtime)
+    assert status.counts == {"promoted": 3}
+    chain_ids = platform.runtime.tracker.task_ids(handle.batch_id)  # model -> its chain's 4 task ids
+    assert len({tuple(ids) for ids in chain_ids.values()}) == 2  # one pack of two, one single
+
+    def search(query: str) -> dict[str, Any]:
+        found = platform.api(f"/api/tasks?limit=10000&search={urllib.parse.quote(query)}")
+        return {tid: task for tid, task in found.items() if task["state"] == "SUCCESS"}
+
+    # ... then searching the batch id lists its chains' tasks, every stage succeeded ...
+    every_task = {tid for ids in chain_ids.values() for tid in ids}
+    wait_for(lambda: set(search(handle.batch_id)) == every_task, 60,
+             "Flower's search to find every task of the batch succeeded", interval=0.5)
+    for task in search(handle.batch_id).values():
+        stage = task["name"].removeprefix("modelfleet.")
+        assert task["args"].startswith(f"{stage} model=s{uniq}-store-"), task["args"]
+        assert task["args"].endswith(f" batch={handle.batch_id}")
+    # ... a model's quoted label term lists exactly its four stages (not store-10's for store-1),
+    for name in names:
+        found = search(f'"model={name} "')
+        assert set(found) == set(chain_ids[name]), name
+        assert sorted(t["name"] for t in found.values()) == sorted(f"modelfleet.{s}" for s in STAGES)
+        # and with the task name, one stage of it
+        assert set(search(f'"model={name} " name:deploy')) == {chain_ids[name][-1]}
+    # ... and a plain model name finds its stages too (a substring: store-1 also finds store-10).
+    assert set(search(names[1])) == set(chain_ids[names[1]])
+    assert set(search(names[0])) == set(chain_ids[names[0]]) | set(chain_ids[names[1]])
+    # The tasks page shows that label: its args column is on (Flower leaves it out by default).
+    assert 'data-column="args"' in platform.raw("/tasks")
 
 
 def test_flower_api_refuses_requests_without_credentials(platform: Platform) -> None:

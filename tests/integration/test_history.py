@@ -289,11 +289,19 @@ def test_read_commands_print_tables_and_json(tmp_path: Path, settings: Settings,
     assert [v["version"] for v in versions["versions"]] == [1, 2]
     board = json.loads(run_cli(["leaderboard", h2.batch_id, "--group-by", "team", "--json"], settings,
                             tmp_path).stdout)
-    assert {g: [r["name"] for r in rows] for g, rows in board.items()} == {
-        f"t{uniq}": [f"a-{uniq}"], "-": [f"b-{uniq}"]}
+    [section] = board["sections"]
+    assert [(r["name"], r["tags"].get("team")) for r in section["rows"]] == [
+        (f"a-{uniq}", f"t{uniq}"), (f"b-{uniq}", None)]  # grouped: the tagged first
     only = json.loads(run_cli(["leaderboard", h2.batch_id, "--tag", f"team=t{uniq}", "--json"], settings,
                            tmp_path).stdout)
-    assert [r["name"] for r in only[""]] == [f"a-{uniq}"]
+    assert [r["name"] for s in only["sections"] for r in s["rows"]] == [f"a-{uniq}"]
+    versions_cmp = json.loads(run_cli(["compare", f"b-{uniq}/1", f"b-{uniq}/2", "--json"], settings,
+                                      tmp_path).stdout)
+    assert [(r["model"], r["metric"], r["a"], r["b"], r["status_b"]) for r in versions_cmp] == [
+        (f"b-{uniq}", "accuracy", b["a"], b["b"], "version 2")]
+    tagged_cmp = json.loads(run_cli(["compare", "--tag", f"team=t{uniq}", h1.batch_id, h2.batch_id,
+                                     "--json"], settings, tmp_path).stdout)
+    assert [r["model"] for r in tagged_cmp] == [f"a-{uniq}"]
     stats = json.loads(run_cli(["cache", "stats", "--json"], settings, tmp_path).stdout)
     assert stats["entries"] > 0 and stats["hits"] >= 4 and 0 < stats["hit_rate"] < 1
     for args in (["runs", "--batch", h1.batch_id], ["show", f"a-{uniq}"],

@@ -209,7 +209,6 @@ def test_redelivered_long_stage_is_computed_once(tmp_path: Path) -> None:
         assert deliveries >= 2, "the train message should have been delivered again while running"
         computed = [r for r in train if not r["cache_hit"]]
         assert len(computed) == 1 and computed[0]["status"] == "succeeded"
-        assert computed[0]["duration"] > settings.visibility_timeout
         assert all(r["cache_hit"] for r in train if r is not computed[0])
         assert [v["version"] for v in rt.registry.versions("slow-forest")] == [1]
 

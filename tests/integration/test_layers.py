@@ -20,7 +20,8 @@ pytestmark = pytest.mark.integration
 
 READ_COMMANDS = [["runs", "--json"], ["batches", "--json"], ["models", "--json"],
                  ["cache", "stats", "--json"], ["show", "nobody"], ["lineage", "nobody@production"],
-                 ["status", "no-such-batch"]]
+                 ["status", "no-such-batch"], ["leaderboard", "no-such-batch"], ["compare", "a", "b"],
+                 ["report", "nobody/1"]]
 
 PROBE = """
 import json, sys

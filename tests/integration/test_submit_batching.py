@@ -74,7 +74,8 @@ def test_send_chains_publishes_every_chain_once_with_its_ids_and_sent_event(
         by_id = {m["headers"]["id"]: m for m in queued}
         for plan, chain_ids in zip(planned, ids, strict=True):
             message = by_id[chain_ids[0]]
-            assert message["headers"]["argsrepr"] == plan.label == f"b1/{plan.models[0]}"
+            assert plan.label == f"model={plan.models[0]} batch=b1"
+            assert message["headers"]["argsrepr"] == f"preprocess {plan.label}"
             assert _chain_ids(message) == chain_ids
         assert all(client.llen(stage) == 0 for stage in STAGES[1:])
 
@@ -103,7 +104,8 @@ def test_submit_records_each_models_ids_before_it_sends_them(
         handle = submit(batch, app, Runtime.from_settings(settings), batch_id="b2")
         recorded = {n: json.loads(v) for n, v in client.hgetall(keys.batch_tasks(handle.batch_id)).items()}
         queued = {m["headers"]["argsrepr"]: _chain_ids(m) for m in _queued(client, "preprocess")}
-        assert len(queued) == 2500 and queued == {f"b2/{n}": ids for n, ids in recorded.items()}
+        assert len(queued) == 2500
+        assert queued == {f"preprocess model={n} batch=b2": ids for n, ids in recorded.items()}
         assert handle.status().counts == {"queued": 2500}
         specs = Runtime.from_settings(settings).tracker.model_specs("b2")
         assert {n: s["dataset"]["seed"] for n, s in specs.items()} == {f"m{i}": i for i in range(2500)}

@@ -36,6 +36,7 @@ from bench.compose_local import (
     shell_redis_server,
     variables_used,
 )
+from producer.local import FLOWER_TASKS_COLUMNS
 from workers.settings import STAGES
 
 ENV = read_env_file(ENV_EXAMPLE)
@@ -251,6 +252,8 @@ def test_flower_has_basic_auth_from_the_environment_and_port_5555(services: dict
     argv = flower["command"]
     assert argv[:4] == ["celery", "-A", "workers.app", "flower"]
     assert "--port=5555" in argv and "--address=0.0.0.0" in argv
+    # The tasks page shows each task's label (stage, model, batch) as `modelfleet up` does.
+    assert f"--tasks_columns={FLOWER_TASKS_COLUMNS}" in argv and "args" in FLOWER_TASKS_COLUMNS.split(",")
     user, password = ENV["MODELFLEET_FLOWER_USER"], ENV["MODELFLEET_FLOWER_PASSWORD"]
     assert flower["environment"]["FLOWER_BASIC_AUTH"] == f"{user}:{password}"
     assert not any(a.startswith("--basic-auth") or a.startswith("--basic_auth") for a in argv)

@@ -33,30 +33,35 @@ def app() -> Iterator[Celery]:
 def _canvas_message(app: Celery, label: str, first: dict[str, Any], ids: list[str]) -> None:
     """What the canvas path did: a chain of signatures, each on its stage's queue."""
     sigs = [app.signature(TASK_NAMES[stage], args=(first,) if i == 0 else (), queue=stage,
-                          argsrepr=label, task_id=ids[i]) for i, stage in enumerate(STAGES)]
+                          argsrepr=f"{stage} {label}", task_id=ids[i]) for i, stage in enumerate(STAGES)]
     chain(*sigs).apply_async()
 
 
 def test_send_chains_writes_the_message_celery_chain_writes(app: Celery) -> None:
     first = {"job": {"batch_id": "b1", "model": {"name": "m"}}, "prepared": None}
     ids = [str(uuid.uuid4()) for _ in STAGES]
-    assert send_chains(app, [("b1/m", first)], task_ids=[ids]) == [ids]
+    label = "model=m batch=b1"
+    assert send_chains(app, [(label, first)], task_ids=[ids]) == [ids]
     [ours] = drain(app, STAGES[0])
     [our_event] = events(app)
-    _canvas_message(app, "b1/m", first, ids)
+    _canvas_message(app, label, first, ids)
     [celerys] = drain(app, STAGES[0])
     [celery_event] = events(app)
 
     assert ours.headers == celerys.headers
     assert ours.headers["id"] == ours.headers["root_id"] == ids[0]
-    assert ours.headers["argsrepr"] == "b1/m" and ours.headers["task"] == "modelfleet.preprocess"
+    # Each stage's argsrepr (what Flower shows and searches) is its stage and the chain's label.
+    assert ours.headers["argsrepr"] == "preprocess model=m batch=b1"
+    assert ours.headers["task"] == "modelfleet.preprocess"
     assert ours.decode() == celerys.decode()
     args, kwargs, embed = ours.decode()
     assert args == [first] and kwargs == {}
     # The rest of the chain, reversed: the worker pops the next stage from the end.
     assert [(s["task"], s["options"]["queue"], s["options"]["task_id"], s["options"]["argsrepr"])
-            for s in embed["chain"]] == [(TASK_NAMES[st], st, tid, "b1/m")
+            for s in embed["chain"]] == [(TASK_NAMES[st], st, tid, f"{st} {label}")
                                          for st, tid in zip(STAGES[:0:-1], ids[:0:-1], strict=True)]
+    assert [s["options"]["argsrepr"] for s in embed["chain"]][::-1] == [
+        "train model=m batch=b1", "evaluate model=m batch=b1", "deploy model=m batch=b1"]
     # Celery also copies argsrepr into the message properties, which nothing reads.
     skip = {"delivery_tag", "argsrepr"}
     assert ({k: v for k, v in ours.properties.items() if k not in skip}
@@ -68,7 +73,8 @@ def test_send_chains_writes_the_message_celery_chain_writes(app: Celery) -> None
     skip = {"clock", "timestamp"}
     assert ({k: v for k, v in our_event.items() if k not in skip}
             == {k: v for k, v in celery_event.items() if k not in skip})
-    assert our_event["uuid"] == ids[0] and our_event["args"] == "b1/m" and our_event["queue"] == STAGES[0]
+    assert our_event["uuid"] == ids[0] and our_event["queue"] == STAGES[0]
+    assert our_event["args"] == "preprocess model=m batch=b1"
 
 
 def test_send_chains_publishes_each_chain_once_with_new_ids_in_stage_order(app: Celery) -> None:
@@ -82,7 +88,7 @@ def test_send_chains_publishes_each_chain_once_with_new_ids_in_stage_order(app: 
     for (label, first), chain_ids in zip(chains, ids, strict=True):
         message = queued[chain_ids[0]]
         args, _, embed = message.decode()
-        assert message.headers["argsrepr"] == label and args == [first]
+        assert message.headers["argsrepr"] == f"preprocess {label}" and args == [first]
         assert [s["options"]["task_id"] for s in embed["chain"]][::-1] == chain_ids[1:]
     assert all(not drain(app, stage) for stage in STAGES[1:])  # later stages: sent by the workers
     assert sorted(e["uuid"] for e in events(app)) == sorted(queued)
@@ -116,7 +122,7 @@ def test_plan_chains_is_one_chain_state_per_model(tmp_path: Path) -> None:
             planned = list(plan_chains("b1", batch.models, no_cache))
             assert len(planned) == len(batch.models)
             for plan, model in zip(planned, batch.models, strict=True):
-                assert plan.label == f"b1/{model.name}" and plan.models == (model.name,)
+                assert plan.label == f"model={model.name} batch=b1" and plan.models == (model.name,)
                 expected = ChainState(job=ModelJob(batch_id="b1", model=model, no_cache=no_cache))
                 assert plan.message == expected.model_dump(mode="json")
                 assert ChainState.model_validate(plan.message) == expected

@@ -114,3 +114,64 @@ def test_model_files_are_skops_files_whose_schema_is_written_compact() -> None:
     assert np.array_equal(load_model(ours, ["sklearn."]).predict(X), model.predict(X))
     assert np.array_equal(sio.loads(ours, trusted=sio.get_untrusted_types(data=ours)).predict(X),
                           model.predict(X))
+
+
+def test_plot_data_holds_the_confusion_matrix_or_residual_sample_and_top_importances() -> None:
+    from sklearn.datasets import load_diabetes, load_iris
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import Ridge
+
+    from workers.pipeline.evaluate import TOP_FEATURES, plot_data
+
+    X, y = load_iris(return_X_y=True)
+    forest = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
+    pred = forest.predict(X)
+    data = plot_data(forest, "classification", y, pred)
+    assert data["labels"] == [0, 1, 2] and np.asarray(data["confusion"]).sum() == len(y)
+    assert np.trace(np.asarray(data["confusion"])) == int((pred == y).sum())
+    imp = data["importances"]
+    assert imp["kind"] == "importance" and len(imp["features"]) == 4
+    assert [v for _, v in imp["features"]] == pytest.approx(sorted(forest.feature_importances_, reverse=True),
+                                                            abs=1e-6)
+
+    Xd, yd = load_diabetes(return_X_y=True)
+    ridge = Ridge().fit(Xd, yd)
+    data = plot_data(ridge, "regression", yd, ridge.predict(Xd))
+    assert 100 < len(data["y_true"]) == len(data["y_pred"]) <= 300
+    assert data["importances"]["kind"] == "coefficient"
+    assert len(data["importances"]["features"]) == min(TOP_FEATURES, Xd.shape[1])
+    assert abs(data["importances"]["features"][0][1]) == pytest.approx(max(abs(ridge.coef_)), abs=1e-6)
+
+
+def test_forest_importances_match_scikit_learns() -> None:
+    from sklearn.datasets import load_wine
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestRegressor
+
+    from workers.pipeline.evaluate import importances
+
+    X, y = load_wine(return_X_y=True)
+    for forest in (ExtraTreesClassifier(n_estimators=15, random_state=1).fit(X, y),
+                   RandomForestRegressor(n_estimators=15, random_state=1).fit(X, y.astype(float))):
+        got = dict(importances(forest)["features"])  # type: ignore[index]
+        assert len(got) == X.shape[1]
+        assert [got[f"x{i}"] for i in range(X.shape[1])] == pytest.approx(forest.feature_importances_,
+                                                                            abs=1e-6)
+
+
+def test_importances_of_a_search_come_from_its_best_model_and_bagging_has_none() -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import BaggingClassifier
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.tree import DecisionTreeClassifier
+
+    from workers.pipeline.evaluate import importances
+
+    X, y = load_iris(return_X_y=True)
+    search = GridSearchCV(DecisionTreeClassifier(random_state=0), {"max_depth": [2, 3]}, cv=2).fit(X, y)
+    got = dict(importances(search)["features"])  # type: ignore[index]
+    assert [got[f"x{i}"] for i in range(4)] == pytest.approx(
+        search.best_estimator_.feature_importances_, abs=1e-6)
+    # Each bagged tree sees half the features: no importances rather than wrong ones.
+    bagged = BaggingClassifier(DecisionTreeClassifier(), n_estimators=4, max_features=0.5,
+                               random_state=0).fit(X, y)
+    assert importances(bagged) is None

@@ -35,7 +35,18 @@ def test_example_expands_to_twelve_models_over_three_datasets_and_four_estimator
     assert len({m.estimator.class_path for m in batch.models}) == 4
     assert "iris-forest" in {m.name for m in batch.models}
     # defaults merge into each model
-    assert all(m.preprocess.seed == 7 and m.tags == {"team": "demo"} for m in batch.models)
+    assert all(m.preprocess.seed == 7 and m.tags["team"] == "demo" for m in batch.models)
+    # the matrix axis labels become tags
+    forest = next(m for m in batch.models if m.name == "iris-forest")
+    assert forest.tags == {"dataset": "iris", "estimator": "forest", "team": "demo"}
+
+
+def test_explicit_tags_win_over_matrix_axis_labels(tmp_path: Path) -> None:
+    spec = {"name": "b", "defaults": model(tags={"preprocess": "pinned", "team": "x"}),
+            "matrix": {"name": "m-{preprocess}",
+                       "axes": {"preprocess": {"s1": {"seed": 1}, "s2": {"seed": 2}}}}}
+    batch = load(tmp_path, spec, SETTINGS)
+    assert [m.tags for m in batch.models] == [{"preprocess": "pinned", "team": "x"}] * 2
 
 
 def test_unknown_field_is_named_with_file_and_model(tmp_path: Path) -> None:
