@@ -178,12 +178,15 @@ class LocalCompose:
 
     # --- mapping a container to a process ---------------------------------------------
     def _mounts(self, name: str) -> dict[str, Path]:
-        """Container path -> local directory, for the service's named-volume mounts."""
+        """Container path -> local directory, for the service's named-volume and bind mounts
+        (a bind mount's host path, relative to the project directory, is used as it is)."""
         mounts = {}
         for spec in self.services[name].get("volumes", []):
             source, target = spec.split(":")[:2]
             if source in self.volumes:
                 mounts[target] = self.volumes[source]
+            elif source.startswith((".", "/")):
+                mounts[target] = (self.cwd / source).resolve()
         return mounts
 
     def _map(self, value: str, name: str) -> str:
@@ -191,6 +194,10 @@ class LocalCompose:
             if value == target or value.startswith(target + "/"):
                 value = str(local) + value[len(target):]
         return value.replace("@redis:6379", f"@{self.redis_address}")
+
+    def local_path(self, name: str, path: str) -> Path:
+        """Where a path inside service `name`'s container is here (its mounts mapped)."""
+        return self.cwd / self._map(path, name)
 
     def environment(self, name: str, hostname: str) -> dict[str, str]:
         """Image ENV, then the service's environment, mapped to local stand-ins."""
@@ -202,7 +209,7 @@ class LocalCompose:
         return {**base, **{k: self._map(v, name) for k, v in env.items()}}
 
     def command(self, name: str, hostname: str, override: list[str] | None = None) -> list[str]:
-        argv = [self._map_arg(a) for a in (override or self.services[name]["command"])]
+        argv = [self._map(self._map_arg(a), name) for a in (override or self.services[name]["command"])]
         argv = local_argv(argv)
         if self.own_hostnames:
             # What a container has: its own hostname, so Celery's default node name differs.

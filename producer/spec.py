@@ -35,6 +35,8 @@ from workers.pipeline.data import inspect_csv
 from workers.pipeline.errors import PipelineError
 from workers.settings import Settings
 
+Priority = Literal["high", "normal", "low"]
+
 # Fields replaced whole by a model rather than merged with the defaults: mixing
 # two datasets' or two estimators' fields (or two search spaces) would make no sense.
 _REPLACED_WHOLE = frozenset({"dataset", "estimator", "search"})
@@ -80,6 +82,10 @@ class BatchFile(BaseModel):
     matrix: MatrixSpec | None = None
     # Models per chain: "auto" packs small models from their recorded cost, 1 sends one chain each.
     pack: Annotated[int, Field(ge=1, le=1000)] | Literal["auto"] = "auto"
+    # Queue priority of every stage of this batch: an urgent batch overtakes queued work.
+    priority: Priority = "normal"
+    # At most this many stages of this batch run at once, whatever the number of workers.
+    max_parallel: Annotated[int, Field(ge=1)] | None = None
     # A batch whose gates did not all pass exits 1 (as `--fail-on-gate` does).
     fail_on_gate: bool = False
 
@@ -93,6 +99,8 @@ class Batch:
     source: str
     path: str
     pack: Pack = "auto"
+    priority: Priority = "normal"
+    max_parallel: int | None = None
     fail_on_gate: bool = False
 
 
@@ -139,7 +147,7 @@ def load_batch(path: Path | str, settings: Settings) -> Batch:
                 problems += more.problems
         raise _refused(problems, where) from exc
     return Batch(spec.name, validate_models(spec, settings, where, measure), text, where, spec.pack,
-                 spec.fail_on_gate)
+                 spec.priority, spec.max_parallel, fail_on_gate=spec.fail_on_gate)
 
 
 def _salvage(raw: dict[str, Any], exc: ValidationError) -> BatchFile | None:

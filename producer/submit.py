@@ -23,7 +23,8 @@ from producer.handle import BatchHandle
 from producer.messages import new_task_ids, send_chains
 from producer.packing import Pack, plan_packs
 from producer.spec import Batch
-from workers.contracts import SLUG_RULE, ChainState, ModelJob, ModelSpec, is_slug
+from workers.app import PRIORITIES
+from workers.contracts import HEAVY_STAGES, SLUG_RULE, ChainState, ModelJob, ModelSpec, is_slug
 from workers.labels import chain_label
 from workers.runtime import Runtime
 
@@ -47,17 +48,20 @@ class PlannedChain:
     label: str
     message: dict[str, Any]
     models: tuple[str, ...]
+    # The models' `resources.queue` (one per chain: packs never mix queues), or None.
+    queue: str | None = None
 
 
 def plan_chains(batch_id: str, models: list[ModelSpec], no_cache: bool = False, pack: Pack = 1,
-                costs: Mapping[str, float] | None = None) -> Iterator[PlannedChain]:
+                costs: Mapping[str, float] | None = None,
+                max_parallel: int | None = None) -> Iterator[PlannedChain]:
     """One chain per pack of models (`pack: 1`: per model), built lazily: a message
     exists only until it is published."""
     template: dict[str, Any] | None = None
     for members in plan_packs(models, pack, costs or {}):
         if template is None:
-            template = ChainState(job=ModelJob(batch_id=batch_id, model=members[0], no_cache=no_cache)
-                                  ).model_dump(mode="json")
+            template = ChainState(job=ModelJob(batch_id=batch_id, model=members[0], no_cache=no_cache,
+                                               max_parallel=max_parallel)).model_dump(mode="json")
         # That ChainState with this model: the same dict as dumping ChainState(...) per model
         # (tests/unit/test_messages.py), a third of the cost. Only the nested spec is new;
         # the rest is shared, read-only, until serialised.
@@ -65,7 +69,7 @@ def plan_chains(batch_id: str, models: list[ModelSpec], no_cache: bool = False, 
                   for m in members]
         names = tuple(m.name for m in members)
         yield PlannedChain(chain_label(batch_id, names), states[0] if len(members) == 1 else {"pack": states},
-                           names)
+                           names, members[0].resources.queue)
 
 
 def masked_url(url: str) -> str:
@@ -108,23 +112,26 @@ def submit(batch: Batch, app: Celery, runtime: Runtime, no_cache: bool = False,
     with cyclic_gc_paused():
         runtime.tracker.create_batch({
             "id": batch_id, "name": batch.name, "spec": batch.source, "spec_path": batch.path,
-            "pack": batch.pack,
+            "pack": batch.pack, "priority": batch.priority, "max_parallel": batch.max_parallel,
             "models": [m.name for m in batch.models], "created": time.time(), "no_cache": no_cache,
             "primary_metrics": {m.name: m.primary_metric for m in batch.models},
             "submitted_by": _user(), "host": socket.gethostname(), "git_commit": _git_commit(batch.path),
         }, [m.name for m in batch.models],
             specs={m.name: m.model_dump_json() for m in batch.models})
         costs = runtime.tracker.model_costs()  # what packing sizes from
-        send_planned(app, runtime, batch_id, plan_chains(batch_id, batch.models, no_cache, batch.pack, costs))
+        send_planned(app, runtime, batch_id,
+                     plan_chains(batch_id, batch.models, no_cache, batch.pack, costs, batch.max_parallel),
+                     priority=PRIORITIES[batch.priority])
     return BatchHandle(batch_id, runtime)
 
 
 def send_planned(app: Celery, runtime: Runtime, batch_id: str, planned: Iterable[PlannedChain],
-                 chunk: int = SEND_CHUNK) -> int:
+                 chunk: int = SEND_CHUNK, priority: int | None = None) -> int:
     """Send the chains through one producer, recording each carried model's task ids first.
 
     Chunk by chunk, so the messages of a 100,000-model batch never all exist at
-    once: fix the chunk's task ids, keep them per model (for `cancel`), publish.
+    once: fix the chunk's task ids, keep them per model (for `cancel`), publish
+    (a chain whose models name a queue sends its heavy stages there).
     Returns how many chains were sent.
     """
     sent = 0
@@ -134,7 +141,13 @@ def send_planned(app: Celery, runtime: Runtime, batch_id: str, planned: Iterable
             runtime.tracker.record_task_ids(batch_id, {name: chain_ids
                                                        for plan, chain_ids in zip(part, ids, strict=True)
                                                        for name in plan.models})
-            send_chains(app, [(plan.label, plan.message) for plan in part], task_ids=ids, producer=producer)
+            routed: dict[str | None, list[int]] = {}
+            for i, plan in enumerate(part):
+                routed.setdefault(plan.queue, []).append(i)
+            for queue, members in routed.items():
+                send_chains(app, [(part[i].label, part[i].message) for i in members],
+                            task_ids=[ids[i] for i in members], producer=producer, priority=priority,
+                            queues=None if queue is None else dict.fromkeys(HEAVY_STAGES, queue))
             sent += len(part)
     return sent
 

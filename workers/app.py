@@ -16,6 +16,18 @@ from workers.settings import STAGES, Settings
 from workers.tls import tls_options
 
 TASK_NAMES = {stage: f"modelfleet.{stage}" for stage in STAGES}
+# A batch's `priority` as a message priority. Kombu's Redis transport keeps one list per
+# priority step (0, 3, 6, 9; `train`, then `train\x06\x163`, ...) and a worker's BRPOP
+# names every queue's step-0 list before any step-3 list: 0 is the highest. A message
+# without a priority lands in step 0, so "normal" must be below it for "high" to pass it.
+PRIORITIES = {"high": 0, "normal": 3, "low": 9}
+PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's default steps, kept (existing queues stay readable)
+PRIORITY_SEP = "\x06\x16"  # kombu's default separator: its binding tables use it too
+
+
+def queue_lists(queue: str) -> list[str]:
+    """The Redis lists a queue's messages wait in, one per priority step (for LLEN, KEDA)."""
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -77,6 +89,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         # rediss:// URLs: verify the server's certificate (kombu's own default is not to).
         broker_use_ssl=tls_options(settings.broker()),
         redis_backend_use_ssl=tls_options(settings.backend()),
+        # What a message sent without one gets (a worker's retry keeps its message's own).
+        task_default_priority=PRIORITIES["normal"],
         result_expires=7 * 24 * 3600,
         task_queues=[Queue(stage) for stage in STAGES],
         task_default_queue=STAGES[0],

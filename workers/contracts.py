@@ -204,6 +204,19 @@ class DeploySpec(Strict):
     gate: GateSpec = GateSpec()
 
 
+# A worker queue name (`modelfleet worker -Q NAME`): also a Redis list name, so no ':'.
+QUEUE_NAME = r"^[a-z][a-z0-9_-]{0,39}$"
+# The stages `resources.queue` moves: the ones that need a big worker's memory or cores
+# (a big model's fit, and loading it again to score it); preprocess and deploy stay put.
+HEAVY_STAGES = ("train", "evaluate")
+
+
+class ResourcesSpec(Strict):
+    """What worker a model needs: `queue` sends its heavy stages to workers consuming it."""
+
+    queue: str | None = Field(None, pattern=QUEUE_NAME)
+
+
 class ModelSpec(Strict):
     """One model of a batch: data, preprocessing, estimator, evaluation and deploy rule."""
 
@@ -217,6 +230,7 @@ class ModelSpec(Strict):
     evaluation: EvaluationSpec = EvaluationSpec()
     deploy: DeploySpec = DeploySpec()
     tags: dict[str, str] = Field(default_factory=dict)
+    resources: ResourcesSpec = ResourcesSpec()
 
     @model_validator(mode="after")
     def _metrics_fit_task(self, info: ValidationInfo) -> ModelSpec:
@@ -257,6 +271,10 @@ class ModelSpec(Strict):
     @property
     def gate_metric(self) -> str:
         return self.deploy.gate.metric or self.primary_metric
+
+    def queue_for(self, stage: str) -> str:
+        """The queue this model's `stage` runs on: its own queue for the heavy stages, if it names one."""
+        return self.resources.queue if self.resources.queue and stage in HEAVY_STAGES else stage
 
     @property
     def search_metric(self) -> str:
@@ -307,6 +325,8 @@ class ModelJob(Strict):
     batch_id: str
     model: ModelSpec
     no_cache: bool = False
+    # At most this many stages of the batch run at once (the batch's `max_parallel`).
+    max_parallel: int | None = Field(None, ge=1)
 
 
 class PreparedInfo(Strict):

@@ -74,6 +74,11 @@ def cancelled(batch_id: str) -> str:
     return f"{PREFIX}:batch:{batch_id}:cancelled"
 
 
+def batch_slots(batch_id: str) -> str:
+    """Sorted set task id -> since (ms): the stages of a capped batch running now."""
+    return f"{PREFIX}:batch:{batch_id}:slots"
+
+
 def batch_tasks(batch_id: str) -> str:
     """model name -> JSON list of its chain's task ids, so `cancel` can revoke them."""
     return f"{PREFIX}:batch:{batch_id}:tasks"

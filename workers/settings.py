@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # How long a stage waits for another worker computing the same key.
     lease_wait_timeout: float = 7200.0
     transient_max_retries: int = 5
+    # A stage of a batch at its `max_parallel` cap goes back to its queue for about
+    # this long (with jitter, 1-2x) before it asks for a slot again.
+    cap_retry_delay: float = 1.0
     stage_time_limit: int | None = None
     broker_connect_timeout: float = 5.0
     # How long a client rides out an unreachable Redis (a Sentinel failover, a restart):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import socket
 import time
 from collections import OrderedDict
@@ -98,6 +99,32 @@ return redis.call('HGETALL', KEYS[4])
 """
 
 
+# KEYS: the batch's slots. ARGV: max_parallel, task id, lease ttl (ms), the alive-key prefix.
+# Takes one of the batch's max_parallel slots for this task (1) or says the batch is full (0).
+# A slot is held while its task's alive key exists (the stage's heartbeat renews it, so it
+# lapses lease_ttl after a killed worker) or for the first lease_ttl after it was taken
+# (before the stage's begin sets that key): a dead worker cannot leak a slot. A finished
+# stage removes its slot at once. Redis' own clock, so hosts' clocks need not agree.
+# (The alive keys are not in KEYS: fine on one Redis, not on Redis Cluster.)
+_TAKE_SLOT = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local held, mine = 0, false
+local slots = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #slots, 2 do
+  local task, since = slots[i], tonumber(slots[i + 1])
+  if task == ARGV[2] then mine = true
+  elseif since > now - tonumber(ARGV[3]) or redis.call('EXISTS', ARGV[4] .. task) == 1 then
+    held = held + 1
+  else redis.call('ZREM', KEYS[1], task) end
+end
+if not mine and held >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], 604800000)
+return 1
+"""
+
+
 @worker_process_init.connect
 def _one_thread_per_process(**_: Any) -> None:
     # k processes x n BLAS threads on k cores thrash: measured 40x slower fits.
@@ -119,12 +146,14 @@ class StageTask(Task):  # type: ignore[misc]
     Strategy = "workers.guard:guarded"
     _runtime: Runtime | None = None
     _begin_script: Any = None
+    _take_slot_script: Any = None
 
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
             type(self)._runtime = rt = Runtime.from_settings(self.app.modelfleet_settings)
             type(self)._begin_script = rt.redis.register_script(_BEGIN)
+            type(self)._take_slot_script = rt.redis.register_script(_TAKE_SLOT)
         assert self._runtime is not None
         return self._runtime
 
@@ -134,17 +163,51 @@ class StageTask(Task):  # type: ignore[misc]
         packed = isinstance(message, dict) and "pack" in message
         states = parse_message(message)
         started = time.perf_counter()
-        running = self.begin(states, stage)
-        # While this copy runs, its heartbeat keeps the task's alive key: a redelivered copy
-        # of a long, healthy stage then waits for it instead of counting it as poison.
-        with keep_alive(self.runtime.redis, keys.alive(self.request.id), self.request.id,
-                        self.runtime.settings.lease_ttl):
-            done = self._run_members(running, stage, packed, step)
+        job = states[0].job  # a pack's models share their batch
+        if job.max_parallel is not None:
+            self._take_slot(job.batch_id, job.max_parallel)
+        try:
+            running = self.begin(states, stage)
+            # While this copy runs, its heartbeat keeps the task's alive key: a redelivered copy
+            # of a long, healthy stage then waits for it instead of counting it as poison.
+            with keep_alive(self.runtime.redis, keys.alive(self.request.id), self.request.id,
+                            self.runtime.settings.lease_ttl):
+                done = self._run_members(running, stage, packed, step)
+        finally:
+            if job.max_parallel is not None:
+                self._release_slot(job.batch_id)
         log.info("%s: %d model(s) in %.3f s", self.request.argsrepr or stage, len(done),
                  time.perf_counter() - started)
         if not done:
             raise Ignore()  # every model left the chain (failed, cancelled): nothing goes on
         return to_message(done, packed)
+
+    def _take_slot(self, batch_id: str, max_parallel: int) -> None:
+        """Hold one of the batch's max_parallel slots, or send this task back to its queue.
+
+        Back to the queue, not waiting here: a waiting task would hold a worker, and a cap
+        exists to leave the other workers to other batches. The same task id, retry count
+        and chain, due again in 1-2x cap_retry_delay seconds; not a delivery (begin has
+        not counted it), so a capped stage is never taken for poison.
+        """
+        rt = self.runtime
+        if self._take_slot_script(keys=[keys.batch_slots(batch_id)],
+                                  args=[max_parallel, self.request.id, int(rt.settings.lease_ttl * 1000),
+                                        keys.alive("")]):
+            return
+        again = self.signature_from_request(self.request, countdown=rt.settings.cap_retry_delay
+                                            * random.uniform(1, 2), retries=self.request.retries)
+        try:
+            again.apply_async()
+        except Exception as exc:  # the broker is down: hand the message back (it is unacked)
+            raise Reject(f"could not requeue a capped stage: {exc}", requeue=True) from exc
+        raise Ignore()
+
+    def _release_slot(self, batch_id: str) -> None:
+        try:
+            self.runtime.redis.zrem(keys.batch_slots(batch_id), self.request.id)
+        except redis.exceptions.RedisError as exc:  # the slot lapses with the alive key
+            log.warning("could not release a slot of %s: %s", batch_id, exc)
 
     def _run_members(self, states: list[ChainState], stage: str, packed: bool,
                      step: Callable[[ChainState, Writes], ChainState]) -> list[ChainState]:
@@ -224,13 +287,16 @@ class StageTask(Task):  # type: ignore[misc]
         # One model of the pack may be the killer: go on one by one, so it cannot take
         # its neighbours down; each single chain has its own delivery count.
         rest = STAGES[STAGES.index(stage):]
+        priority = (self.request.delivery_info or {}).get("priority")  # the batch's, kept
+        opts = {} if priority is None else {"priority": priority}
         for state in states:
             job = state.job
             label = chain_label(job.batch_id, [job.model.name])
             first = self.app.signature(f"modelfleet.{rest[0]}", args=(state.model_dump(mode="json"),),
-                                       queue=rest[0], argsrepr=stage_label(rest[0], label))
-            single = chain(first, *[self.app.signature(f"modelfleet.{s}", queue=s,
-                                                       argsrepr=stage_label(s, label))
+                                       queue=job.model.queue_for(rest[0]),
+                                       argsrepr=stage_label(rest[0], label), **opts)
+            single = chain(first, *[self.app.signature(f"modelfleet.{s}", queue=job.model.queue_for(s),
+                                                       argsrepr=stage_label(s, label), **opts)
                                     for s in rest[1:]])
             single.freeze()
             # `cancel` revokes the model's new chain, not the pack's spent one.

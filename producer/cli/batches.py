@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
@@ -28,21 +29,29 @@ from producer.cli.common import (
 from producer.handle import BatchHandle
 from producer.local import LocalWorkers, WorkersGone, running_embedded_redis
 from producer.retry import NothingToRetry, models_to_retry, retry
-from producer.spec import Batch, SpecError, load_batch
+from producer.spec import Batch, Priority, SpecError, load_batch
 from producer.status import batch_status
 from producer.submit import BrokerUnavailable, submit
-from workers.app import create_app
+from workers.app import PRIORITIES, create_app
 from workers.runtime import Runtime
 from workers.settings import Settings
 
 
-def load(spec: Path, settings: Settings) -> Batch:
-    """The validated batch, or a UserError listing every problem (nothing is submitted)."""
+def load(spec: Path, settings: Settings, priority: Priority | None = None) -> Batch:
+    """The validated batch, or a UserError listing every problem (nothing is submitted).
+
+    `priority` (the --priority option) overrides the spec's."""
     try:
-        return load_batch(spec, settings)
+        batch = load_batch(spec, settings)
     except SpecError as exc:
         raise UserError(f"invalid batch spec ({exc.total} problem(s)); nothing was "
                         f"submitted:\n" + "\n".join(f"  {p}" for p in exc.problems)) from exc
+    return dataclasses.replace(batch, priority=priority) if priority else batch
+
+
+# An urgent rerun of a normal batch without editing its spec.
+_priority_option = click.option("--priority", type=click.Choice(list(PRIORITIES)), default=None,
+                                help="Queue priority of this batch (overrides the spec's).")
 
 
 def _submit(batch: Batch, settings: Settings, no_cache: bool) -> BatchHandle:
@@ -58,12 +67,13 @@ def _submit(batch: Batch, settings: Settings, no_cache: bool) -> BatchHandle:
 @click.option("--workers", "-w", default=2, show_default=True, help="Local worker processes.")
 @click.option("--no-cache", is_flag=True, help="Recompute every stage.")
 @click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
+@_priority_option
 @FAIL_ON_GATE
 @pass_settings
 def run(settings: Settings, spec: Path, workers: int, no_cache: bool, timeout: float | None,
-        fail_on_gate: bool) -> None:
+        priority: Priority | None, fail_on_gate: bool) -> None:
     """Run a batch end to end on local workers (and an embedded Redis if none is configured)."""
-    batch = load(spec, settings)
+    batch = load(spec, settings, priority)
     console.print(f"batch [bold]{escape(batch.name)}[/]: {len(batch.models)} models, {workers} workers")
     received: list[int] = []
 
@@ -100,12 +110,13 @@ def run(settings: Settings, spec: Path, workers: int, no_cache: bool, timeout: f
 @click.option("--wait", is_flag=True, help="Watch progress until the batch is done.")
 @click.option("--no-cache", is_flag=True, help="Recompute every stage.")
 @click.option("--timeout", type=float, default=None)
+@_priority_option
 @FAIL_ON_GATE
 @pass_settings
 def submit_cmd(settings: Settings, spec: Path, wait: bool, no_cache: bool, timeout: float | None,
-               fail_on_gate: bool) -> None:
+               priority: Priority | None, fail_on_gate: bool) -> None:
     """Submit a batch to the configured broker (MODELFLEET_BROKER_URL)."""
-    batch = load(spec, settings)
+    batch = load(spec, settings, priority)
     if settings.broker_url is None:
         running = running_embedded_redis(settings.local_redis_dir)  # e.g. `modelfleet up`'s
         if running is None:

@@ -28,6 +28,7 @@ import redis
 from bench.compose_local import (
     ENV_EXAMPLE,
     REDIS_ENTRYPOINT,
+    REPO,
     LocalCompose,
     load_compose,
     read_env_file,
@@ -101,8 +102,10 @@ def test_compose_services_complete_a_batch_across_three_workers(
     batches = runtime.tracker.list_batches()
     assert len(batches) == 1 and batches[0] in done.stdout
     status = batch_status(runtime, batches[0])
-    spec_path = compose.services["producer"]["command"][2]
-    expected = {m.name for m in load_batch(compose.cwd / spec_path, settings).models}
+    # The spec the producer named, in the specs directory mounted at /specs.
+    spec_path = compose.local_path("producer", compose.services["producer"]["command"][2])
+    assert spec_path == compose.cwd / "examples" / "quickstart.yaml"
+    expected = {m.name for m in load_batch(spec_path, settings).models}
     assert {r.name for r in status.rows} == expected
     assert status.counts == {"promoted": len(expected)}
     assert all(runtime.registry.resolve(f"{name}@production") for name in expected)
@@ -126,6 +129,18 @@ def test_compose_services_complete_a_batch_across_three_workers(
     wait_for(flower_lists_workers, 90, "flower listing the 3 workers", interval=0.5)
     assert get(url, None)[0] == 401
     assert get(url, (user, "wrong"))[0] == 401
+
+    # A team's own spec and CSV: the producer's documented override picks a spec of the
+    # specs directory (mounted at /specs), whose CSV path is relative to the data
+    # directory (mounted at /data, the data root) that the workers read.
+    own = LocalCompose(env={**compose.env, "MODELFLEET_SPEC": "stores.yaml"},
+                       redis_address=compose.redis_address, volumes=compose.volumes,
+                       log_dir=compose.log_dir)
+    assert own.environment("worker", "w")["MODELFLEET_DATA_ROOT"] == str(REPO / "examples" / "data")
+    done = own.run("producer", timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    stores = next(b for b in runtime.tracker.list_batches() if b.startswith("stores-"))
+    assert batch_status(runtime, stores).counts == {"promoted": 45}
 
 
 def get(url: str, auth: tuple[str, str] | None) -> tuple[int, bytes]:

@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import load, run_batch, write_spec
 from tests.support.processes import run_cli
+from workers.app import queue_lists
 from workers.settings import STAGES, Settings
 
 pytestmark = pytest.mark.integration
@@ -87,7 +88,7 @@ def test_invalid_spec_is_refused_and_nothing_is_enqueued(tmp_path: Path, setting
     assert result.returncode != 0
     assert f"typo-{uniq}" in result.stderr and "estimator.paramz" in result.stderr
     assert "batch.yaml" in result.stderr and "Traceback" not in result.stderr
-    assert all(runtime.redis.llen(q) == 0 for q in STAGES)
+    assert all(runtime.redis.llen(q) == 0 for s in STAGES for q in queue_lists(s))
     assert runtime.tracker.list_batches(limit=10_000) == batches_before
 
 
@@ -106,7 +107,7 @@ def test_a_300_character_batch_name_exits_2_and_writes_nothing(tmp_path: Path, s
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "invalid batch spec" in result.stderr
     assert str(path) in result.stderr and "field 'name'" in result.stderr
-    assert all(runtime.redis.llen(q) == 0 for q in STAGES)
+    assert all(runtime.redis.llen(q) == 0 for s in STAGES for q in queue_lists(s))
     assert runtime.tracker.list_batches(limit=10_000) == batches_before
     assert not list((settings.artifact_root / "specs").glob(f"b{uniq}*"))
 

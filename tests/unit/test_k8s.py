@@ -35,13 +35,17 @@ from tests.support.k8s import (
     queues_of,
     workers,
 )
-from workers.app import create_app
+from workers.app import PRIORITIES, PRIORITY_STEPS, create_app, queue_lists
 from workers.settings import STAGES, Settings
 
 NAMESPACE = "modelfleet"
 IMAGE_UID = 10001  # deploy/Dockerfile's USER
 # Applied by hand, not by `kubectl apply -k`: the Secret template and the one-shot Job.
 NOT_IN_KUSTOMIZATION = {"secret.example.yaml", "producer-job.yaml"}
+# Created by the team from its own spec files (producer-job.yaml's header says how).
+SPECS_CONFIGMAP = "modelfleet-specs"
+# The example queue of big models (`resources: {queue: train-large}`), as in compose.
+LARGE_QUEUE = "train-large"
 
 
 # --- each manifest on its own ---------------------------------------------------------------
@@ -118,6 +122,8 @@ def test_secret_configmap_and_claim_references_resolve() -> None:
         for volume in volumes.values():
             if "persistentVolumeClaim" in volume:
                 assert volume["persistentVolumeClaim"]["claimName"] in claims, name
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in {*config_maps, SPECS_CONFIGMAP}, name
 
 
 def test_dependent_env_vars_are_defined_before_use() -> None:
@@ -169,7 +175,7 @@ def test_worker_queues_are_the_apps_queues() -> None:
     declared = {q.name for q in app.conf.task_queues}
     per_deployment = [queues_of(d) for d in workers().values()]
     assert all(len(q) == 1 for q in per_deployment), "one Deployment per stage queue"
-    assert sorted(q[0] for q in per_deployment) == sorted(STAGES)
+    assert sorted(q[0] for q in per_deployment) == sorted([*STAGES, LARGE_QUEUE])
     assert set(STAGES) == routed == declared
 
 
@@ -186,16 +192,22 @@ def test_each_worker_has_a_keda_scaler_on_its_queue_list() -> None:
         spec = obj["spec"]
         deployment = of_kind("Deployment")[spec["scaleTargetRef"]["name"]]
         assert "replicas" not in deployment["spec"], "KEDA's HPA owns replicas"
-        assert spec["minReplicaCount"] >= 1 and spec["maxReplicaCount"] >= spec["minReplicaCount"]
-        (trigger,) = spec["triggers"]
-        assert trigger["type"] == "redis"
-        assert [trigger["metadata"]["listName"]] == queues_of(deployment), name
-        assert int(trigger["metadata"]["listLength"]) >= 1
-        assert trigger["metadata"]["address"] == redis_address
-        auth = auths[trigger["authenticationRef"]["name"]]
-        for ref in auth["spec"]["secretTargetRef"]:
-            assert ref["key"] in secrets[ref["name"]]["stringData"]
-        assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {"password"}
+        (queue,) = queues_of(deployment)
+        # The big machines may scale to zero; every stage pool keeps a warm worker.
+        assert spec["minReplicaCount"] >= (0 if queue == LARGE_QUEUE else 1), name
+        assert spec["maxReplicaCount"] >= max(1, spec["minReplicaCount"])
+        # One trigger per priority list the app sends to: a backlog of any priority scales.
+        lists = [lst for lst, step in zip(queue_lists(queue), PRIORITY_STEPS, strict=True)
+                 if step in PRIORITIES.values()]
+        assert [t["metadata"]["listName"] for t in spec["triggers"]] == lists, name
+        for trigger in spec["triggers"]:
+            assert trigger["type"] == "redis"
+            assert int(trigger["metadata"]["listLength"]) >= 1
+            assert trigger["metadata"]["address"] == redis_address
+            auth = auths[trigger["authenticationRef"]["name"]]
+            for ref in auth["spec"]["secretTargetRef"]:
+                assert ref["key"] in secrets[ref["name"]]["stringData"]
+            assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {"password"}
 
 
 def test_workers_outlast_the_longest_stage_on_shutdown() -> None:
@@ -250,7 +262,47 @@ def test_commands_match_the_compose_services() -> None:
     # The same script, but for the memory cap (the pod's limit) and compose's $$ escape.
     assert re.sub(r"--maxmemory \S+", "", k8s_redis[2]) == re.sub(
         r"--maxmemory \S+", "", compose["redis"]["command"][2])
-    worker = deployments["modelfleet-worker-train"]["spec"]["template"]["spec"]["containers"][0]
-    assert worker["command"] == compose["worker-train"]["command"]
+    for deployment, service in (("modelfleet-worker-train", "worker-train"),
+                                ("modelfleet-worker-large", "worker-large")):
+        worker = deployments[deployment]["spec"]["template"]["spec"]["containers"][0]
+        assert worker["command"] == compose[service]["command"]
     (job,) = of_kind("Job").values()
-    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == compose["producer"]["command"]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    env = env_of(container)
+    submitted = [re.sub(r"\$\((\w+)\)", lambda m: env[m[1]], a) for a in container["command"]]
+    assert submitted == compose["producer"]["command"]
+
+
+# --- the team's data and specs -------------------------------------------------------------
+def mounts_of(spec: Manifest, container: Manifest) -> dict[str, tuple[Manifest, bool]]:
+    """Mount path -> (the volume, read-only?) of one container."""
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    return {m["mountPath"]: (volumes[m["name"]], bool(m.get("readOnly"))) for m in container["volumeMounts"]}
+
+
+def test_data_is_mounted_read_only_where_the_data_root_is() -> None:
+    claims = of_kind("PersistentVolumeClaim")
+    assert claims["modelfleet-data"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    readers = {**workers(), **of_kind("Job")}
+    for name, workload in readers.items():
+        spec = workload["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        data_root = str(settings_from_env(env_of(container)).data_root)
+        volume, read_only = mounts_of(spec, container)[data_root]
+        assert read_only and volume["persistentVolumeClaim"] == {"claimName": "modelfleet-data",
+                                                                 "readOnly": True}, name
+
+
+def test_the_producer_job_submits_the_spec_its_env_names_from_the_specs_mount() -> None:
+    (job,) = of_kind("Job").values()
+    spec = job["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    env = env_of(container)
+    volume, read_only = mounts_of(spec, container)["/specs"]
+    assert read_only and volume["configMap"]["name"] == SPECS_CONFIGMAP
+    assert "$(MODELFLEET_SPEC)" in container["command"]
+    assert env["MODELFLEET_SPEC"].startswith("/specs/")
+    # The example it names by default is one the team's ConfigMap can be made from.
+    assert (K8S.parents[1] / "examples" / Path(env["MODELFLEET_SPEC"]).name).is_file()
+    # ... and the file says how to make that ConfigMap.
+    assert f"create configmap {SPECS_CONFIGMAP} --from-file=" in (K8S / "producer-job.yaml").read_text()

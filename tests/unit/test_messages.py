@@ -126,3 +126,24 @@ def test_plan_chains_is_one_chain_state_per_model(tmp_path: Path) -> None:
                 expected = ChainState(job=ModelJob(batch_id="b1", model=model, no_cache=no_cache))
                 assert plan.message == expected.model_dump(mode="json")
                 assert ChainState.model_validate(plan.message) == expected
+
+
+def test_send_chains_with_a_priority_and_a_queue_writes_what_celery_writes(app: Celery) -> None:
+    """The priority in the message's properties and every later stage's options, the heavy
+    stages on the model's own queue: what the canvas writes for the same signatures."""
+    first = {"job": {"batch_id": "b1", "model": {"name": "m"}}, "prepared": None}
+    ids = [str(uuid.uuid4()) for _ in STAGES]
+    routes = {"train": "large", "evaluate": "large"}
+    send_chains(app, [("b1/m", first)], task_ids=[ids], priority=9, queues=routes)
+    [ours] = drain(app, STAGES[0])
+    sigs = [app.signature(TASK_NAMES[stage], args=(first,) if i == 0 else (), queue=routes.get(stage, stage),
+                          argsrepr=f"{stage} b1/m", task_id=ids[i], priority=9)
+            for i, stage in enumerate(STAGES)]
+    chain(*sigs).apply_async()
+    [celerys] = drain(app, STAGES[0])
+    assert ours.properties["priority"] == celerys.properties["priority"] == 9
+    assert ours.headers == celerys.headers
+    assert ours.decode() == celerys.decode()
+    embed = ours.decode()[2]
+    assert [(s["options"]["queue"], s["options"]["priority"]) for s in embed["chain"]] == [
+        ("deploy", 9), ("large", 9), ("large", 9)]

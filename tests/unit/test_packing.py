@@ -59,3 +59,16 @@ def test_a_packed_chain_carries_each_model_and_names_them_all() -> None:
     assert [s.job.model.name for s in pack.pack] == ["m0", "m1"]
     assert [s.job.model for s in parse_message(planned[1].message)] == models[2:4]
     assert [s.job.model for s in parse_message(planned[2].message)] == [models[4]]  # a plain ChainState
+
+
+def test_packs_never_mix_models_of_different_queues() -> None:
+    models = [ModelSpec.model_validate({**_model(f"m{i}").model_dump(),
+                                        "resources": {"queue": "large" if i % 3 == 0 else None}})
+              for i in range(60)]
+    for pack in ("auto", 4):
+        packs = plan_packs(models, pack, {})  # type: ignore[arg-type]
+        assert sorted(m.name for p in packs for m in p) == sorted(m.name for m in models)
+        assert all(len({m.resources.queue for m in p}) == 1 for p in packs)
+    planned = list(plan_chains("b", models, pack=4))
+    assert {p.queue for p in planned} == {"large", None}
+    assert all(p.queue == ("large" if int(p.models[0][1:]) % 3 == 0 else None) for p in planned)

@@ -177,3 +177,19 @@ def test_spec_file_missing(tmp_path: Path) -> None:
 def test_written_spec_round_trips(tmp_path: Path) -> None:
     path = write_spec(tmp_path, {"name": "b", "models": [model()]})
     assert load_batch(path, SETTINGS).source == path.read_text()
+
+
+def test_priority_cap_and_queue_are_read_and_checked(tmp_path: Path) -> None:
+    batch = load(tmp_path, {"name": "b", "priority": "high", "max_parallel": 3,
+                            "defaults": {"resources": {"queue": "train-large"}}, "models": [model()]},
+                 SETTINGS)
+    assert (batch.priority, batch.max_parallel) == ("high", 3)
+    assert batch.models[0].resources.queue == "train-large"
+    assert batch.models[0].queue_for("train") == batch.models[0].queue_for("evaluate") == "train-large"
+    assert batch.models[0].queue_for("preprocess") == "preprocess"
+    plain = load(tmp_path, {"name": "b", "models": [model()]}, SETTINGS)
+    assert (plain.priority, plain.max_parallel, plain.models[0].resources.queue) == ("normal", None, None)
+    assert "field 'priority'" in problems(tmp_path, {"name": "b", "priority": "urgent", "models": [model()]})
+    assert "field 'max_parallel'" in problems(tmp_path, {"name": "b", "max_parallel": 0, "models": [model()]})
+    text = problems(tmp_path, {"name": "b", "models": [model(resources={"queue": "big:3"})]})
+    assert "model 'm1' (models[0]): field 'resources.queue'" in text
