@@ -23,6 +23,7 @@ from workers.contracts import ModelSpec
 from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import compute_metrics
+from workers.pipeline.features import build_model
 from workers.pipeline.preprocess import dump_split, load_split, prepare
 from workers.pipeline.train import dump_model, fit, load_model
 from workers.store import ArtifactStore
@@ -32,10 +33,11 @@ def run_chain(model: ModelSpec, store: ArtifactStore, prefixes: Sequence[str],
               data_root: Path) -> dict[str, float]:
     """One model, preprocess -> train -> evaluate, as the stages do it; returns its metrics."""
     table = load_dataset(model.dataset, model.task, data_root)
-    data_digest = store.put(dump_split(prepare(table, model.task, model.preprocess)))
+    data_digest = store.put(dump_split(prepare(table, model)))
     estimator = build_estimator(model.estimator, model.task, prefixes)
     split = load_split(store.get(data_digest))
-    model_digest = store.put(dump_model(fit(estimator, split.X_train, split.y_train)))
+    pipeline = build_model(model, list(split.X_train.columns), estimator)
+    model_digest = store.put(dump_model(fit(pipeline, split.X_train, split.y_train)))
     split = load_split(store.get(data_digest))
     fitted = load_model(store.get(model_digest), prefixes)
     metrics = compute_metrics(fitted, split.X_test, split.y_test, model.metric_names)

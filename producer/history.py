@@ -142,11 +142,15 @@ def model_history(runtime: Runtime, model: str) -> list[dict[str, Any]]:
             state = batch_models(runtime, batch_id, only=[model]).get(model, {})
         except KeyError:  # runs of a batch whose record is gone
             state = {}
+        prepared = [r for r in runs if r["stage"] == "preprocess" and r["status"] == "succeeded"]
         rows.append({"batch_id": batch_id, "started": min(r["started"] for r in runs),
                      "runs": len(runs), "cache_hits": sum(1 for r in runs if r["cache_hit"]),
                      "failed_runs": sum(1 for r in runs if r["status"] == "failed"),
                      "status": state.get("status"), "version": state.get("version"),
-                     "metrics": state.get("metrics", {})})
+                     "metrics": state.get("metrics", {}),
+                     # Columns of the table no feature rule used: reported, never silently dropped.
+                     "unused_columns": (prepared[-1].get("result") or {}).get("unused_columns", [])
+                     if prepared else []})
     return sorted(rows, key=lambda r: r["started"])
 
 
@@ -172,6 +176,10 @@ def lineage(runtime: Runtime, ref: str) -> dict[str, Any]:
         "spec_path": batch.get("spec_path"), "task": model.task,
         "dataset": model.dataset.model_dump(mode="json"), "dataset_digest": prepared.dataset_digest,
         "preprocess": model.preprocess.model_dump(mode="json"), "data_digest": prepared.data_digest,
+        "features": model.features.model_dump(mode="json", exclude_defaults=True),
+        "split": model.split.model_dump(mode="json", exclude_defaults=True),
+        "cv": None if model.cv is None else model.cv.model_dump(mode="json"),
+        "unused_columns": prepared.unused_columns,
         "transform_digest": prepared.transform_digest,
         "estimator": model.estimator.class_path, "estimator_params": model.estimator.params,
         "model_digest": trained.model_digest, "report_digest": evaluated.report_digest,

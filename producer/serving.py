@@ -2,12 +2,14 @@
 
     import modelfleet
     model = modelfleet.load_model("iris-forest@production")
-    model.predict(rows)          # raw feature rows, as in the dataset
+    model.predict(rows)          # raw rows: a DataFrame with the dataset's columns
     modelfleet.predict("iris-forest@production", rows)   # the same, in one call
 
-The returned estimator includes the fitted impute/scale steps of its
-preprocess stage, so it takes raw rows. Every artifact is checked against its
-digest on load, and only allow-listed types are deserialised (skops, no pickle).
+The returned model is one scikit-learn Pipeline, its fitted features (impute,
+scale, encoders, date parts) and the estimator, so it takes raw rows. (Versions
+trained before features existed kept their impute/scale steps apart; they are
+put in front here.) Every artifact is checked against its digest on load, and
+only allow-listed types are deserialised (skops, no pickle).
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ enqueued unless the whole batch is valid.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import math
@@ -27,11 +26,12 @@ from workers.contracts import (
     SLUG_RULE,
     CsvDataset,
     ModelSpec,
+    SklearnDataset,
     SlugName,
+    SyntheticDataset,
     is_slug,
     loc_text,
 )
-from workers.pipeline.data import inspect_csv
 from workers.pipeline.errors import PipelineError
 from workers.settings import Settings
 
@@ -387,6 +387,8 @@ def validate_models(spec: BatchFile, settings: Settings, where: str,
             # Models still to come count too: segments may only use what is left.
             room = limit - len(models) - (len(raw_models) - index - 1)
             expanded_models = _expand_segments(model, settings, csv_segments, room)
+            if not found:  # preparing the data needs a consistent split, features and cv
+                _check_features(model, settings, checked)
         except PipelineError as exc:
             found.append(f"{where}: {label}: field {exc.field!r}: {exc.message}")
         problems += found
@@ -501,13 +503,16 @@ def _expand_segments(model: ModelSpec, settings: Settings,
     ds = model.dataset
     if not isinstance(ds, CsvDataset):
         return [model]
+    # Imported here: pandas costs every producer command (even `status`) half a second.
+    from workers.pipeline.data import inspect_csv
+
     key = json.dumps(ds.model_dump(exclude={"segment"}), sort_keys=True)
     if key not in seen:
         try:
             seen[key] = inspect_csv(ds, settings.data_root)
         except PipelineError:
             raise
-        except (OSError, ValueError, csv.Error) as exc:  # not UTF-8, a NUL in the path, a huge field
+        except (OSError, ValueError) as exc:  # not UTF-8, a NUL in the path, a huge field
             raise PipelineError("dataset.path",
                                 f"cannot read {_short(ds.path)}: {_cut(str(exc), 200)}") from exc
     if ds.segment_by is None or ds.segment is not None:
@@ -556,6 +561,35 @@ def _check_estimator(model: ModelSpec, settings: Settings,
             checked[key] = None
         except PipelineError as exc:
             checked[key] = exc
+    if (error := checked[key]) is not None:
+        raise error
+
+
+def _check_features(model: ModelSpec, settings: Settings,
+                    checked: dict[str, PipelineError | None]) -> None:
+    """Prepare a file dataset's whole table once per distinct (data, features, split), so a
+    missing column, a text column named numeric or a date in the wrong format is a spec error
+    now rather than a failed run of every segment later. Shipped datasets are checked when
+    the model names features or a split (synthetic ones may be large: checked by the worker)."""
+    ds = model.dataset
+    if isinstance(ds, SyntheticDataset) or (isinstance(ds, SklearnDataset) and
+                                             "features" not in model.model_fields_set and
+                                             "split" not in model.model_fields_set):
+        return
+    # Imported here: only validation needs pandas and scikit-learn.
+    from workers.pipeline.data import load_dataset
+    from workers.pipeline.preprocess import prepare
+
+    key = json.dumps(["features", model.task, ds.model_dump(), model.features.model_dump(mode="json"),
+                      model.split.model_dump(mode="json"), model.preprocess.model_dump()], sort_keys=True)
+    if key not in checked:
+        checked[key] = None
+        try:
+            prepare(load_dataset(ds, model.task, settings.data_root), model)
+        except PipelineError as exc:
+            checked[key] = exc
+        except (ValueError, TypeError, KeyError, OSError) as exc:  # pandas on a hostile file
+            checked[key] = PipelineError("dataset", f"cannot prepare the data: {_cut(str(exc), 200)}")
     if (error := checked[key]) is not None:
         raise error
 

@@ -51,8 +51,13 @@ def batch_status(runtime: Runtime, batch_id: str) -> BatchStatus:
     record = runtime.tracker.get_batch(batch_id)
     if record is None:
         raise KeyError(f"no batch {batch_id!r}")
+    return summarize(record, runtime.tracker.model_states(batch_id, record["models"]))
+
+
+def summarize(record: dict[str, Any], states: dict[str, dict[str, str]]) -> BatchStatus:
+    """The status of a batch from its record and its models' states (read by the caller,
+    e.g. the batch page, which also needs the states themselves)."""
     metrics_of = _primary_metrics(record)
-    states = runtime.tracker.model_states(batch_id, record["models"])
     rows = [_row(name, state, metrics_of.get(name), record["created"])
             for name, state in states.items()]
     counts = Counter(r.status for r in rows)
@@ -60,7 +65,7 @@ def batch_status(runtime: Runtime, batch_id: str) -> BatchStatus:
     finished = sum(counts[s] for s in TERMINAL)
     elapsed = time.time() - record["created"]
     eta = elapsed / finished * (len(rows) - finished) if 0 < finished < len(rows) else None
-    return BatchStatus(batch_id, record["name"], rows, dict(counts), stages_done, elapsed, eta,
+    return BatchStatus(record["id"], record["name"], rows, dict(counts), stages_done, elapsed, eta,
                        done=finished == len(rows))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -64,19 +65,27 @@ CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "precisio
 REGRESSION_METRICS = ("r2", "mae", "rmse", "mape")
 # Estimator parameters that set how long a fit takes (part of a model's cost class).
 _SIZE_PARAMS = ("n_estimators", "max_depth", "max_iter", "n_neighbors")
-# Metrics where lower is better; the gate and the promotion rule flip for them.
-LOWER_IS_BETTER = frozenset({"mae", "rmse", "mape"})
+# Metrics where lower is better; the gate and the promotion rule flip for them. With `cv`, a
+# metric m is also reported as cv_m_mean and cv_m_std (a spread: lower is better for every m).
+_LOWER = ("mae", "rmse", "mape")
+LOWER_IS_BETTER = frozenset({*_LOWER, *(f"cv_{m}_mean" for m in _LOWER),
+                             *(f"cv_{m}_std" for m in CLASSIFICATION_METRICS + REGRESSION_METRICS)})
 # The values each metric can take: a gate threshold outside them can never pass (or,
-# for an error metric at 0, passes only a perfect fit).
+# for an error metric at 0, passes only a perfect fit). cv_M_mean ranges like M.
 METRIC_RANGES: dict[str, tuple[float, float]] = {
     **{m: (0.0, 1.0) for m in CLASSIFICATION_METRICS}, "r2": (-math.inf, 1.0),
-    **{m: (0.0, math.inf) for m in LOWER_IS_BETTER}}
+    **{m: (0.0, math.inf) for m in _LOWER}}
 # Validation context key: the producer collects task checks at their field paths itself.
 DEFER_TASK_CHECKS = "defer_task_checks"
 # A field path inside a model spec, as pydantic gives it: ("evaluation", "metrics", 0).
 Loc = tuple[str | int, ...]
 # Candidates one hyperparameter search may try (grid size or n_iter), and trials kept in its record.
 MAX_SEARCH_TRIALS = 1000
+
+
+def cv_metric_names(metrics: list[str]) -> list[str]:
+    """The names cross-validation reports for `metrics`: cv_m_mean and cv_m_std each."""
+    return [f"cv_{m}_{stat}" for m in metrics for stat in ("mean", "std")]
 
 
 def is_slug(name: str) -> bool:
@@ -124,9 +133,10 @@ class SyntheticDataset(Strict):
 
 
 class CsvDataset(Strict):
-    """A CSV file under the data root; `segment_by` makes one model per value."""
+    """A CSV (or, with kind parquet, a Parquet) file under the data root; `segment_by`
+    makes one model per value."""
 
-    kind: Literal["csv"]
+    kind: Literal["csv", "parquet"]
     path: str = Field(min_length=1)
     target: str = Field(min_length=1)
     features: list[str] | None = None
@@ -143,6 +153,101 @@ class PreprocessSpec(Strict):
     impute: Literal["none", "mean", "median", "most_frequent"] = "mean"
     scale: Literal["none", "standard", "minmax"] = "standard"
     seed: int = 0
+
+
+ImputeStrategy = Literal["none", "mean", "median", "most_frequent"]
+ScaleKind = Literal["none", "standard", "minmax"]
+DatePart = Literal["year", "month", "week", "day", "dayofweek", "dayofyear", "quarter"]
+_DEFAULT_PARTS: tuple[DatePart, ...] = ("year", "month", "week", "dayofweek")
+
+
+class NumericFeatures(Strict):
+    """Numeric columns: imputed and scaled (impute/scale unset: those of `preprocess`)."""
+
+    # None: every numeric column that no other rule, the target or a segment/time column uses.
+    columns: list[str] | None = None
+    impute: ImputeStrategy | None = None
+    scale: ScaleKind | None = None
+
+
+class CategoricalFeatures(Strict):
+    """Text columns encoded one-hot or as ordinals; a category unseen in training is ignored
+    (one-hot: all zeros) or encoded -1 (ordinal), never an error at predict time."""
+
+    columns: list[str] = Field(default_factory=list)
+    encode: Literal["onehot", "ordinal"] = "onehot"
+
+
+class DateFeatures(Strict):
+    """Date columns expanded into numeric parts; `format` (strftime) parses text dates,
+    the split's time column too (e.g. "%d-%m-%Y"; unset: ISO dates)."""
+
+    columns: list[str] = Field(default_factory=list)
+    parts: list[DatePart] = Field(default_factory=lambda: list(_DEFAULT_PARTS), min_length=1)
+    format: str | None = None
+
+
+class LagFeatures(Strict):
+    """Past values of the target as features, per series, ordered by the split's time column:
+    lag k is the value k rows earlier, rolling w the mean of the w rows before (never the row
+    itself). Rows without a full history are left out of training and testing."""
+
+    periods: list[Annotated[int, Field(ge=1, le=10_000)]] = Field(default_factory=list)
+    rolling: list[Annotated[int, Field(ge=1, le=10_000)]] = Field(default_factory=list)
+    # The series column; unset: the dataset's segment_by (each segment is one series).
+    by: str | None = None
+
+
+class FeaturesSpec(Strict):
+    """How raw columns become features: fitted with the estimator as one Pipeline."""
+
+    numeric: NumericFeatures = NumericFeatures()
+    categorical: CategoricalFeatures = CategoricalFeatures()
+    dates: DateFeatures = DateFeatures()
+    lags: LagFeatures = LagFeatures()
+    drop: list[str] = Field(default_factory=list)
+    target_transform: Literal["none", "log1p"] = "none"
+
+    @model_validator(mode="after")
+    def _one_rule_per_column(self) -> FeaturesSpec:
+        seen: dict[str, str] = {}
+        for rule, columns in (("numeric", self.numeric.columns or []),
+                              ("categorical", self.categorical.columns),
+                              ("dates", self.dates.columns), ("drop", self.drop)):
+            for column in columns:
+                if column in seen:
+                    raise ValueError(f"column {column!r} is in both {seen[column]} and {rule}")
+                seen[column] = rule
+        return self
+
+
+class SplitSpec(Strict):
+    """The hold-out split: random (stratified for classification) or time-ordered.
+
+    time: rows ordered by time_column; the last test_size of the distinct times (or every
+    time after cutoff) are held out, so every training row is earlier than every test row.
+    test_size unset: preprocess.test_size. time_column is also the order of lag features.
+    """
+
+    kind: Literal["random", "time"] = "random"
+    time_column: str | None = None
+    test_size: float | None = Field(None, gt=0, lt=1, allow_inf_nan=False)
+    cutoff: date | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SplitSpec:
+        if self.kind == "time" and self.time_column is None:
+            raise ValueError("a time split needs time_column")
+        if self.cutoff is not None and (self.kind != "time" or self.test_size is not None):
+            raise ValueError("cutoff is for a time split, instead of test_size")
+        return self
+
+
+class CvSpec(Strict):
+    """Cross-validation on the training rows: metrics get cv_<metric>_mean and _std."""
+
+    folds: int = Field(5, ge=2, le=100)
+    kind: Literal["kfold", "stratified", "time_series"] = "kfold"
 
 
 class EstimatorSpec(Strict):
@@ -204,6 +309,9 @@ class DeploySpec(Strict):
     gate: GateSpec = GateSpec()
 
 
+_NO_FEATURES, _RANDOM_SPLIT = FeaturesSpec(), SplitSpec()
+
+
 # A worker queue name (`modelfleet worker -Q NAME`): also a Redis list name, so no ':'.
 QUEUE_NAME = r"^[a-z][a-z0-9_-]{0,39}$"
 # The stages `resources.queue` moves: the ones that need a big worker's memory or cores
@@ -225,6 +333,11 @@ class ModelSpec(Strict):
     task: Literal["classification", "regression"]
     dataset: Dataset
     preprocess: PreprocessSpec = PreprocessSpec()
+    # Left out of the model's JSON while they hold their defaults: every chain message
+    # carries the model, and most specs never set them (half a message's size otherwise).
+    features: FeaturesSpec = Field(FeaturesSpec(), exclude_if=lambda v: v == _NO_FEATURES)
+    split: SplitSpec = Field(SplitSpec(), exclude_if=lambda v: v == _RANDOM_SPLIT)
+    cv: CvSpec | None = Field(None, exclude_if=lambda v: v is None)
     estimator: EstimatorSpec
     search: SearchSpec | None = None
     evaluation: EvaluationSpec = EvaluationSpec()
@@ -241,23 +354,45 @@ class ModelSpec(Strict):
         return self
 
     def task_problems(self) -> list[tuple[Loc, str]]:
-        """Every metric or gate that does not fit the model's task, at its field path."""
+        """Every metric, gate, split or cv choice that does not fit the model's task, at its
+        field path."""
         allowed = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
         problems: list[tuple[Loc, str]] = [
             (("evaluation", "metrics", i), f"metric {m!r} is not a {self.task} metric; choose from "
              f"{allowed}") for i, m in enumerate(self.evaluation.metrics) if m not in allowed]
-        metrics = self.metric_names
-        if self.primary_metric not in metrics:
-            problems.append((("evaluation", "primary"), f"{self.primary_metric!r} must be one of the "
-                             f"metrics {metrics}"))
+        reported = self.reported_metrics
+        if self.primary_metric not in reported:
+            problems.append((("evaluation", "primary"), f"{self.primary_metric!r} must be one of "
+                             f"{reported}"))
         gate = self.deploy.gate
-        if self.gate_metric not in metrics:
-            problems.append((("deploy", "gate", "metric"), f"{self.gate_metric!r} must be one of the "
-                             f"metrics {metrics}"))
+        if self.gate_metric not in reported:
+            problems.append((("deploy", "gate", "metric"), f"{self.gate_metric!r} must be one of "
+                             f"{reported}"))
         elif gate.threshold is not None and (problem := threshold_problem(self.gate_metric,
                                                                           gate.threshold)):
             problems.append((("deploy", "gate", "threshold"), problem))
+        return problems + self._time_and_cv_problems()
+
+    def _time_and_cv_problems(self) -> list[tuple[Loc, str]]:
+        problems: list[tuple[Loc, str]] = []
+        lags = self.features.lags
+        if (lags.periods or lags.rolling) and self.split.time_column is None:
+            problems.append((("features", "lags"), "needs split.time_column (the order of the rows)"))
+        if self.features.target_transform != "none" and self.task != "regression":
+            problems.append((("features", "target_transform"), "is for regression"))
+        if self.cv is not None and self.cv.kind == "stratified" and self.task != "classification":
+            problems.append((("cv", "kind"), "stratified is for classification; use kfold or "
+                             "time_series"))
+        if self.cv is not None and self.cv.kind == "time_series" and self.split.kind != "time":
+            problems.append((("cv", "kind"), "time_series needs split.kind time (rows ordered by "
+                             "time_column)"))
         return problems
+
+    @property
+    def reported_metrics(self) -> list[str]:
+        """The metrics a run reports: hold-out values, and with cv their CV mean and std."""
+        names = self.metric_names
+        return names + (cv_metric_names(names) if self.cv is not None else [])
 
     @property
     def metric_names(self) -> list[str]:
@@ -278,8 +413,12 @@ class ModelSpec(Strict):
 
     @property
     def search_metric(self) -> str:
-        """What a search scores its candidates by: its own metric, else the primary one."""
-        return (self.search.metric if self.search else None) or self.primary_metric
+        """What a search scores its candidates by: its own metric, else the primary one
+        (for a primary cv_m_mean or cv_m_std, the metric m: the search cross-validates too)."""
+        primary = self.primary_metric
+        if primary.startswith("cv_"):
+            primary = primary[len("cv_"):].rsplit("_", 1)[0]
+        return (self.search.metric if self.search else None) or primary
 
     @property
     def cost_class(self) -> str:
@@ -292,14 +431,17 @@ class ModelSpec(Strict):
                  f"synthetic:{ds.n_samples}x{ds.n_features}" if isinstance(ds, SyntheticDataset) else
                  f"csv:{ds.path}:{ds.segment_by or ''}")
         size = ",".join(f"{k}={self.estimator.params[k]}" for k in _SIZE_PARAMS if k in self.estimator.params)
-        # A search fits its estimator (candidates x folds + 1) times: another class of cost.
+        # A search fits its estimator (candidates x folds + 1) times, cv k more times: other costs.
         search = f"|search:{self.search.trials}x{self.search.cv}" if self.search else ""
-        return f"{self.task}|{self.estimator.class_path}({size})|{shape}{search}"
+        folds = f"|cv{self.cv.folds}" if self.cv is not None else ""
+        return f"{self.task}|{self.estimator.class_path}({size})|{shape}{search}{folds}"
 
 
 def threshold_problem(metric: str, threshold: float) -> str | None:
     """Why a gate threshold on `metric` makes no sense (never passes), or None."""
-    low, high = METRIC_RANGES.get(metric, (-math.inf, math.inf))
+    base = metric.removeprefix("cv_").removesuffix("_mean").removesuffix("_std")
+    low, high = (0.0, math.inf) if metric.endswith("_std") else METRIC_RANGES.get(
+        base, (-math.inf, math.inf))
     if metric in LOWER_IS_BETTER:
         if threshold <= low:
             return (f"{threshold} on {metric!r} (lower is better: passes when {metric} <= threshold) "
@@ -336,8 +478,10 @@ class PreparedInfo(Strict):
     n_test: int
     n_features: int
     run_id: str
-    # The fitted impute/scale steps, so a served model can predict on raw rows.
+    # Older versions' separately fitted impute/scale steps; now inside the model's Pipeline.
     transform_digest: str | None = None
+    # Columns of the table that no feature rule uses (reported, never dropped silently).
+    unused_columns: list[str] = Field(default_factory=list)
 
 
 class SearchSummary(Strict):
@@ -355,6 +499,8 @@ class TrainedInfo(Strict):
     model_digest: str
     run_id: str
     search: SearchSummary | None = None
+    # cv_<metric>_mean / _std on the training rows, when the model has `cv`.
+    cv_metrics: dict[str, float] = Field(default_factory=dict)
 
 
 class EvaluatedInfo(Strict):

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
 
     flower_user: str = "admin"
     flower_password: SecretStr | None = None
+    # The batch page `modelfleet up` serves beside Flower: None a free port, 0 none.
+    page_port: int | None = None
 
     @model_validator(mode="after")
     def _sentinel_needs_a_master(self) -> Settings:

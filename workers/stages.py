@@ -21,11 +21,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-import redis.exceptions
-
 # Imported once in the worker's main process, before it forks its pool children: the data
 # loaders and the estimator families specs use most would otherwise be imported by each
 # child in its first task (about a second each, inside the first models' stage times).
+import pyarrow.parquet  # noqa: F401  (the split artifacts' format)
+import redis.exceptions
 import sklearn.datasets  # noqa: F401
 import sklearn.ensemble  # noqa: F401
 import sklearn.linear_model  # noqa: F401
@@ -54,9 +54,10 @@ from workers.labels import chain_label, stage_label
 from workers.mlflow_sink import sink_for
 from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
-from workers.pipeline.evaluate import plot_data, score
+from workers.pipeline.evaluate import cross_validate, plot_data, score
+from workers.pipeline.features import build_model, estimator_prefix
 from workers.pipeline.preprocess import dump_split, load_split, prepare, table_digest_bytes
-from workers.pipeline.search import build_search, run_search
+from workers.pipeline.search import around, build_search, run_search
 from workers.pipeline.train import dump_model, fit, load_model
 from workers.registry import decide
 from workers.runtime import Runtime
@@ -426,7 +427,9 @@ def preprocess(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
 
 def _preprocess(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     model, store = state.job.model, self.runtime.store
-    params = {"task": model.task, "preprocess": model.preprocess.model_dump(mode="json")}
+    params = {"task": model.task, "preprocess": model.preprocess.model_dump(mode="json"),
+              "features": model.features.model_dump(mode="json"),
+              "split": model.split.model_dump(mode="json")}
     try:
         table = load_dataset(model.dataset, model.task, self.runtime.settings.data_root)
     except Exception as exc:  # a bad data file is a failed run too, before any cache key exists
@@ -435,12 +438,12 @@ def _preprocess(self: StageTask, state: ChainState, writes: Writes) -> ChainStat
     dataset_digest = digest_bytes(table_digest_bytes(table))
 
     def compute() -> tuple[dict[str, Any], list[str]]:
-        split = prepare(table, model.task, model.preprocess)
+        split = prepare(table, model)
         digest = store.put(dump_split(split))
-        transform = store.put(dump_model(split.transform)) if split.transform is not None else None
+        # The fitted features travel inside the model's Pipeline now: no separate transform.
         return {"data_digest": digest, "n_train": len(split.y_train), "n_test": len(split.y_test),
-                "n_features": split.X_train.shape[1], "transform_digest": transform}, \
-            [digest] + ([transform] if transform else [])
+                "n_features": split.X_train.shape[1], "transform_digest": None,
+                "unused_columns": split.unused}, [digest]
 
     value, run_id = self.step(state, writes, "preprocess", params, [dataset_digest], compute)
     info = PreparedInfo(dataset_digest=dataset_digest, run_id=run_id, **value)
@@ -464,27 +467,40 @@ def _train(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
 
     def compute() -> tuple[dict[str, Any], list[str]]:
         split = load_split(rt.store.get(data_digest))
+        # One Pipeline, features + estimator: the deployed file takes raw rows.
+        pipeline = build_model(model, list(split.X_train.columns), estimator)
         if search is None:
-            fitted, report = fit(estimator, split.X_train, split.y_train), None
+            fitted, report = fit(pipeline, split.X_train, split.y_train), None
         else:  # the deployed model is the best candidate, refitted on all training rows
-            fitted, report = run_search(search, split.X_train, split.y_train)
+            fitted, report = run_search(around(search, pipeline, estimator_prefix(model)),
+                                        split.X_train, split.y_train)
+        # With a search, CV scores the chosen candidate (a fresh clone per fold).
+        cv = {} if model.cv is None else cross_validate(
+            fitted, split.X_train, split.y_train, model.cv, model.preprocess.seed, model.metric_names)
         data = dump_model(fitted)
         digest = rt.store.put(data)
         _JUST_TRAINED.put(digest, fitted, len(data))
-        return {"model_digest": digest, **({"search": report} if report else {})}, [digest]
+        return {"model_digest": digest, "cv_metrics": cv, **({"search": report} if report else {})}, \
+            [digest]
 
     value, run_id = self.step(state, writes, "train", _train_params(model), [data_digest], compute)
     report = value.get("search")
     summary = SearchSummary(**{k: report[k] for k in SearchSummary.model_fields}) if report else None
-    info = TrainedInfo(model_digest=value["model_digest"], run_id=run_id, search=summary)
+    info = TrainedInfo(model_digest=value["model_digest"], run_id=run_id, search=summary,
+                       cv_metrics=value.get("cv_metrics", {}))
     return state.model_copy(update={"trained": info})
 
 
 def _train_params(model: ModelSpec) -> dict[str, Any]:
     """What a fit depends on besides its data; keys absent when unused keep older cache keys valid."""
-    params: dict[str, Any] = {"task": model.task, "estimator": model.estimator.model_dump(mode="json")}
+    params: dict[str, Any] = {"task": model.task, "estimator": model.estimator.model_dump(mode="json"),
+                              # The Pipeline's features (numeric defaults from preprocess).
+                              "features": model.features.model_dump(mode="json"),
+                              "preprocess": model.preprocess.model_dump(mode="json")}
     if model.search is not None:
         params["search"] = {**model.search.model_dump(mode="json"), "metric": model.search_metric}
+    if model.cv is not None:
+        params["cv"] = {**model.cv.model_dump(mode="json"), "metrics": model.metric_names}
     return {**params, **_user_code(model)}
 
 
@@ -503,13 +519,15 @@ def _evaluate(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     model, rt = state.job.model, self.runtime
     assert state.prepared is not None and state.trained is not None, "evaluate needs a trained message"
     data_digest, model_digest = state.prepared.data_digest, state.trained.model_digest
+    cv_metrics = state.trained.cv_metrics
 
     def compute() -> tuple[dict[str, Any], list[str]]:
         split = load_split(rt.store.get(data_digest))
         fitted = _JUST_TRAINED.get(model_digest) or load_model(rt.store.get(model_digest),
                                                                 rt.settings.allowed_estimator_prefixes)
         predictions = fitted.predict(split.X_test)
-        metrics = score(split.y_test, predictions, model.metric_names)
+        # Hold-out values, then the CV mean and std that train measured (if any).
+        metrics = {**score(split.y_test, predictions, model.metric_names), **cv_metrics}
         # The report's plot data rides in the one artifact evaluate already writes.
         report = rt.store.put_json({"metrics": metrics, "model_digest": model_digest,
                                     "data_digest": data_digest, "n_test": len(split.y_test),
@@ -517,8 +535,9 @@ def _evaluate(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
                                     "plots": plot_data(fitted, model.task, split.y_test, predictions)})
         return {"report_digest": report, "metrics": metrics}, [report]
 
-    # The team's predict code may change without changing the model file.
-    params = {"metrics": model.metric_names, **_user_code(model)}
+    # The team's predict code may change without changing the model file; CV metrics come from train.
+    params = {"metrics": model.metric_names, **_user_code(model),
+              **({"cv_metrics": cv_metrics} if cv_metrics else {})}
     value, run_id = self.step(state, writes, "evaluate", params, [model_digest, data_digest], compute)
     return state.model_copy(update={"evaluated": EvaluatedInfo(run_id=run_id, **value)})
 

@@ -107,6 +107,11 @@ class Tracker:
         raw = self.r.get(keys.batch(batch_id))
         return json.loads(raw) if raw else None
 
+    def get_batches(self, batch_ids: list[str]) -> list[dict[str, Any]]:
+        """The records of these batches (one MGET), skipping any that are gone."""
+        raws = self.r.mget([keys.batch(b) for b in batch_ids]) if batch_ids else []
+        return [json.loads(raw) for raw in raws if raw]
+
     def update_batch(self, batch_id: str, **fields: Any) -> None:
         record = self.get_batch(batch_id)
         if record is None:
@@ -186,6 +191,22 @@ class Tracker:
             pipe.hgetall(keys.batch_model(batch_id, name))
         return {name: dict(raw)
                 for name, raw in zip(models, pipe.execute(), strict=True)}
+
+    def status_counts(self, models_of: Mapping[str, list[str]]) -> dict[str, dict[str, int]]:
+        """Per batch, how many of its models are in each status: one pipeline for all of them."""
+        pipe = self.r.pipeline(transaction=False)
+        for batch_id, models in models_of.items():
+            for name in models:
+                pipe.hget(keys.batch_model(batch_id, name), "status")
+        statuses = iter(pipe.execute())
+        counts = {}
+        for batch_id, models in models_of.items():
+            counted: dict[str, int] = {}
+            for _ in models:
+                status = next(statuses) or "unknown"
+                counted[status] = counted.get(status, 0) + 1
+            counts[batch_id] = counted
+        return counts
 
     # --- runs ----------------------------------------------------------------
     def run(self, writes: Writes, run: dict[str, Any]) -> str:

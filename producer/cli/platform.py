@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -13,9 +14,11 @@ import click
 from rich.markup import escape
 
 from producer.cli.common import UserError, broker, console, err, pass_settings
+from producer.cli.page import BatchPage
 from producer.local import LocalFlower, running_embedded_redis
 from producer.submit import masked_url
 from workers.app import create_app
+from workers.runtime import Runtime
 from workers.settings import STAGES, Settings
 
 
@@ -40,19 +43,31 @@ def _wait_until_interrupted(flower: LocalFlower) -> int:
     return 1
 
 
+def _batch_page(live: Settings, flower: LocalFlower, port: int | None
+                ) -> contextlib.AbstractContextManager[BatchPage | None]:
+    """The batch page beside Flower, with Flower's credentials; none for port 0."""
+    if port == 0:
+        return contextlib.nullcontext()
+    return BatchPage(Runtime.from_settings(live), flower.url, flower.user, flower.password,
+                     port=port or 0)
+
+
 @click.command()
 @click.option("--workers", "-w", default=2, show_default=True, help="Local worker processes.")
 @click.option("--flower-port", type=int, default=None, help="Flower's port (default: a free one).")
+@click.option("--page-port", type=int, default=None,
+              help="The batch page's port (default: MODELFLEET_PAGE_PORT, else a free one; 0: none).")
 @pass_settings
-def up(settings: Settings, workers: int, flower_port: int | None) -> None:
-    """Start the local platform: embedded Redis, K workers and Flower, until Ctrl-C."""
+def up(settings: Settings, workers: int, flower_port: int | None, page_port: int | None) -> None:
+    """Start the local platform: embedded Redis, K workers, Flower and the batch page, until Ctrl-C."""
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     console.print(f"starting {workers} workers and Flower ...")
     code = 0
     try:
         with broker(settings, workers=workers) as live:
             log_dir = live.local_redis_dir.parent / "logs"
-            with LocalFlower(live, log_dir, port=flower_port) as flower:
+            with LocalFlower(live, log_dir, port=flower_port) as flower, \
+                    _batch_page(live, flower, settings.page_port if page_port is None else page_port) as page:
                 # Plain echo, not rich: no wrapping, so the lines can be copied and parsed.
                 if settings.broker_url is None:
                     # The embedded Redis: loopback, with the generated password of
@@ -70,6 +85,8 @@ def up(settings: Settings, workers: int, flower_port: int | None) -> None:
                 if flower.generated:
                     click.echo(f"          password {flower.password}  (generated; set "
                                "MODELFLEET_FLOWER_PASSWORD to choose one)")
+                if page is not None:
+                    click.echo(f"batches   {page.url}/  (the same user and password)")
                 click.echo(f"up (pid {os.getpid()}); Ctrl-C stops everything")
                 code = _wait_until_interrupted(flower)
     except KeyboardInterrupt:

@@ -86,9 +86,11 @@ def show(settings: Settings, model: str, as_json: bool) -> None:
                                "aliases": aliases}, indent=1, default=str))
         return
     console.print(table(f"{model}: {len(rows)} batch(es)", [
-        "batch", "started", "runs", "cache hits", "failed runs", "status", "version", "metrics"],
+        "batch", "started", "runs", "cache hits", "failed runs", "status", "version", "metrics",
+        "unused columns"],
         [[r["batch_id"], when(r["started"]), r["runs"], r["cache_hits"], r["failed_runs"],
-          r["status"], r["version"], metrics_text(r["metrics"])] for r in rows]))
+          r["status"], r["version"], metrics_text(r["metrics"]), ", ".join(r["unused_columns"])]
+         for r in rows]))
     console.print(versions_table(model, versions, aliases))
 
 

@@ -68,8 +68,9 @@ def test_up_serves_submit_from_another_shell_and_stops_on_ctrl_c(
 def test_up_uses_a_configured_broker_and_never_prints_its_password(tmp_path: Path) -> None:
     password = secrets.token_hex(12)
     with RedisServer(tmp_path / "own-redis", password=password) as server, \
-            start_up(tmp_path, 1, MODELFLEET_BROKER_URL=server.url) as (proc, out):
+            start_up(tmp_path, 1, MODELFLEET_BROKER_URL=server.url, MODELFLEET_PAGE_PORT="0") as (proc, out):
         out.wait_for(r"^up \(pid \d+\)", 180)
+        assert "\nbatches " not in out.text()  # MODELFLEET_PAGE_PORT=0: no batch page
         started = descendants(proc.pid)
         # No embedded Redis of its own: the configured one is used ...
         assert not any("redis-server" in cmdline(pid) for pid in started)

@@ -74,7 +74,7 @@ def test_meta_estimators_and_searches_train_deploy_and_serve(
     best_c = grid["best_params"]["model__C"]
     assert grid["n_trials"] == 3 and len(grid["trials"]) == 3 and grid["metric"] == "accuracy"
     assert grid["trials"][0]["params"] == {"model__C": best_c} and grid["seconds"] > 0
-    served = load_deployed(f"grid-{uniq}", runtime).estimator.named_steps["model"]
+    served = load_deployed(f"grid-{uniq}", runtime).estimator.named_steps["estimator"]
     assert type(served).__name__ == "Pipeline" and served.named_steps["model"].get_params()["C"] == best_c
     # ... scored by its own metric, in that metric's units (an error: lowest first).
     rand = runs[(f"rand-{uniq}", "train")]["result"]["search"]

@@ -53,7 +53,7 @@ def test_a_team_package_trains_in_a_pipeline_and_serves(tmp_path: Path,
 
         # Loaded back: the model file holds the team's classes, trusted by the same allow-list.
         deployed = load_deployed("team-sales@production", c.runtime)
-        fitted = deployed.estimator.named_steps["model"]
+        fitted = deployed.estimator.named_steps["estimator"]
         assert [type(s).__name__ for _, s in fitted.steps] == ["QuantileClipper", "ShrunkLinearRegressor"]
         X, y = load_diabetes(return_X_y=True)
         assert deployed.estimator.score(X, y) > 0.3

@@ -24,14 +24,15 @@ class FaultyClassifier(ClassifierMixin, BaseEstimator):
     - die: "never", "once" (SIGKILL its own process the first time, marked by
       die_flag) or "always";
     - fail: "none", "connection" (raise ConnectionError on the first fail_times
-      fits, counted in counter) or "value" (raise ValueError every time).
+      fits, counted in counter) or "value" (raise ValueError(message) every time).
     """
 
     _parameter_constraints: dict[str, list[Any]] = {}
 
     def __init__(self, started: str = "", wait_for: str = "", die: str = "never",
                  die_flag: str = "", fail: str = "none", fail_times: int = 0,
-                 counter: str = "") -> None:
+                 counter: str = "",
+                 message: str = "deterministic failure: bad data for FaultyClassifier") -> None:
         self.started = started
         self.wait_for = wait_for
         self.die = die
@@ -39,6 +40,7 @@ class FaultyClassifier(ClassifierMixin, BaseEstimator):
         self.fail = fail
         self.fail_times = fail_times
         self.counter = counter
+        self.message = message
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> FaultyClassifier:
         if self.started:
@@ -51,7 +53,7 @@ class FaultyClassifier(ClassifierMixin, BaseEstimator):
             while not Path(self.wait_for).exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
         if self.fail == "value":
-            raise ValueError("deterministic failure: bad data for FaultyClassifier")
+            raise ValueError(self.message)
         if self.fail == "connection" and _count(self.counter) <= self.fail_times:
             raise ConnectionError("transient failure: connection reset (test)")
         values, counts = np.unique(y, return_counts=True)

@@ -1,4 +1,4 @@
-"""Pure helpers of the history commands, the store's JSON copies and the fitted transform."""
+"""Pure helpers of the history commands, the store's JSON copies and the fitted features."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from producer.history import parse_age, parse_tags
-from workers.contracts import PreprocessSpec, SklearnDataset
+from workers.contracts import ModelSpec
 from workers.journal import Journal
 from workers.pipeline.data import load_dataset
+from workers.pipeline.estimators import build_estimator
+from workers.pipeline.features import build_model
 from workers.pipeline.preprocess import prepare
 from workers.pipeline.train import dump_model, load_model
 from workers.tracking import has_tags
@@ -67,13 +69,32 @@ def test_a_forked_child_writes_its_own_journal_file(tmp_path: Path) -> None:
     assert sorted(r["who"] for r in journal.replay()) == ["child", "parent"]
 
 
-def test_prepare_keeps_the_fitted_transform_for_serving() -> None:
-    table = load_dataset(SklearnDataset(kind="sklearn", name="wine"), "classification", Path("."))
-    split = prepare(table, "classification", PreprocessSpec(seed=3))
-    assert [name for name, _ in split.transform.steps] == ["impute", "scale"]
-    # Round trip through skops: the loaded transform maps raw rows as in training.
-    transform = load_model(dump_model(split.transform), ["sklearn."])
-    raw = transform.named_steps["scale"].inverse_transform(split.X_test)
-    assert np.allclose(transform.transform(raw), split.X_test)
-    none = prepare(table, "classification", PreprocessSpec(impute="none", scale="none"))
-    assert none.transform is None
+def _wine(**preprocess: object) -> ModelSpec:
+    return ModelSpec.model_validate({
+        "name": "wine", "task": "classification", "dataset": {"kind": "sklearn", "name": "wine"},
+        "preprocess": {"seed": 3, **preprocess},
+        "estimator": {"class_path": "sklearn.linear_model.LogisticRegression"}})
+
+
+def test_the_model_file_holds_the_fitted_features_for_serving() -> None:
+    model = _wine()
+    split = prepare(load_dataset(model.dataset, model.task, Path(".")), model)
+    estimator = build_estimator(model.estimator, model.task, ["sklearn."])
+    fitted = build_model(model, list(split.X_train.columns), estimator).fit(split.X_train, split.y_train)
+    numeric = fitted.named_steps["features"]  # all numeric: imputer and scaler on arrays
+    assert [name for name, _ in numeric.steps] == ["impute", "scale"]
+    # Round trip through skops: the loaded Pipeline predicts from raw rows as in training.
+    loaded = load_model(dump_model(fitted), ["sklearn."])
+    assert np.array_equal(loaded.predict(split.X_test), fitted.predict(split.X_test))
+    # Plain arrays (columns in training order) still work, as before features existed.
+    assert np.array_equal(loaded.predict(split.X_test.to_numpy()), fitted.predict(split.X_test))
+    with pytest.raises(ValueError, match="expected rows of 13 columns"):
+        loaded.predict(split.X_test.to_numpy()[:, :3])
+    # Scaled on the training rows only: their mean is 0 after the fitted scaler.
+    assert np.allclose(numeric.transform(split.X_train.to_numpy()).mean(axis=0), 0, atol=1e-9)
+    plain = _wine(impute="none", scale="none")
+    bare = build_model(plain, list(split.X_train.columns), estimator)
+    assert bare.named_steps["features"] == "passthrough"
+    # Raw rows with extra columns, in another order: the model picks its own columns.
+    shuffled = split.X_test[split.X_test.columns[::-1]].assign(extra="x")
+    assert np.array_equal(loaded.predict(shuffled), fitted.predict(split.X_test))

@@ -9,67 +9,86 @@ import numpy as np
 import pytest
 
 from tests.conftest import EXAMPLE_DATA
-from workers.contracts import CsvDataset, EstimatorSpec, PreprocessSpec, SklearnDataset, SyntheticDataset
+from workers.contracts import CsvDataset, EstimatorSpec, ModelSpec, SyntheticDataset
 from workers.pipeline.data import load_dataset
 from workers.pipeline.errors import PipelineError
 from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import compute_metrics
+from workers.pipeline.features import build_model
 from workers.pipeline.preprocess import dump_split, load_split, prepare
 from workers.pipeline.train import dump_model, fit, load_model
 
 ALLOWED = ["sklearn."]
 
 
+def spec(task: str, dataset: dict[str, Any], class_path: str, **fields: Any) -> ModelSpec:
+    return ModelSpec.model_validate({"name": "m", "task": task, "dataset": dataset,
+                                     "estimator": {"class_path": class_path}, **fields})
+
+
+def fitted(model: ModelSpec, split: Any, **params: Any) -> Any:
+    estimator = build_estimator(EstimatorSpec(class_path=model.estimator.class_path, params=params),
+                                model.task, ALLOWED)
+    return fit(build_model(model, list(split.X_train.columns), estimator), split.X_train, split.y_train)
+
+
 def test_iris_end_to_end_as_plain_functions() -> None:
-    table = load_dataset(SklearnDataset(kind="sklearn", name="iris"), "classification", Path("."))
-    split = prepare(table, "classification", PreprocessSpec(seed=1))
+    model = spec("classification", {"kind": "sklearn", "name": "iris"},
+                 "sklearn.linear_model.LogisticRegression", preprocess={"seed": 1})
+    split = prepare(load_dataset(model.dataset, model.task, Path(".")), model)
     # stratified: every class is in the test set in proportion
     assert sorted(np.unique(split.y_test, return_counts=True)[1]) == [12, 13, 13]
-    # scaler fitted on the training rows only
-    assert np.allclose(split.X_train.mean(axis=0), 0, atol=1e-9)
-    est = build_estimator(EstimatorSpec(class_path="sklearn.linear_model.LogisticRegression",
-                                        params={"max_iter": 500}), "classification", ALLOWED)
-    model = load_model(dump_model(fit(est, split.X_train, split.y_train)), ALLOWED)
-    metrics = compute_metrics(model, split.X_test, split.y_test, ["accuracy", "f1_macro"])
+    loaded = load_model(dump_model(fitted(model, split, max_iter=500)), ALLOWED)
+    metrics = compute_metrics(loaded, split.X_test, split.y_test, ["accuracy", "f1_macro"])
     assert metrics["accuracy"] > 0.85 and 0 < metrics["f1_macro"] <= 1
 
 
 def test_split_round_trips_without_pickle() -> None:
-    table = load_dataset(SyntheticDataset(kind="synthetic", n_samples=100), "regression", Path("."))
-    split = prepare(table, "regression", PreprocessSpec(scale="minmax", test_size=0.2))
-    again = load_split(dump_split(split))
+    model = spec("regression", {"kind": "synthetic", "n_samples": 100}, "sklearn.linear_model.Ridge",
+                 preprocess={"test_size": 0.2})
+    split = prepare(load_dataset(model.dataset, model.task, Path(".")), model)
+    data = dump_split(split)
+    assert data[:4] == b"PAR1"  # a Parquet file: typed columns, no pickle
+    again = load_split(data)
     assert again.X_train.shape == (80, 20) and np.array_equal(again.y_test, split.y_test)
-    assert np.isclose(split.X_train.min(), 0) and np.isclose(split.X_train.max(), 1)
+    assert again.X_test.equals(split.X_test)
 
 
 def test_synthetic_is_seeded() -> None:
     a = load_dataset(SyntheticDataset(kind="synthetic", seed=3), "classification", Path("."))
     b = load_dataset(SyntheticDataset(kind="synthetic", seed=3), "classification", Path("."))
     c = load_dataset(SyntheticDataset(kind="synthetic", seed=4), "classification", Path("."))
-    assert np.array_equal(a.X, b.X) and not np.array_equal(a.X, c.X)
+    assert a.frame.equals(b.frame) and not a.frame.equals(c.frame)
 
 
 def test_walmart_segment_regression_beats_mean() -> None:
-    spec = CsvDataset(kind="csv", path="walmart_weekly_sales.csv", target="Weekly_Sales",
-                      segment_by="Store", segment="20")
-    table = load_dataset(spec, "regression", EXAMPLE_DATA)
-    assert table.X.shape == (143, 5) and "Store" not in table.feature_names
-    split = prepare(table, "regression", PreprocessSpec())
-    est = build_estimator(EstimatorSpec(class_path="sklearn.ensemble.RandomForestRegressor",
-                                        params={"n_estimators": 50, "random_state": 0}),
-                          "regression", ALLOWED)
-    metrics = compute_metrics(fit(est, split.X_train, split.y_train), split.X_test, split.y_test,
-                              ["r2", "mae", "rmse"])
+    model = spec("regression", {"kind": "csv", "path": "walmart_weekly_sales.csv",
+                                "target": "Weekly_Sales", "segment_by": "Store", "segment": "20"},
+                 "sklearn.ensemble.RandomForestRegressor")
+    table = load_dataset(model.dataset, model.task, EXAMPLE_DATA)
+    assert len(table.y) == 143 and "Weekly_Sales" not in table.feature_names
+    split = prepare(table, model)
+    # The old default: every numeric column but the segment; Date is reported, not dropped silently.
+    assert list(split.X_train.columns) == ["Holiday_Flag", "Temperature", "Fuel_Price", "CPI",
+                                           "Unemployment"]
+    assert split.unused == ["Date"]
+    metrics = compute_metrics(fitted(model, split, n_estimators=50, random_state=0), split.X_test,
+                              split.y_test, ["r2", "mae", "rmse"])
     assert metrics["mae"] > 0 and metrics["rmse"] >= metrics["mae"]
 
 
 def test_imputation_fills_missing_values(tmp_path: Path) -> None:
     (tmp_path / "d.csv").write_text("a,b,y\n1,,0\n2,5,1\n,6,0\n4,7,1\n5,8,0\n6,9,1\n7,1,0\n8,2,1\n")
-    spec = CsvDataset(kind="csv", path="d.csv", target="y")
-    table = load_dataset(spec, "classification", tmp_path)
-    assert np.isnan(table.X).sum() == 2
-    split = prepare(table, "classification", PreprocessSpec(impute="median", test_size=0.5))
-    assert not np.isnan(split.X_train).any() and not np.isnan(split.X_test).any()
+    model = spec("classification", {"kind": "csv", "path": "d.csv", "target": "y"},
+                 "sklearn.linear_model.LogisticRegression",
+                 preprocess={"impute": "median", "test_size": 0.5})
+    table = load_dataset(model.dataset, model.task, tmp_path)
+    assert int(table.frame.isna().sum().sum()) == 2
+    split = prepare(table, model)
+    pipeline = fitted(model, split)
+    features = pipeline[:-1]  # raw rows -> what the estimator sees
+    assert not np.isnan(features.transform(split.X_train)).any()
+    assert not np.isnan(features.transform(split.X_test)).any()
 
 
 def test_tampered_model_types_are_refused() -> None:

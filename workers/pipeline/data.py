@@ -1,28 +1,33 @@
-"""Load datasets into numeric arrays: shipped scikit-learn sets, synthetic, CSV."""
+"""Load datasets as tables: shipped scikit-learn sets, synthetic, CSV and Parquet files.
+
+A table keeps the file's real dtypes (numbers, text, dates stay text until the
+features say how to read them); which columns become features is decided by
+`workers.pipeline.features`, which reports the columns no rule uses.
+"""
 
 from __future__ import annotations
 
-import csv
 import functools
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from workers.contracts import CsvDataset, Dataset, SklearnDataset, SyntheticDataset
 from workers.pipeline.errors import PipelineError
 
-_MISSING = {"", "na", "nan", "null", "none"}
-
 
 @dataclass(frozen=True)
 class Table:
-    """Features, target and feature names of one model's data."""
+    """One model's rows: every column but the target, and the target."""
 
-    X: np.ndarray
+    frame: pd.DataFrame
     y: np.ndarray
-    feature_names: list[str]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [str(c) for c in self.frame.columns]
 
 
 def load_dataset(spec: Dataset, task: str, data_root: Path) -> Table:
@@ -33,10 +38,11 @@ def load_dataset(spec: Dataset, task: str, data_root: Path) -> Table:
     if isinstance(spec, SklearnDataset):
         bunch = getattr(skdatasets, f"load_{spec.name}")()
         names = [str(n) for n in getattr(bunch, "feature_names", range(bunch.data.shape[1]))]
-        return Table(np.asarray(bunch.data, dtype=float), np.asarray(bunch.target), names)
+        return Table(pd.DataFrame(np.asarray(bunch.data, dtype=float), columns=names),
+                     np.asarray(bunch.target))
     if isinstance(spec, SyntheticDataset):
         return _synthetic(spec, task)
-    return load_csv(spec, task, data_root)
+    return load_file(spec, task, data_root)
 
 
 def _synthetic(spec: SyntheticDataset, task: str) -> Table:
@@ -53,11 +59,11 @@ def _synthetic(spec: SyntheticDataset, task: str) -> Table:
             n_samples=spec.n_samples, n_features=spec.n_features,
             n_informative=spec.n_informative, noise=spec.noise, random_state=spec.seed,
         )
-    return Table(X, y, [f"x{i}" for i in range(spec.n_features)])
+    return Table(pd.DataFrame(X, columns=[f"x{i}" for i in range(spec.n_features)]), y)
 
 
 def resolve_csv_path(data_root: Path, path: str) -> Path:
-    """The CSV's real path, refusing anything that escapes the data root."""
+    """The file's real path, refusing anything that escapes the data root."""
     if Path(path).is_absolute():
         raise PipelineError("dataset.path", f"{path!r} must be relative to the data root")
     root = data_root.resolve()
@@ -70,119 +76,84 @@ def resolve_csv_path(data_root: Path, path: str) -> Path:
     return full
 
 
-def read_csv(path: Path) -> dict[str, list[str]]:
-    """Columns of a CSV file as lists of strings, in file order."""
-    with path.open(newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if not header:
-            raise PipelineError("dataset.path", f"{path.name!r} is empty")
-        columns: dict[str, list[str]] = {name: [] for name in header}
-        for row in reader:
-            for name, value in zip(header, row, strict=False):
-                columns[name].append(value)
-    return columns
+@functools.lru_cache(maxsize=8)
+def _read(path: Path, kind: str, segment_by: str | None, mtime_ns: int, size: int) -> pd.DataFrame:
+    try:
+        if kind == "parquet":
+            frame = pd.read_parquet(path)
+        else:
+            # The segment column as text, as written: its values become model names.
+            frame = pd.read_csv(path, converters={segment_by: str} if segment_by else None)
+    except pd.errors.EmptyDataError as exc:
+        raise PipelineError("dataset.path", f"{path.name!r} is empty") from exc
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise PipelineError("dataset.path", f"cannot read {path.name!r} as {kind}: {exc}") from exc
+    if segment_by is not None and segment_by in frame.columns:
+        frame[segment_by] = frame[segment_by].astype(object).where(frame[segment_by].notna(), "")
+        frame[segment_by] = frame[segment_by].map(str)
+    return frame
 
 
-def to_float(values: list[str]) -> np.ndarray | None:
-    """Parse a column as floats (missing -> NaN); None if any value is not numeric."""
-    out = np.empty(len(values))
-    for i, v in enumerate(values):
-        s = v.strip()
-        if s.lower() in _MISSING:
-            out[i] = math.nan
-            continue
-        try:
-            out[i] = float(s)
-        except ValueError:
-            return None
-    return out
+@functools.lru_cache(maxsize=8)
+def _segment_rows(path: Path, kind: str, segment_by: str, mtime_ns: int, size: int) -> dict[str, np.ndarray]:
+    frame = _read(path, kind, segment_by, mtime_ns, size)
+    if segment_by not in frame.columns:
+        return {}
+    return {str(k): v for k, v in frame.groupby(segment_by, sort=False).indices.items()}
 
 
-def feature_columns(spec: CsvDataset, columns: dict[str, list[str]],
-                    floats: dict[str, np.ndarray | None] | None = None) -> list[str]:
-    """Named features, or every numeric column but the target and the segment column."""
+def segment_rows(spec: CsvDataset, data_root: Path) -> dict[str, np.ndarray]:
+    """Row positions of each segment value, found once per file and process (45 store
+    models of one table: one groupby instead of 45 comparisons over the whole column)."""
+    assert spec.segment_by is not None
+    path = resolve_csv_path(data_root, spec.path)
+    stat = path.stat()
+    return _segment_rows(path, spec.kind, spec.segment_by, stat.st_mtime_ns, stat.st_size)
+
+
+def read_table(spec: CsvDataset, data_root: Path) -> pd.DataFrame:
+    """The whole file, read once per process: 45 segment models of one table read it once.
+
+    Keyed by modification time and size, so an edited file is read again. Callers
+    must not modify the frame in place (it is shared).
+    """
+    path = resolve_csv_path(data_root, spec.path)
+    stat = path.stat()
+    return _read(path, spec.kind, spec.segment_by, stat.st_mtime_ns, stat.st_size)
+
+
+def _check_columns(spec: CsvDataset, frame: pd.DataFrame) -> None:
+    columns = [str(c) for c in frame.columns]
     if spec.target not in columns:
         raise PipelineError("dataset.target", f"column {spec.target!r} not in {sorted(columns)}")
     if spec.segment_by is not None and spec.segment_by not in columns:
         raise PipelineError("dataset.segment_by", f"column {spec.segment_by!r} not in the file")
-    if spec.features is not None:
-        missing = [f for f in spec.features if f not in columns]
-        if missing:
-            raise PipelineError("dataset.features", f"columns {missing} not in the file")
-        names = list(spec.features)
-    else:
-        skip = {spec.target, spec.segment_by}
-        parsed = floats if floats is not None else {c: to_float(v) for c, v in columns.items()}
-        names = [c for c in columns if c not in skip and parsed[c] is not None]
-    if not names:
-        raise PipelineError("dataset.features", "no numeric feature columns")
-    return names
+    missing = [f for f in spec.features or [] if f not in columns]
+    if missing:
+        raise PipelineError("dataset.features", f"columns {missing} not in the file")
 
 
-@dataclass(frozen=True)
-class ParsedCsv:
-    """A CSV file's columns as text and, where every value parses, as floats."""
-
-    text: dict[str, list[str]]
-    floats: dict[str, np.ndarray | None]
-
-
-@functools.lru_cache(maxsize=8)
-def _parse_csv(path: Path, mtime_ns: int, size: int) -> ParsedCsv:
-    columns = read_csv(path)
-    return ParsedCsv(columns, {name: to_float(values) for name, values in columns.items()})
-
-
-def parsed_csv(path: Path) -> ParsedCsv:
-    """The file parsed once per process: 45 segment models of one table parse it once.
-
-    Keyed by modification time and size, so an edited file is read again.
-    """
-    stat = path.stat()
-    return _parse_csv(path, stat.st_mtime_ns, stat.st_size)
-
-
-def load_csv(spec: CsvDataset, task: str, data_root: Path) -> Table:
-    parsed = parsed_csv(resolve_csv_path(data_root, spec.path))
-    columns = parsed.text
-    names = feature_columns(spec, columns, parsed.floats)
-    rows = np.arange(len(columns[spec.target]))
+def load_file(spec: CsvDataset, task: str, data_root: Path) -> Table:
+    frame = read_table(spec, data_root)
+    _check_columns(spec, frame)
     if spec.segment_by is not None and spec.segment is not None:
-        rows = np.flatnonzero(np.asarray(columns[spec.segment_by]) == spec.segment)
-        if rows.size == 0:
+        rows = segment_rows(spec, data_root).get(spec.segment)
+        if rows is None:
             raise PipelineError("dataset.segment", f"no rows where {spec.segment_by} == {spec.segment!r}")
-    feats = []
-    for name in names:
-        col = parsed.floats[name]
-        if col is None:
-            raise PipelineError("dataset.features", f"column {name!r} is not numeric")
-        col = col[rows]
-        if np.isnan(col).all():
-            raise PipelineError("dataset.features", f"column {name!r} has no values (all NaN)")
-        feats.append(col)
-    X = np.column_stack(feats)
-    target_raw = [columns[spec.target][i] for i in rows]
-    all_y = parsed.floats[spec.target]
-    y_num = None if all_y is None else all_y[rows]
-    if task == "regression":
-        if y_num is None or np.isnan(y_num).any():
-            raise PipelineError("dataset.target", f"column {spec.target!r} must be numeric and complete")
-        y: np.ndarray = y_num
-    else:
-        y = np.asarray(target_raw) if y_num is None else y_num
-    return Table(X, y, names)
+        frame = frame.take(rows)
+    target = frame[spec.target]
+    if task == "regression" and (not pd.api.types.is_numeric_dtype(target) or target.isna().any()):
+        raise PipelineError("dataset.target", f"column {spec.target!r} must be numeric and complete")
+    y = target.to_numpy(dtype=float if task == "regression" else None)
+    if y.dtype.kind not in "biuf":  # text labels: plain Python strings, as the file had them
+        y = y.astype(object)
+    return Table(frame.drop(columns=[spec.target]).reset_index(drop=True), y)
 
 
 def inspect_csv(spec: CsvDataset, data_root: Path) -> list[str]:
-    """Check a CSV spec against its file once; return the distinct segment values (if any)."""
-    columns = read_csv(resolve_csv_path(data_root, spec.path))
-    for name in feature_columns(spec, columns):
-        col = to_float(columns[name])
-        if col is None:
-            raise PipelineError("dataset.features", f"column {name!r} is not numeric")
-        if np.isnan(col).all():
-            raise PipelineError("dataset.features", f"column {name!r} has no values (all NaN)")
+    """Check a file spec against its file once; return the distinct segment values (if any)."""
+    frame = read_table(spec, data_root)
+    _check_columns(spec, frame)
     if spec.segment_by is None:
         return []
-    return list(dict.fromkeys(columns[spec.segment_by]))
+    return list(dict.fromkeys(frame[spec.segment_by].tolist()))

@@ -1,4 +1,5 @@
-"""Metrics on the held-out split, and the small plot data a model report draws from."""
+"""Metrics on the held-out split, cross-validated metrics on the training rows, and the
+small plot data a model report draws from."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
+from sklearn.base import clone
+from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit
+
+from workers.contracts import CvSpec
+from workers.pipeline.errors import PipelineError
 
 _METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": skm.accuracy_score,
@@ -24,13 +30,44 @@ RESIDUAL_SAMPLE = 300
 TOP_FEATURES = 20
 
 
-def compute_metrics(model: Any, X_test: np.ndarray, y_test: np.ndarray,
+def compute_metrics(model: Any, X_test: Any, y_test: np.ndarray,
                     names: Sequence[str]) -> dict[str, float]:
     return score(y_test, model.predict(X_test), names)
 
 
 def score(y_test: np.ndarray, predictions: np.ndarray, names: Sequence[str]) -> dict[str, float]:
     return {name: float(_METRICS[name](y_test, predictions)) for name in names}
+
+
+def cross_validate(model: Any, X: Any, y: np.ndarray, cv: CvSpec, seed: int,
+                   names: Sequence[str]) -> dict[str, float]:
+    """cv_<metric>_mean and cv_<metric>_std over the folds of the training rows.
+
+    Each fold fits a fresh clone of the unfitted model (features included), so a
+    fold's encoders and scalers never see its validation rows. time_series folds
+    train on earlier rows (in the order given) and validate on the next ones.
+    """
+    splitter = (TimeSeriesSplit(n_splits=cv.folds) if cv.kind == "time_series" else
+                StratifiedKFold(cv.folds, shuffle=True, random_state=seed) if cv.kind == "stratified"
+                else KFold(cv.folds, shuffle=True, random_state=seed))
+    scores: dict[str, list[float]] = {name: [] for name in names}
+    try:
+        folds = list(splitter.split(X, y))
+    except ValueError as exc:
+        raise PipelineError("cv.folds", str(exc)) from exc
+    for train_rows, valid_rows in folds:
+        fitted = clone(model).fit(_rows(X, train_rows), y[train_rows])
+        for name, value in compute_metrics(fitted, _rows(X, valid_rows), y[valid_rows], names).items():
+            scores[name].append(value)
+    out = {}
+    for name, values in scores.items():
+        out[f"cv_{name}_mean"] = float(np.mean(values))
+        out[f"cv_{name}_std"] = float(np.std(values))
+    return out
+
+
+def _rows(X: Any, rows: np.ndarray) -> Any:
+    return X.iloc[rows] if hasattr(X, "iloc") else X[rows]
 
 
 def plot_data(model: Any, task: str, y_test: np.ndarray, predictions: np.ndarray) -> dict[str, Any]:
@@ -63,7 +100,10 @@ def importances(model: Any) -> dict[str, Any] | None:
     """The top features by `feature_importances_` or by |`coef_`| (mean over classes), named
     where the model knows the names; None for models that have neither (k-NN, SVC with rbf)."""
     model = getattr(model, "best_estimator_", model)  # a search object: the refitted best
-    estimator = model[-1] if hasattr(model, "steps") else model  # a Pipeline: its final step
+    estimator = model
+    # Pipelines (the spec's own inside ours) and a transformed target wrap the real model.
+    while hasattr(estimator, "steps") or hasattr(estimator, "regressor_"):
+        estimator = estimator[-1] if hasattr(estimator, "steps") else estimator.regressor_
     values = _forest_importances(estimator)
     if values is None:
         values = getattr(estimator, "feature_importances_", None)

@@ -1,78 +1,155 @@
-"""Split, impute and scale: fitted on the training rows only."""
+"""Prepare a model's rows: dates read, time order, lags, the hold-out split.
+
+Nothing is fitted here: the imputers, scalers and encoders are fitted in train,
+inside the model's Pipeline, on the training rows only. The split is stored as
+Parquet (plain typed columns, no pickle) so train and evaluate see the raw
+columns, dates and text included, as a served model will.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
-from dataclasses import dataclass
-from typing import Any
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.impute import SimpleImputer
+import pandas as pd
 from sklearn.model_selection import train_test_split
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-from workers.contracts import PreprocessSpec
+from workers.contracts import CsvDataset, ModelSpec
 from workers.pipeline.data import Table
 from workers.pipeline.errors import PipelineError
+from workers.pipeline.features import add_lags, parse_dates, plan_columns
+
+_TARGET, _TEST = "__target__", "__test__"
 
 
 @dataclass(frozen=True)
 class Split:
-    X_train: np.ndarray
-    X_test: np.ndarray
+    """Raw input columns and targets of the training and test rows (in time order for a
+    time axis); `unused` are the table's columns no rule uses (reported, not stored)."""
+
+    X_train: pd.DataFrame
+    X_test: pd.DataFrame
     y_train: np.ndarray
     y_test: np.ndarray
-    # The fitted impute/scale steps (None if there are none): a deployed model needs
-    # them to predict on raw rows. Not part of the .npz bytes.
-    transform: Any = None
+    unused: list[str] = field(default_factory=list)
 
 
-def prepare(table: Table, task: str, options: PreprocessSpec) -> Split:
-    """Seeded split (stratified for classification), then impute and scale."""
-    stratify = table.y if task == "classification" and _can_stratify(table.y, options) else None
+def prepare(table: Table, model: ModelSpec) -> Split:
+    """Dates parsed, rows in time order, lags added, then the split (random or by time)."""
+    frame, y = table.frame, table.y
+    features, split = model.features, model.split
+    for name in features.dates.columns:
+        if name in frame.columns:
+            frame = frame.assign(**{name: _dates(frame[name], features.dates.format,
+                                                 "features.dates.columns")})
+    lag_columns: list[str] = []
+    if split.time_column is not None and split.time_column in frame.columns:
+        time = _dates(frame[split.time_column], features.dates.format, "split.time_column")
+        order = np.argsort(time.to_numpy(), kind="stable")
+        frame, y = frame.iloc[order].reset_index(drop=True), y[order]
+        frame = frame.assign(**{split.time_column: time.iloc[order].to_numpy()})
+        if features.lags.periods or features.lags.rolling:
+            target = model.dataset.target if isinstance(model.dataset, CsvDataset) else "target"
+            frame, y, lag_columns = add_lags(frame, y, model, target)
+    plan = plan_columns(frame, model, lag_columns)
+    if split.kind == "time":
+        assert split.time_column is not None  # checked by SplitSpec
+        test = time_split_mask(frame[split.time_column], split.test_size or model.preprocess.test_size,
+                               split.cutoff)
+    else:
+        test = _random_mask(y, model)
+    X = frame[plan.inputs]
+    return Split(X[~test].reset_index(drop=True), X[test].reset_index(drop=True), y[~test], y[test],
+                 plan.unused)
+
+
+def _dates(column: pd.Series, fmt: str | None, field: str) -> pd.Series:
     try:
-        X_train, X_test, y_train, y_test = train_test_split(
-            table.X, table.y, test_size=options.test_size, random_state=options.seed,
-            stratify=stratify,
-        )
+        return parse_dates(column, fmt)
+    except (ValueError, TypeError) as exc:
+        raise PipelineError(field, f"column {column.name!r} does not read as dates"
+                            f"{f' in format {fmt!r}' if fmt else ''}: {exc}") from exc
+
+
+def time_split_mask(time: pd.Series, test_size: float, cutoff: object = None) -> np.ndarray:
+    """True for test rows: the last `test_size` of the distinct times, or those after `cutoff`.
+
+    By distinct times, not rows, so rows sharing a date (other series) never straddle the
+    cut: every training row is strictly earlier than every test row.
+    """
+    values = time.to_numpy()
+    if cutoff is not None:
+        try:
+            bound = pd.Timestamp(cutoff) if pd.api.types.is_datetime64_any_dtype(time) else cutoff
+            test = np.asarray(values > bound)
+        except TypeError as exc:
+            raise PipelineError("split.cutoff", f"cannot compare {cutoff!r} with the time column") from exc
+    else:
+        distinct = np.unique(values)
+        n_test = math.ceil(test_size * len(distinct))
+        if n_test >= len(distinct):
+            raise PipelineError("split.test_size", f"{len(distinct)} distinct times cannot hold out "
+                                f"{n_test} and train on the rest")
+        test = values >= distinct[len(distinct) - n_test]
+    if test.all() or not test.any():
+        raise PipelineError("split.cutoff" if cutoff is not None else "split.test_size",
+                            f"the split leaves {'no training' if test.all() else 'no test'} rows")
+    return test
+
+
+def _random_mask(y: np.ndarray, model: ModelSpec) -> np.ndarray:
+    """Seeded random split, stratified for classification where the classes allow it."""
+    options = model.preprocess
+    test_size = model.split.test_size or options.test_size
+    stratify = y if model.task == "classification" and _can_stratify(y, test_size) else None
+    try:
+        _, test_rows = train_test_split(np.arange(len(y)), test_size=test_size,
+                                        random_state=options.seed, stratify=stratify)
     except ValueError as exc:
         raise PipelineError("preprocess.test_size", str(exc)) from exc
-    steps: list[tuple[str, Any]] = []
-    if options.impute != "none":
-        imputer = SimpleImputer(strategy=options.impute).fit(X_train)
-        X_train, X_test = imputer.transform(X_train), imputer.transform(X_test)
-        steps.append(("impute", imputer))
-    if options.scale != "none":
-        scaler = StandardScaler() if options.scale == "standard" else MinMaxScaler()
-        scaler.fit(X_train)
-        X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
-        steps.append(("scale", scaler))
-    return Split(X_train, X_test, y_train, y_test, Pipeline(steps) if steps else None)
+    test = np.zeros(len(y), dtype=bool)
+    test[test_rows] = True
+    return test
 
 
-def _can_stratify(y: np.ndarray, options: PreprocessSpec) -> bool:
+def _can_stratify(y: np.ndarray, test_size: float) -> bool:
     # Stratifying needs at least two rows of every class and a test set that can hold them.
     _, counts = np.unique(y, return_counts=True)
-    n_test = int(np.ceil(options.test_size * len(y)))
+    n_test = int(np.ceil(test_size * len(y)))
     return bool(counts.min() >= 2 and n_test >= len(counts))
 
 
 def dump_split(split: Split) -> bytes:
-    """Arrays as .npz bytes: plain data, loadable without pickle."""
+    """Both parts as one Parquet file: typed columns, loadable without pickle."""
+    reserved = [c for c in split.X_train.columns if str(c) in (_TARGET, _TEST)]
+    if reserved:
+        raise PipelineError("dataset", f"column names {reserved} are reserved")
+    frame = pd.concat([split.X_train, split.X_test], ignore_index=True)
+    frame[_TARGET] = np.concatenate([split.y_train, split.y_test])
+    frame[_TEST] = np.r_[np.zeros(len(split.y_train), bool), np.ones(len(split.y_test), bool)]
     buf = io.BytesIO()
-    np.savez(buf, X_train=split.X_train, X_test=split.X_test, y_train=split.y_train,
-             y_test=split.y_test)
+    frame.to_parquet(buf, index=False)
     return buf.getvalue()
 
 
 def load_split(data: bytes) -> Split:
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        return Split(z["X_train"], z["X_test"], z["y_train"], z["y_test"])
+    frame = pd.read_parquet(io.BytesIO(data))
+    # dump_split writes the training rows first: two slices, no boolean mask over every column.
+    n_train = int((~frame.pop(_TEST).to_numpy(dtype=bool)).sum())
+    y = frame.pop(_TARGET).to_numpy()
+    if y.dtype.kind not in "biuf":
+        y = y.astype(object)
+    return Split(frame.iloc[:n_train], frame.iloc[n_train:].reset_index(drop=True),
+                 y[:n_train], y[n_train:])
 
 
 def table_digest_bytes(table: Table) -> bytes:
     """The bytes that identify a dataset's content (for the cache key and lineage)."""
-    buf = io.BytesIO()
-    np.savez(buf, X=table.X, y=table.y, names=np.asarray(table.feature_names))
-    return buf.getvalue()
+    h = hashlib.sha256()
+    h.update(repr([(str(c), str(t)) for c, t in table.frame.dtypes.items()]).encode())
+    h.update(pd.util.hash_pandas_object(table.frame, index=False).to_numpy().tobytes())
+    h.update(pd.util.hash_pandas_object(pd.Series(table.y), index=False).to_numpy().tobytes())
+    return h.digest()

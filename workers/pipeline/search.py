@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,18 @@ class Search:
     metric: str
     space: dict[str, list[Any]]
     built: dict[str, list[Any]]
+    # What the searched object calls the estimator's params (a Pipeline around it: estimator__).
+    prefix: str = ""
+
+
+def around(search: Search, model: Any, prefix: str) -> Search:
+    """The same search over `model`, a Pipeline holding the estimator under `prefix`: each
+    candidate then refits the features too, so no fold's scaler or encoder sees its
+    validation rows. The built values are handed on as they are (found by identity later)."""
+    grid = {prefix + name: values for name, values in search.built.items()}
+    key = "param_grid" if isinstance(search.cv, GridSearchCV) else "param_distributions"
+    cv = type(search.cv)(**{**search.cv.get_params(deep=False), "estimator": model, key: grid})
+    return replace(search, cv=cv, prefix=prefix)
 
 
 def build_search(estimator: Any, spec: SearchSpec, metric: str, task: str,
@@ -90,6 +102,7 @@ def _as_spec(search: Search, params: dict[str, Any]) -> dict[str, Any]:
     """A candidate's values as the spec wrote them (built estimators are found by identity)."""
     out = {}
     for name, value in params.items():
+        name = name.removeprefix(search.prefix)
         index = next((i for i, b in enumerate(search.built[name]) if b is value), None)
         out[name] = (search.space[name][index] if index is not None else
                      value if isinstance(value, str | int | float | bool | None) else repr(value))

@@ -21,9 +21,11 @@ except ImportError:  # another skops: its own dumps is used
 
 # Types that a model file may contain beyond skops' defaults; anything else is refused.
 _SAFE_TYPE_PREFIXES = ("numpy.", "builtins.", "collections.", "scipy.")
+# Our own transformers that a model's feature Pipeline holds (exact names, not a prefix).
+_OWN_TYPES = ("workers.pipeline.features.DateParts", "workers.pipeline.features.RawRows")
 
 
-def fit(estimator: Any, X: np.ndarray, y: np.ndarray) -> Any:
+def fit(estimator: Any, X: Any, y: np.ndarray) -> Any:
     return estimator.fit(X, y)
 
 
@@ -87,7 +89,7 @@ def load_model(data: bytes, allowed_prefixes: Sequence[str]) -> Any:
     """Load a model file, trusting only types from the allow-list and plain data types."""
     prefixes = tuple(allowed_prefixes) + _SAFE_TYPE_PREFIXES
     untrusted = sio.get_untrusted_types(data=data)
-    refused = [t for t in untrusted if not t.startswith(prefixes)]
+    refused = [t for t in untrusted if not t.startswith(prefixes) and t not in _OWN_TYPES]
     if refused:
         raise PipelineError("model", f"model file holds types outside the allow-list: {refused}")
     return sio.loads(data, trusted=untrusted)
