@@ -16,7 +16,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 from tests.conftest import REPO
 from workers import stages
-from workers.fingerprint import reached_modules
+from workers.fingerprint import reached_definitions, reached_modules
 from workers.pipeline.train import dump_model, load_model
 
 _VERSIONS = "import json, workers.stages as s; print(json.dumps(s.stage_code_versions()))"
@@ -42,31 +42,36 @@ def test_editing_evaluate_changes_only_the_evaluate_key(tmp_path: Path) -> None:
     # Given the code versions of this checkout (a copy's are the same: they hash source only)
     before = stages.stage_code_versions()
     # When workers/pipeline/evaluate.py is edited in a copy of the package
+    # (a later definition of a name replaces the earlier one, as when Python runs the module)
     after = _versions_of(_copy_with_edit(tmp_path, "workers/pipeline/evaluate.py",
-                                         "\n\ndef _new_helper() -> int:\n    return 1\n"))
+                                         "\n\ndef plot_data(*args, **kwargs):\n    return {}\n"))
     # Then evaluate misses, preprocess, train and deploy keep their keys
     changed = {stage for stage in before if before[stage] != after[stage]}
     assert changed == {"evaluate"}, (before, after)
 
 
 @pytest.mark.slow  # a fresh process imports celery and scikit-learn: ~5 s
-def test_editing_preprocess_changes_every_stage_that_runs_its_code(tmp_path: Path) -> None:
+def test_editing_a_shared_function_changes_every_stage_that_runs_it(tmp_path: Path) -> None:
     before = stages.stage_code_versions()
     after = _versions_of(_copy_with_edit(tmp_path, "workers/pipeline/preprocess.py",
-                                         "\n# a changed split\n"))
-    # train and evaluate load the split with preprocess.load_split; deploy runs none of it
-    assert {s for s in before if before[s] != after[s]} == {"preprocess", "train", "evaluate"}
+                                         "\n\ndef load_split(*args, **kwargs):\n    return None\n"))
+    # train and evaluate load the split with preprocess.load_split; preprocess writes it
+    assert {s for s in before if before[s] != after[s]} == {"train", "evaluate"}
 
 
 @pytest.mark.slow  # a fresh process imports celery and scikit-learn: ~5 s
-def test_an_unedited_copy_has_the_same_versions(tmp_path: Path) -> None:
-    assert _versions_of(_copy_with_edit(tmp_path, "workers/pipeline/evaluate.py", "")) == \
-        stages.stage_code_versions()
+def test_a_comment_changes_no_stage(tmp_path: Path) -> None:
+    before = stages.stage_code_versions()
+    assert _versions_of(_copy_with_edit(tmp_path, "workers/pipeline/evaluate.py",
+                                        "\n# a note\n")) == before
 
 
 def test_stage_modules_are_found_from_the_stage_functions() -> None:
-    assert "workers.pipeline.evaluate" in reached_modules(stages._evaluate)
-    assert "workers.pipeline.evaluate" not in reached_modules(stages._train)
+    assert ("workers.pipeline.evaluate", "plot_data") in reached_definitions(stages._evaluate)
+    # train runs the CV scores of evaluate.py, not its plots
+    assert ("workers.pipeline.evaluate", "score") in reached_definitions(stages._train)
+    assert ("workers.pipeline.evaluate", "plot_data") not in reached_definitions(stages._train)
+    assert ("workers.pipeline.train", "_get_state") in reached_definitions(stages._train)
     assert "workers.pipeline.estimators" in reached_modules(stages._train)
     assert len(set(stages.stage_code_versions().values())) == 4
 

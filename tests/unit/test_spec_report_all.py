@@ -110,3 +110,19 @@ def test_fail_on_gate_is_a_spec_option(tmp_path: Path) -> None:
     assert load(tmp_path, {"name": "b", "fail_on_gate": True, "models": [model("m")]},
                 SETTINGS).fail_on_gate
     assert not load(tmp_path, {"name": "b", "models": [model("m")]}, SETTINGS).fail_on_gate
+
+
+def test_split_and_cv_mismatches_name_their_fields(tmp_path: Path) -> None:
+    error = refused(tmp_path, {"name": "b", "models": [
+        model("r", task="regression", cv={"folds": 3, "kind": "stratified"}),
+        model("c", features={"target_transform": "log1p"})]})
+    text = str(error)
+    assert "model 'r' (models[0]): field 'cv.kind': stratified is for classification" in text
+    assert "model 'c' (models[1]): field 'features.target_transform': is for regression" in text
+    assert error.total == 2 and "(root)" not in text
+
+
+def test_gate_on_a_cv_spread_must_be_positive(tmp_path: Path) -> None:
+    text = str(refused(tmp_path, {"name": "b", "models": [model(
+        "m", cv={"folds": 3}, deploy={"gate": {"metric": "cv_accuracy_std", "threshold": 0.0}})]}))
+    assert "field 'deploy.gate.threshold': 0.0 on 'cv_accuracy_std'" in text
