@@ -10,16 +10,20 @@ called, so `import modelfleet` loads neither scikit-learn nor celery.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workers.settings import Settings
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from producer.handle import BatchHandle
     from producer.spec import Batch
 
-__all__ = ["Settings", "load_batch", "load_model", "predict", "submit"]
+__all__ = ["Settings", "load_batch", "load_model", "predict", "predict_frame", "submit"]
 
 
 def load_batch(path: Path | str, settings: Settings | None = None) -> Batch:
@@ -45,17 +49,71 @@ def submit(batch: Batch, settings: Settings | None = None, no_cache: bool = Fals
 
 def load_model(ref: str, settings: Settings | None = None) -> Any:
     """The fitted estimator, with its preprocessing, of `NAME@alias`, `NAME/version` or `NAME`
-    (latest); it takes raw feature rows."""
+    (latest); it takes raw feature rows. Needs no running broker (see `_reading`)."""
     from producer.serving import load_model as load
 
-    return load(ref, _live(settings))
+    with _reading(settings) as live:
+        return load(ref, live)
 
 
 def predict(ref: str, rows: Any, settings: Settings | None = None) -> Any:
     """Load `ref` (as `load_model`) and predict raw feature rows with it."""
     from producer.serving import predict as run
 
-    return run(ref, rows, _live(settings))
+    with _reading(settings) as live:
+        return run(ref, rows, live)
+
+
+def predict_frame(ref: str, frame: pd.DataFrame | list[dict[str, Any]], segment_by: str | None = None,
+                  settings: Settings | None = None) -> pd.DataFrame:
+    """`frame` (a DataFrame, or rows as dicts of column -> value) with a `prediction` column,
+    its rows checked against the model's input schema (`workers.pipeline.schema.SchemaError`
+    names a missing or mistyped column).
+
+    With `segment_by` (a column), `ref` is a segment family `FAMILY@ALIAS`: each row is
+    predicted by its own segment's model (`FAMILY-VALUE`, named in a `model` column); rows
+    of a segment with no model keep an empty prediction, and a warning counts them.
+    """
+    import warnings
+
+    import pandas as pd
+
+    from producer.serving import predict_frame as run
+    from workers.runtime import Runtime
+
+    if not isinstance(frame, pd.DataFrame):
+        frame = pd.DataFrame.from_records(frame)
+    with _reading(settings) as live:
+        result = run(ref, frame, Runtime.from_settings(live), segment_by)
+    for note in result.notes:
+        warnings.warn(note, stacklevel=2)
+    if result.unknown:
+        warnings.warn(f"{sum(result.unknown.values())} row(s) of segments with no model at {ref} "
+                      f"left unpredicted: {result.unknown}", stacklevel=2)
+    return result.frame
+
+
+@contextmanager
+def _reading(settings: Settings | None) -> Iterator[Settings]:
+    """Settings to read the registry with: the configured broker, else the embedded Redis
+    of `local_redis_dir` (the running one, or started for this read and stopped after it,
+    as the read commands do), so a model trained by `modelfleet run` loads afterwards."""
+    from producer.local import EmbeddedRedis, running_embedded_redis
+    from producer.submit import BrokerUnavailable
+
+    settings = settings or Settings()
+    if settings.broker_url is not None:
+        yield settings
+        return
+    running = running_embedded_redis(settings.local_redis_dir)
+    if running is not None:
+        yield settings.with_broker(running)
+        return
+    if not settings.local_redis_dir.is_dir():
+        raise BrokerUnavailable(f"no registry to read: no broker configured (MODELFLEET_BROKER_URL) "
+                                f"and no embedded Redis data under {settings.local_redis_dir}")
+    with EmbeddedRedis(settings.local_redis_dir) as server:
+        yield settings.with_broker(server.url)
 
 
 def _live(settings: Settings | None) -> Settings:

@@ -532,7 +532,7 @@ def _expand_segments(model: ModelSpec, settings: Settings,
             raise PipelineError("dataset.segment_by", f"column {_short(ds.segment_by)} has a value of "
                                 f"{len(value)} characters, more than the maximum "
                                 f"{settings.max_string_chars} (MODELFLEET_MAX_STRING_CHARS)")
-        name = f"{model.name}-{_slug(value)}"
+        name = segment_model_name(model.name, value)
         if not is_slug(name):
             raise PipelineError("name", f"segment {_short(value)} makes the model name {_short(name)}, "
                                 f"which is not valid: the name {SLUG_RULE}")
@@ -602,6 +602,11 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def segment_model_name(family: str, value: str) -> str:
+    """The model `segment_by` makes for one value: `store` and "8" -> `store-8`."""
+    return f"{family}-{_slug(value)}"
 
 
 def _slug(value: str) -> str:

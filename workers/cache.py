@@ -26,7 +26,7 @@ import redis
 from redis.exceptions import LockError
 
 from workers import keys
-from workers.journal import Journal, encoded
+from workers.journal import Journal, encoded, open_journal
 from workers.store import ArtifactStore
 from workers.writes import Writes
 
@@ -67,7 +67,7 @@ class StepCache:
         self.store = store
         self.lease_ttl = lease_ttl
         self.wait_timeout = wait_timeout
-        self.journal = journal or Journal(store.root)
+        self.journal = journal or open_journal(store.root)
         self._lookup = client.register_script(_LOOKUP_OR_LEASE)
 
     def get(self, key: str) -> dict[str, Any] | None:
@@ -199,19 +199,16 @@ class StepCache:
                 writes.pipe.hdel(keys.CACHE, entry["key"])
                 # Replay drops this entry (and any older one of the key), not a later recompute.
                 writes.record({"kind": "cache_pruned", "key": entry["key"], "created": entry["created"]})
-                (self.store.root / "cache" / entry["key"][:2] / f"{entry['key']}.json").unlink(
-                    missing_ok=True)
+                self.store.delete_record(f"cache/{entry['key'][:2]}/{entry['key']}.json")
             else:
                 live.update(entry["artifacts"])
         removed = len(writes.records)
         writes.execute()
         objects = 0
-        if self.store.objects.exists():
-            for path in self.store.objects.rglob("*"):
-                digest = path.parent.name + path.name
-                if path.is_file() and digest not in live and path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    objects += 1
+        for digest, stored in self.store.objects():
+            if digest not in live and stored.mtime < cutoff:
+                self.store.delete_object(digest)
+                objects += 1
         return removed, objects
 
 

@@ -471,6 +471,18 @@ class ModelJob(Strict):
     max_parallel: int | None = Field(None, ge=1)
 
 
+class ColumnSchema(Strict):
+    """One input column of a model, as trained (workers/pipeline/schema.py checks rows against it)."""
+
+    name: str
+    kind: Literal["number", "bool", "datetime", "text"]
+    dtype: str
+    # Text columns with few distinct values: the categories seen in training.
+    categories: list[str] | None = None
+    # Date columns: how text dates read (strftime), when the spec says.
+    format: str | None = None
+
+
 class PreparedInfo(Strict):
     dataset_digest: str
     data_digest: str
@@ -482,6 +494,8 @@ class PreparedInfo(Strict):
     transform_digest: str | None = None
     # Columns of the table that no feature rule uses (reported, never dropped silently).
     unused_columns: list[str] = Field(default_factory=list)
+    # The columns the model takes (None: trained before schemas were recorded).
+    input_schema: list[ColumnSchema] | None = None
 
 
 class SearchSummary(Strict):
@@ -515,6 +529,26 @@ class DeployedInfo(Strict):
     alias: str
     reason: str
     run_id: str
+
+
+class ScoreChunk(Strict):
+    """One chunk of a scoring job: the model's and the chunk's artifacts, never the data."""
+
+    model_digest: str
+    transform_digest: str | None = None
+    input_schema: list[ColumnSchema] | None = None
+    chunk_digest: str
+    chunk: int = Field(ge=0)
+
+
+class ScoredChunk(Strict):
+    """A worker's answer: the predictions' artifact (one `prediction` column, the chunk's rows)."""
+
+    chunk: int
+    result_digest: str
+    rows: int
+    seconds: float
+    worker: str
 
 
 class ChainState(Strict):

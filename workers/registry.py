@@ -16,7 +16,7 @@ import redis
 
 from workers import keys
 from workers.contracts import LOWER_IS_BETTER, GateSpec
-from workers.journal import Journal, encoded
+from workers.journal import Journal, encoded, open_journal
 from workers.store import ArtifactStore
 from workers.tracking import has_tags
 
@@ -87,7 +87,7 @@ class Registry:
     def __init__(self, client: redis.Redis, store: ArtifactStore, journal: Journal | None = None) -> None:
         self.r = client
         self.store = store
-        self.journal = journal or Journal(store.root)
+        self.journal = journal or open_journal(store.root)
         self._register = client.register_script(_REGISTER)
         self._move = client.register_script(_MOVE_ALIAS)
 
@@ -234,14 +234,14 @@ class Registry:
         """Version records and the newest alias snapshot per model: per-file copies, then the journal."""
         versions: dict[str, dict[int, dict[str, Any]]] = {}
         aliases: dict[str, dict[str, Any]] = {}
-        base = self.store.root / "registry"
-        for folder in sorted(p for p in base.iterdir() if p.is_dir()) if base.exists() else []:
-            for path in folder.glob("*.json"):
-                rec = json.loads(path.read_text())
-                if path.name == "aliases.json":
-                    aliases[folder.name] = rec
-                else:
-                    versions.setdefault(folder.name, {})[rec["version"]] = rec
+        for relpath, rec in self.store.records("registry").items():
+            parts = relpath.split("/")  # registry/<model>/<file>.json
+            if len(parts) != 3:
+                continue
+            if parts[2] == "aliases.json":
+                aliases[parts[1]] = rec
+            else:
+                versions.setdefault(parts[1], {})[rec["version"]] = rec
         for rec in self.journal.replay():
             if rec["kind"] == "version":
                 version = rec["record"]

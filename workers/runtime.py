@@ -8,10 +8,10 @@ import redis
 
 from workers.cache import StepCache
 from workers.connections import redis_client
-from workers.journal import Journal
+from workers.journal import open_journal
 from workers.registry import Registry
 from workers.settings import Settings
-from workers.store import ArtifactStore
+from workers.store import ArtifactStore, LocalRoot, Root
 from workers.tracking import Tracker
 
 
@@ -30,8 +30,23 @@ class Runtime:
             settings, settings.backend(), socket_connect_timeout=settings.broker_connect_timeout,
             health_check_interval=30, retry_on_timeout=True,
             decode_responses=True)
-        store = ArtifactStore(settings.artifact_root)
-        journal = Journal(settings.artifact_root)
+        root = open_root(settings)
+        store = ArtifactStore(root)
+        journal = open_journal(root, settings.journal_flush_interval)
         return cls(settings, client, store, Tracker(client, store, journal),
                    StepCache(client, store, settings.lease_ttl, settings.lease_wait_timeout, journal),
                    Registry(client, store, journal))
+
+
+def open_root(settings: Settings) -> Root:
+    """The artifact root the settings name: a directory, or an S3 bucket prefix."""
+    if isinstance(settings.artifact_root, str):
+        try:
+            import boto3  # noqa: F401 -- fail here, with the fix, not at the first write
+
+            from workers.s3 import S3Root
+        except ImportError as exc:
+            raise RuntimeError(f"artifact_root {settings.artifact_root} needs boto3: "
+                               "pip install 'modelfleet[s3]'") from exc
+        return S3Root(settings.artifact_root, settings.s3_client_options())
+    return LocalRoot(settings.artifact_root)

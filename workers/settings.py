@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STAGES: tuple[str, ...] = ("preprocess", "train", "evaluate", "deploy")
+# Scoring large tables (`modelfleet score`) has its own queue: workers consume it when asked
+# (`modelfleet worker -Q score`), so a scoring job never waits behind training or delays it.
+SCORE_QUEUE = "score"
 
 
 class Settings(BaseSettings):
@@ -29,7 +32,17 @@ class Settings(BaseSettings):
     # have one (the master's password is the URL's).
     sentinel_master: str | None = None
     sentinel_password: SecretStr | None = None
-    artifact_root: Path = Path(".modelfleet/artifacts")
+    # A directory (shared by every worker), or an S3 bucket prefix `s3://bucket/prefix`
+    # (pip install modelfleet[s3]; see workers/s3.py and docs/scale-out.md).
+    artifact_root: Path | str = Path(".modelfleet/artifacts")
+    # For an s3:// root; None leaves each to boto3's chain (AWS_* variables, ~/.aws, a role).
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    # An s3:// root's journal is uploaded at most this often per process (see journal.py):
+    # the records a SIGKILLed worker can take with it are those of this last interval.
+    journal_flush_interval: float = 1.0
     # Where the embedded Redis keeps its append-only file, so the cache, runs and
     # registry of local runs survive between commands.
     local_redis_dir: Path = Path(".modelfleet/redis")
@@ -86,6 +99,30 @@ class Settings(BaseSettings):
                 raise ValueError(f"MODELFLEET_{name.upper()} is a sentinel:// URL: set "
                                  "MODELFLEET_SENTINEL_MASTER to the name the sentinels monitor")
         return self
+
+    @field_validator("artifact_root", mode="before")
+    @classmethod
+    def _root(cls, value: object) -> Path | str:
+        """s3://bucket/prefix stays a URL (a Path would fold its '//'); anything else is a directory."""
+        text = str(value)
+        if "://" not in text:
+            return Path(text)
+        if not text.startswith("s3://") or not text.removeprefix("s3://").split("/")[0]:
+            raise ValueError(f"artifact_root {text!r}: use a directory or s3://BUCKET[/PREFIX]")
+        return text
+
+    @field_validator("s3_endpoint_url", "s3_region", mode="before")
+    @classmethod
+    def _unset_if_empty(cls, value: object) -> object:
+        return None if value == "" else value  # an empty variable leaves it to boto3 (AWS)
+
+    def s3_client_options(self) -> dict[str, str]:
+        """boto3 client arguments from the MODELFLEET_S3_* settings that are set."""
+        options = {"endpoint_url": self.s3_endpoint_url, "region_name": self.s3_region,
+                   "aws_access_key_id": self.s3_access_key_id,
+                   "aws_secret_access_key": self.s3_secret_access_key}
+        return {k: v.get_secret_value() if isinstance(v, SecretStr) else v
+                for k, v in options.items() if v is not None}
 
     def broker(self) -> str:
         """The broker URL; raises if none is configured (local commands set one)."""

@@ -12,10 +12,13 @@ Retries, routing and acks are declared here and in app.py, never in the ML code.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
+import signal
 import socket
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -30,9 +33,10 @@ import sklearn.datasets  # noqa: F401
 import sklearn.ensemble  # noqa: F401
 import sklearn.linear_model  # noqa: F401
 import sklearn.tree  # noqa: F401
+from billiard.util import set_pdeathsig
 from celery import Task, chain, shared_task
 from celery.exceptions import Ignore, Reject
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 from celery.utils.log import get_task_logger
 from threadpoolctl import threadpool_limits
 
@@ -50,6 +54,7 @@ from workers.contracts import (
     to_message,
 )
 from workers.fingerprint import fingerprint
+from workers.journal import flush_all
 from workers.labels import chain_label, stage_label
 from workers.mlflow_sink import sink_for
 from workers.pipeline.data import load_dataset
@@ -57,12 +62,13 @@ from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import cross_validate, plot_data, score
 from workers.pipeline.features import build_model, estimator_prefix
 from workers.pipeline.preprocess import dump_split, load_split, prepare, table_digest_bytes
+from workers.pipeline.schema import input_schema
 from workers.pipeline.search import around, build_search, run_search
 from workers.pipeline.train import dump_model, fit, load_model
 from workers.registry import decide
 from workers.runtime import Runtime
 from workers.settings import STAGES
-from workers.store import digest_bytes
+from workers.store import LocalRoot, digest_bytes
 from workers.usercode import class_paths, code_versions
 from workers.writes import Writes
 
@@ -132,6 +138,52 @@ def _one_thread_per_process(**_: Any) -> None:
     threadpool_limits(1)
 
 
+@worker_process_shutdown.connect
+def _flush_journals_before_the_child_exits(**_: Any) -> None:
+    # A pool child leaves through os._exit (no atexit), on its pool's stop or a SIGTERM of
+    # its own: upload the journals' last records first. It is on its way out, so nothing
+    # may cut that (bounded) upload short: see _exit_once.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _outlive_the_main_process()
+    flush_all(timeout=10.0)
+
+
+def _outlive_the_main_process() -> None:
+    # Celery has the kernel SIGKILL a pool child when its main process exits; a child on its
+    # way out may take the few milliseconds its journal upload needs (bounded) after that.
+    with contextlib.suppress(OSError):  # not on Linux: there is no such signal to clear
+        set_pdeathsig(0)
+
+
+def _exit_once() -> None:
+    """In a pool child, let the first SIGTERM start the exit and ignore any later one.
+
+    billiard's SIGTERM handler (installed after worker_process_init, hence here, on the
+    first task) raises SystemExit, so the child exits through worker_process_shutdown,
+    where the journal is uploaded; but it also resets SIGTERM to its default, so a second
+    one (a process-group SIGTERM, then the pool's own) would kill the child mid-upload.
+    """
+    current = signal.getsignal(signal.SIGTERM)
+    if (not callable(current) or getattr(current, "exit_once", False)
+            or threading.current_thread() is not threading.main_thread()):
+        return
+
+    def exit_once(signum: int, frame: Any) -> None:
+        _outlive_the_main_process()
+        try:
+            current(signum, frame)
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    exit_once.exit_once = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, exit_once)
+
+
+@worker_shutdown.connect
+def _flush_journals_at_worker_exit(**_: Any) -> None:
+    flush_all(timeout=10.0)  # the solo and threads pools run stages in the main process
+
+
 class TooManyDeliveries(RuntimeError):
     """The message killed its worker on every try; fail it instead of looping."""
 
@@ -155,6 +207,8 @@ class StageTask(Task):  # type: ignore[misc]
             type(self)._runtime = rt = Runtime.from_settings(self.app.modelfleet_settings)
             type(self)._begin_script = rt.redis.register_script(_BEGIN)
             type(self)._take_slot_script = rt.redis.register_script(_TAKE_SLOT)
+            if not isinstance(rt.store.root, LocalRoot):
+                _exit_once()
         assert self._runtime is not None
         return self._runtime
 
@@ -443,7 +497,8 @@ def _preprocess(self: StageTask, state: ChainState, writes: Writes) -> ChainStat
         # The fitted features travel inside the model's Pipeline now: no separate transform.
         return {"data_digest": digest, "n_train": len(split.y_train), "n_test": len(split.y_test),
                 "n_features": split.X_train.shape[1], "transform_digest": None,
-                "unused_columns": split.unused}, [digest]
+                "unused_columns": split.unused,
+                "input_schema": input_schema(split.X_train, model.features.dates.format)}, [digest]
 
     value, run_id = self.step(state, writes, "preprocess", params, [dataset_digest], compute)
     info = PreparedInfo(dataset_digest=dataset_digest, run_id=run_id, **value)

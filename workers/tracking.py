@@ -24,8 +24,8 @@ from typing import Any
 import redis
 
 from workers import keys
-from workers.journal import Journal, encoded
-from workers.store import ArtifactStore, atomic_write
+from workers.journal import Journal, encoded, open_journal
+from workers.store import ArtifactStore
 from workers.writes import Writes
 
 # A model's outcome: registered and promoted (its gate passed), registered only (it did not),
@@ -68,7 +68,7 @@ class Tracker:
     def __init__(self, client: redis.Redis, store: ArtifactStore, journal: Journal | None = None) -> None:
         self.r = client
         self.store = store
-        self.journal = journal or Journal(store.root)
+        self.journal = journal or open_journal(store.root)
 
     def writes(self) -> Writes:
         return Writes(self.r, self.journal)
@@ -95,8 +95,8 @@ class Tracker:
             pipe.execute()
         if specs:
             # Written from the texts, not re-encoded: indenting 100,000 specs took seconds.
-            atomic_write(self.store.root / "specs" / f"{batch_id}.json",
-                         _json_object((json.dumps(n).encode(), s.encode()) for n, s in items))
+            self.store.root.write(f"specs/{batch_id}.json",
+                                  _json_object((json.dumps(n).encode(), s.encode()) for n, s in items))
         pipe = self.r.pipeline(transaction=True)
         pipe.set(keys.batch(batch_id), json.dumps(record))
         pipe.zadd(keys.BATCHES, {batch_id: record["created"]})
@@ -288,22 +288,21 @@ class Tracker:
         """Rebuild batches, specs, model states and runs from the artifact root."""
         counts = {"batches": 0, "runs": 0}
         journaled = self.journaled_states()
+        copies = self.store.records("states")  # one listing, not a lookup per model
         for record in self.store.iter_records("batches"):
             batch_id = record["id"]
             pipe = self.r.pipeline(transaction=False)
             pipe.set(keys.batch(batch_id), json.dumps(record))
             pipe.zadd(keys.BATCHES, {batch_id: record["created"]})
-            states_dir = self.store.root / "states" / batch_id
             for name in record["models"]:
-                copy = states_dir / f"{name}.json"
-                state = journaled.get((batch_id, name)) or (
-                    json.loads(copy.read_text()) if copy.exists() else initial_state(record["created"]))
+                state = journaled.get((batch_id, name)) or copies.get(
+                    f"states/{batch_id}/{name}.json") or initial_state(record["created"])
                 pipe.delete(keys.batch_model(batch_id, name))
                 pipe.hset(keys.batch_model(batch_id, name), mapping=state)
-            specs = self.store.root / "specs" / f"{batch_id}.json"
-            if specs.exists():
+            specs = self.store.read_record(f"specs/{batch_id}.json")
+            if specs is not None:
                 pipe.hset(keys.batch_specs(batch_id), mapping={
-                    n: json.dumps(s, sort_keys=True) for n, s in json.loads(specs.read_text()).items()})
+                    n: json.dumps(s, sort_keys=True) for n, s in specs.items()})
             pipe.execute()
             counts["batches"] += 1
         runs = {r["id"]: r for r in self.store.iter_records("runs")}

@@ -7,6 +7,7 @@ report.py   report (HTML pages per model version and per batch; report_html.py, 
 registry.py models, promote, rollback, lineage
 platform.py up, worker
 cache.py    cache, reindex
+predict.py  predict, score
 common.py   consoles, user errors, the broker, the progress view, rich tables
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import click
 from pydantic import ValidationError
 
-from producer.cli import batches, cache, leaderboard, platform, registry, report, runs
+from producer.cli import batches, cache, leaderboard, platform, predict, registry, report, runs
 from producer.cli.common import UserError
 from workers.settings import Settings
 
@@ -32,7 +33,7 @@ def main(ctx: click.Context) -> None:
             f"MODELFLEET_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())) from exc
 
 
-for family in (batches, runs, leaderboard, report, registry, platform, cache):
+for family in (batches, runs, leaderboard, report, registry, predict, platform, cache):
     for command in family.COMMANDS:
         main.add_command(command)
 

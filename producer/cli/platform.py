@@ -18,7 +18,7 @@ from producer.cli.page import BatchPage
 from producer.local import LocalFlower, running_embedded_redis
 from producer.submit import masked_url
 from workers.app import create_app
-from workers.runtime import Runtime
+from workers.runtime import Runtime, open_root
 from workers.settings import STAGES, Settings
 
 
@@ -80,7 +80,7 @@ def up(settings: Settings, workers: int, flower_port: int | None, page_port: int
                     # Configured by the user: never echo its password.
                     click.echo(f"broker    {masked_url(live.broker())}  "
                                "(from MODELFLEET_BROKER_URL)")
-                click.echo(f"artifacts {live.artifact_root.resolve()}")
+                click.echo(f"artifacts {open_root(live).describe()}")
                 click.echo(f"flower    {flower.url}/  user {flower.user}")
                 if flower.generated:
                     click.echo(f"          password {flower.password}  (generated; set "

@@ -14,7 +14,7 @@ import pytest
 from tests.support.cluster import FAULTY, classifier, cluster, wait_lines
 from workers import keys
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_cancel_revokes_queued_models_and_leaves_other_batches_alone(tmp_path: Path) -> None:

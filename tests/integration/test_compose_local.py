@@ -43,7 +43,7 @@ from workers.app import create_app
 from workers.runtime import Runtime
 from workers.settings import STAGES
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCALE = 3
 

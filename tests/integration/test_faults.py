@@ -21,7 +21,7 @@ from tests.support.index import index_snapshot
 from workers.reindex import reindex
 from workers.runtime import Runtime
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 # pack 1: one chain per model; pack 4: the four models ride one chain (a pack).

@@ -33,7 +33,7 @@ from workers.settings import STAGES, Settings
 from workers.store import ArtifactStore
 from workers.tracking import Tracker
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LOGREG = "sklearn.linear_model.LogisticRegression"
 TREE = "sklearn.tree.DecisionTreeClassifier"

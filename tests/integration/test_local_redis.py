@@ -23,7 +23,7 @@ from producer.local import EmbeddedRedis, serves_directory, wait_for
 from tests.conftest import EXAMPLE_DATA, REPO, write_spec
 from tests.support.processes import Output, alive, cli_process, cmdline, descendants, start_up
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

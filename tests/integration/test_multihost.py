@@ -31,7 +31,7 @@ from workers.app import create_app
 from workers.runtime import Runtime
 from workers.settings import STAGES, Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _ip(*args: str) -> None:

@@ -18,7 +18,7 @@ from producer.local import RedisServer, wait_for
 from tests.conftest import REPO, write_spec
 from tests.support.processes import Output, alive, cmdline, descendants, mentioning, start_up
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture

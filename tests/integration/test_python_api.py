@@ -16,7 +16,7 @@ import modelfleet
 from tests.conftest import REPO, write_spec
 from workers.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _tree(name: str) -> dict[str, Any]:

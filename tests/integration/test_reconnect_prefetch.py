@@ -22,7 +22,7 @@ from producer.submit import submit
 from tests.support.cluster import FAULTY, Cluster, classifier, cluster, wait_lines
 from workers.app import create_app
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _pings(c: Cluster) -> bool:

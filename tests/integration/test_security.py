@@ -21,7 +21,7 @@ from workers.contracts import ChainState
 from workers.runtime import Runtime
 from workers.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 class TouchOnUnpickle:
@@ -90,7 +90,7 @@ def test_tampered_model_file_is_refused_not_loaded(tmp_path: Path, settings: Set
     assert status.counts == {"promoted": 1}
     lineage = ChainState.model_validate(runtime.registry.resolve(f"tamper-{uniq}@production")["lineage"])
     assert lineage.trained is not None
-    path = runtime.store.path(lineage.trained.model_digest)
+    path = Path(settings.artifact_root) / runtime.store.key(lineage.trained.model_digest)
     marker = tmp_path / "unpickled"
     try:
         # Given the stored model file replaced by a pickle that would leave a mark if loaded
@@ -105,7 +105,7 @@ def test_tampered_model_file_is_refused_not_loaded(tmp_path: Path, settings: Set
         # Then it fails on the digest check and nothing was unpickled
         state = _states(runtime, job.batch_id, [name])[name]
         assert state["stage"] == "evaluate" and "IntegrityError" in state["error"]
-        assert "modified on disk" in state["error"]
+        assert "modified in the artifact store" in state["error"] and str(path) in state["error"]
         assert not marker.exists()
     finally:
         path.unlink(missing_ok=True)  # a missing artifact is a cache miss for later runs

@@ -24,7 +24,7 @@ from workers.app import PRIORITIES, create_app, queue_lists
 from workers.runtime import Runtime
 from workers.settings import STAGES, Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _models(n: int) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from workers.app import create_app
 from workers.runtime import Runtime
 from workers.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _settings(proxy: TlsProxy, password: str, ca: Path, tmp: Path) -> Settings:

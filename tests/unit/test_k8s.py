@@ -7,6 +7,8 @@ No cluster is needed: built-in kinds are validated against Kubernetes' own schem
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 from pathlib import Path
 
@@ -306,3 +308,96 @@ def test_the_producer_job_submits_the_spec_its_env_names_from_the_specs_mount() 
     assert (K8S.parents[1] / "examples" / Path(env["MODELFLEET_SPEC"]).name).is_file()
     # ... and the file says how to make that ConfigMap.
     assert f"create configmap {SPECS_CONFIGMAP} --from-file=" in (K8S / "producer-job.yaml").read_text()
+
+
+# --- the S3 overlay (deploy/k8s/s3) ---------------------------------------------------------
+S3_OVERLAY = K8S / "s3"
+# The list merge keys of the fields the overlay patches (Kubernetes' patchMergeKey).
+_MERGE_KEYS = {"containers": "name", "volumes": "name", "volumeMounts": "mountPath", "env": "name"}
+
+
+def strategic_merge(into: Manifest, patch: Manifest) -> None:
+    """The part of a strategic merge patch the overlay uses: maps merged, keyed lists merged by
+    key (`$patch: delete` removes an item), other lists and values replaced."""
+    for key, value in patch.items():
+        if key == "metadata":
+            continue  # a targeted patch's name is a placeholder
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            strategic_merge(into[key], value)
+        elif isinstance(value, list) and key in _MERGE_KEYS:
+            items, merge_key = into.setdefault(key, []), _MERGE_KEYS[key]
+            for item in value:
+                existing = next((i for i in items if i[merge_key] == item[merge_key]), None)
+                if item.get("$patch") == "delete":
+                    assert existing is not None, f"nothing to delete at {key}[{item[merge_key]}]"
+                    items.remove(existing)
+                elif existing is not None:
+                    strategic_merge(existing, item)
+                else:
+                    items.append(item)
+            if not items:
+                del into[key]
+        else:
+            into[key] = value
+
+
+def s3_overlay() -> list[Manifest]:
+    """The manifests `kubectl apply -k deploy/k8s/s3` applies, built offline."""
+    kustomization = yaml.safe_load((S3_OVERLAY / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == ["../"]
+    out = [copy.deepcopy(m) for f, m in MANIFESTS if f not in NOT_IN_KUSTOMIZATION]
+    for entry in kustomization["patches"]:
+        patch = yaml.safe_load((S3_OVERLAY / entry["path"]).read_text())
+        target = entry.get("target") or {"kind": patch["kind"], "name": patch["metadata"]["name"]}
+        labels = dict(kv.split("=") for kv in target.get("labelSelector", "").split(",") if kv)
+        matched = [m for m in out if m["kind"] == target["kind"]
+                   and target.get("name", name_of(m)) == name_of(m)
+                   and labels.items() <= m["metadata"].get("labels", {}).items()]
+        assert matched, f"{entry['path']} patches nothing"
+        for manifest in matched:
+            if patch.get("$patch") == "delete":
+                out.remove(manifest)
+            else:
+                strategic_merge(manifest, patch)
+    return out
+
+
+def test_s3_overlay_yields_valid_kubernetes_without_the_claim() -> None:
+    manifests = s3_overlay()
+    for manifest in manifests:
+        if not manifest["apiVersion"].startswith("keda.sh/"):
+            kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)
+    claims = {name_of(m) for m in manifests if m["kind"] == "PersistentVolumeClaim"}
+    assert "modelfleet-artifacts" not in claims
+    for manifest in manifests:  # nothing mounts the dropped claim
+        assert "modelfleet-artifacts" not in json.dumps(manifest.get("spec", {})), name_of(manifest)
+
+
+def test_s3_overlay_gives_every_worker_the_bucket_and_the_keys() -> None:
+    manifests = s3_overlay()
+    config = next(m for m in manifests if m["kind"] == "ConfigMap")["data"]
+    (secret,) = [m for _, m in load_manifests_in(S3_OVERLAY) if m["kind"] == "Secret"]
+    assert set(secret["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert all(v.startswith("change-me") for v in secret["stringData"].values())
+    kubernetes_validate.validate(secret, kubernetes_validate.latest_version(), strict=True)
+    worker_deployments = [m for m in manifests if m["kind"] == "Deployment"
+                          and m["metadata"]["labels"].get("app.kubernetes.io/component") == "worker"]
+    assert {name_of(d) for d in worker_deployments} == set(workers())
+    for deployment in worker_deployments:
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        sources = container["envFrom"]
+        assert {"configMapRef": {"name": "modelfleet-config"}} in sources
+        assert {"secretRef": {"name": name_of(secret)}} in sources
+        mounted = {m["mountPath"] for m in container.get("volumeMounts", [])}
+        assert "/var/lib/modelfleet/artifacts" not in mounted, name_of(deployment)
+        volumes = deployment["spec"]["template"]["spec"].get("volumes", [])
+        assert "artifacts" not in {v["name"] for v in volumes}
+    settings = settings_from_env(config)
+    assert isinstance(settings.artifact_root, str) and settings.artifact_root.startswith("s3://")
+    assert settings.s3_endpoint_url is None  # empty: AWS's own endpoint for the region
+    assert settings.s3_client_options() == {"region_name": config["MODELFLEET_S3_REGION"]}
+
+
+def load_manifests_in(folder: Path) -> list[tuple[str, Manifest]]:
+    return [(p.name, doc) for p in sorted(folder.glob("*.example.yaml"))
+            for doc in yaml.safe_load_all(p.read_text()) if doc]

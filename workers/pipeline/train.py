@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,3 +93,16 @@ def load_model(data: bytes, allowed_prefixes: Sequence[str]) -> Any:
     if refused:
         raise PipelineError("model", f"model file holds types outside the allow-list: {refused}")
     return sio.loads(data, trusted=untrusted)
+
+
+def load_served(read: Callable[[str], bytes], model_digest: str, transform_digest: str | None,
+                allowed_prefixes: Sequence[str]) -> Any:
+    """A deployed version's estimator from its artifacts (`read`: the store's verified get),
+    with its separately fitted impute/scale steps in front where it has them."""
+    from sklearn.pipeline import Pipeline
+
+    estimator = load_model(read(model_digest), allowed_prefixes)
+    if transform_digest is None:
+        return estimator
+    return Pipeline([("preprocess", load_model(read(transform_digest), allowed_prefixes)),
+                     ("model", estimator)])

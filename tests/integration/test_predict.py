@@ -1,0 +1,214 @@
+"""`modelfleet predict` and `modelfleet.predict_frame` on models trained by real workers: one
+model, a segment family routed row by row, the input schema check, and reading the registry
+after `modelfleet run` with no broker configured."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import modelfleet
+from producer.local import serves_directory
+from producer.serving import load_deployed, predict_frame
+from producer.spec import load_batch
+from tests.conftest import EXAMPLE_DATA, write_spec
+from tests.support.cluster import Cluster, cluster
+from workers.pipeline.schema import SchemaError
+
+# Each CLI call imports pandas and scikit-learn (seconds on a busy machine): slow.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+STORES = ["1", "2", "3"]
+FEATURES = ["Holiday_Flag", "Temperature", "Fuel_Price", "CPI", "Unemployment"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A family of 3 store models (Ridge on Walmart's numeric columns) and one iris tree."""
+    tmp = tmp_path_factory.mktemp("predict")
+    data = tmp / "data"
+    data.mkdir()
+    walmart = pd.read_csv(EXAMPLE_DATA / "walmart_weekly_sales.csv")
+    walmart[walmart["Store"].astype(str).isin(STORES)].to_csv(data / "stores.csv", index=False)
+    with cluster(tmp, workers=1, data_root=data) as c:
+        spec = {"name": "predict", "models": [
+            {"name": "shop", "task": "regression",
+             "dataset": {"kind": "csv", "path": "stores.csv", "target": "Weekly_Sales",
+                         "segment_by": "Store"},
+             # Text dates (dd-mm-yyyy): the schema records the format, predict reads them by it.
+             "features": {"dates": {"columns": ["Date"], "format": "%d-%m-%Y", "parts": ["year", "week"]}},
+             "estimator": {"class_path": "sklearn.linear_model.Ridge"},
+             "evaluation": {"metrics": ["mae", "r2"], "primary": "mae"}},
+            {"name": "flower", "task": "classification", "dataset": {"kind": "sklearn", "name": "iris"},
+             "estimator": {"class_path": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 3}}}]}
+        batch = load_batch(write_spec(tmp, spec), c.settings)
+        assert [m.name for m in batch.models] == ["shop-1", "shop-2", "shop-3", "flower"]
+        status = c.submit(spec).wait(timeout=180)
+        assert sum(status.counts.values()) == 4 and not {"failed", "cancelled"} & set(status.counts), \
+            status.rows
+        yield c
+
+
+def _mixed_rows(tmp: Path) -> pd.DataFrame:
+    """Rows of the three stores in shuffled order, two rows of a store with no model and
+    one with no store."""
+    walmart = pd.read_csv(EXAMPLE_DATA / "walmart_weekly_sales.csv")
+    known = walmart[walmart["Store"].astype(str).isin(STORES)].groupby("Store").tail(4)
+    stranger = walmart[walmart["Store"] == 1].head(2).assign(Store=99)
+    blank = walmart[walmart["Store"] == 2].head(1).assign(Store=None)
+    rows = pd.concat([known, stranger, blank]).drop(columns="Weekly_Sales")
+    return rows.sample(frac=1.0, random_state=3).reset_index(drop=True)
+
+
+def _redis_servers(data_dir: Path) -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir()
+            if p.name.isdigit() and serves_directory(int(p.name), data_dir)]
+
+
+def _cli(c: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "producer", *args], cwd=c.tmp, capture_output=True,
+                          env={**os.environ, **c.settings.to_env()}, text=True, timeout=120)
+
+
+def test_segment_rows_go_to_their_own_store_model(trained: Cluster) -> None:
+    rows = _mixed_rows(trained.tmp)
+    rows.to_csv(trained.tmp / "mixed.csv", index=False)
+
+    done = _cli(trained, "predict", "shop@production", "mixed.csv", "--segment-by", "Store",
+                "--out", "out.parquet")
+
+    assert done.returncode == 0, done.stderr
+    out = pd.read_parquet(trained.tmp / "out.parquet")
+    assert list(out.columns) == [*rows.columns, "prediction", "model"]
+    # The input kept, in its order (the segment column read as text, as segments were trained).
+    pd.testing.assert_frame_equal(out[rows.columns], rows.astype({"Store": str}))
+    for store in STORES:
+        mine = out["Store"].astype(str) == store
+        model = load_deployed(f"shop-{store}@production", trained.runtime)
+        assert set(out.loc[mine, "model"]) == {f"shop-{store}/{model.version}"}
+        assert [c["name"] for c in model.input_schema or []] == [*FEATURES, "Date"]
+        assert (model.input_schema or [])[-1] == {"name": "Date", "kind": "datetime", "format": "%d-%m-%Y",
+                                                  "dtype": (model.input_schema or [])[-1]["dtype"]}
+        # The model's own Pipeline on the raw rows (text dates and all).
+        expected = model.estimator.predict(rows.loc[mine, [*FEATURES, "Date"]])
+        np.testing.assert_array_equal(out.loc[mine, "prediction"].to_numpy(), expected)
+    # Each store's model predicts differently: a row sent to the wrong store would show.
+    one = rows.loc[rows["Store"] == 2, [*FEATURES, "Date"]].head(1)
+    assert load_deployed("shop-1@production", trained.runtime).estimator.predict(one)[0] != \
+        load_deployed("shop-2@production", trained.runtime).estimator.predict(one)[0]
+    unknown = (out["Store"] == "99") | out["Store"].isna()
+    assert out.loc[unknown, "prediction"].isna().all() and out.loc[unknown, "model"].isna().all()
+    assert "3 row(s) of 2 Store value(s) with no model at shop@production" in done.stderr
+    assert "'(missing)': 1, '99': 2" in done.stderr
+    assert "predicted 12 of 15 row(s)" in done.stderr
+
+    strict = _cli(trained, "predict", "shop@production", "mixed.csv", "--segment-by", "Store", "--strict",
+                  "--out", "strict.csv")
+    assert strict.returncode == 1 and "'99': 2" in strict.stderr
+
+    # The Python API gives the same frame (CSV round trip aside) and reports the same rows.
+    with pytest.warns(UserWarning, match=r"3 row\(s\) of segments with no model"):
+        api = modelfleet.predict_frame("shop@production", rows, segment_by="Store",
+                                       settings=trained.settings)
+    np.testing.assert_array_equal(api["prediction"].to_numpy(), out["prediction"].to_numpy())
+
+
+def test_one_model_csv_in_json_out_and_the_schema_is_checked(trained: Cluster) -> None:
+    from sklearn.datasets import load_iris
+
+    iris = load_iris(as_frame=True).frame.drop(columns="target").iloc[::15].reset_index(drop=True)
+    iris.to_csv(trained.tmp / "iris.csv", index=False)
+    model = load_deployed("flower@production", trained.runtime)
+    assert [c["name"] for c in model.input_schema or []] == list(iris.columns)
+
+    done = _cli(trained, "predict", f"flower/{model.version}", "iris.csv", "--out", "iris.json")
+    assert done.returncode == 0, done.stderr
+    out = pd.DataFrame(json.loads((trained.tmp / "iris.json").read_text()))
+    assert list(out["prediction"]) == list(model.estimator.predict(iris.to_numpy()))
+
+    # A missing column and a value that is not a number: exit 2, the column named.
+    iris.drop(columns="petal width (cm)").to_csv(trained.tmp / "missing.csv", index=False)
+    missing = _cli(trained, "predict", "flower@production", "missing.csv")
+    assert missing.returncode == 2
+    assert "column 'petal width (cm)': missing from the input" in missing.stderr
+    bad = iris.astype({"sepal width (cm)": object})
+    bad.loc[3, "sepal width (cm)"] = "wide"
+    bad.to_csv(trained.tmp / "bad.csv", index=False)
+    wrong = _cli(trained, "predict", "flower@production", "bad.csv")
+    assert wrong.returncode == 2
+    assert ("column 'sepal width (cm)': must be numeric (float64 in training); row 4 has 'wide'"
+            in wrong.stderr)
+    assert wrong.stdout == ""  # nothing half-written
+
+    with pytest.raises(SchemaError) as raised:
+        predict_frame("flower@production", iris.drop(columns="sepal length (cm)"), trained.runtime)
+    assert raised.value.column == "sepal length (cm)"
+    # Rows as dicts (what a web handler has) work through the Python API.
+    records = iris.head(3).to_dict("records")
+    api = modelfleet.predict_frame("flower@production", records, settings=trained.settings)
+    assert list(api["prediction"]) == list(model.estimator.predict(iris.head(3).to_numpy()))
+
+
+def test_predict_after_run_with_no_broker_configured(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELFLEET_")}
+    spec = write_spec(tmp_path, {"name": "fresh", "models": [
+        {"name": "iris-tree", "task": "classification", "dataset": {"kind": "sklearn", "name": "iris"},
+         "estimator": {"class_path": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 3}}}]})
+    run = subprocess.run([sys.executable, "-m", "producer", "run", str(spec), "--workers", "1"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert not _redis_servers(tmp_path / ".modelfleet" / "redis"), "run left its Redis running"
+
+    from sklearn.datasets import load_iris
+
+    load_iris(as_frame=True).frame.drop(columns="target").head(5).to_csv(tmp_path / "some.csv", index=False)
+    done = subprocess.run([sys.executable, "-m", "producer", "predict", "iris-tree@production", "some.csv"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    predicted = pd.read_csv(io.StringIO(done.stdout))["prediction"]
+
+    script = ("import modelfleet, pandas as pd; rows = pd.read_csv('some.csv'); "
+              "print(modelfleet.load_model('iris-tree@production').predict(rows.to_numpy()).tolist())")
+    api = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert api.returncode == 0, api.stderr
+    assert json.loads(api.stdout) == list(predicted)
+    assert not _redis_servers(tmp_path / ".modelfleet" / "redis"), "the read left a Redis running"
+
+
+def test_score_splits_a_table_into_chunks_for_the_score_workers(trained: Cluster) -> None:
+    from sklearn.datasets import load_iris
+
+    iris = load_iris(as_frame=True).frame.drop(columns="target")
+    rows = pd.concat([iris] * 7, ignore_index=True)  # 1,050 rows: 5 chunks of 250, the last 50
+    rows.to_parquet(trained.tmp / "many.parquet", index=False)
+    objects_before = set(trained.runtime.store.objects.rglob("*"))
+    # The cluster's worker consumes the stage queues only: nothing would score the chunks.
+    idle = _cli(trained, "score", "flower@production", "many.parquet", "--out", "none")
+    assert idle.returncode == 2 and "no worker consumes the 'score' queue" in idle.stderr
+
+    done = _cli(trained, "score", "flower@production", "many.parquet", "--out", "scored",
+                "--chunk-rows", "250", "--workers", "2")
+
+    assert done.returncode == 0, done.stderr
+    assert "scored 1050 row(s) with flower/1 in 5 chunk(s)" in done.stderr
+    out = pd.read_parquet(trained.tmp / "scored" / "predictions.parquet")
+    pd.testing.assert_frame_equal(out[rows.columns], rows)
+    model = load_deployed("flower@production", trained.runtime)
+    np.testing.assert_array_equal(out["prediction"].to_numpy(), model.estimator.predict(rows.to_numpy()))
+    # The chunks and their predictions were scratch: the artifact store holds no new object.
+    assert {p for p in trained.runtime.store.objects.rglob("*") if p.is_file()} <= objects_before
+
+    rows.drop(columns="sepal length (cm)").to_csv(trained.tmp / "short.csv", index=False)
+    bad = _cli(trained, "score", "flower@production", "short.csv", "--out", "x")
+    assert bad.returncode == 2 and "column 'sepal length (cm)': missing from the input" in bad.stderr
+    assert not (trained.tmp / "x").exists()
