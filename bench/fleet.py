@@ -25,6 +25,7 @@ from producer.submit import submit
 from workers.app import create_app
 from workers.runtime import Runtime
 from workers.settings import Settings
+from workers.tracking import DEPLOYED
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class Fleet:
             handle = submit(batch, app, runtime, no_cache=True)
             submitted = time.time()
             status = handle.wait(timeout=timeout, poll=0.2)
-            if status.counts != {"deployed": len(batch.models)}:
+            if sum(status.counts.get(s, 0) for s in DEPLOYED) != len(batch.models):
                 raise RuntimeError(f"batch {handle.batch_id} did not deploy every model: {status.counts}")
             states = runtime.tracker.model_states(handle.batch_id, [m.name for m in batch.models])
             done = [float(s["done_deploy"]) - t0 for s in states.values()]

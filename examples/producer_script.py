@@ -25,7 +25,9 @@ def main() -> int:
     status = handle.wait(timeout=3600)
     for row in sorted(status.rows, key=lambda r: r.name):
         print(f"{row.name:30} {row.status:10} {row.metric}={row.value} v{row.version}")
-    return 0 if status.counts.get("deployed", 0) == len(status.rows) else 1
+    # promoted: the gate passed and the alias moved; registered: a new version, gate not passed
+    registered = status.counts.get("promoted", 0) + status.counts.get("registered", 0)
+    return 0 if registered == len(status.rows) else 1
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     import modelfleet
     handle = modelfleet.submit(modelfleet.load_batch("examples/quickstart.yaml"))
-    status = handle.wait()                      # every model deployed, failed or cancelled
+    status = handle.wait()                      # every model promoted, registered, failed or cancelled
 
 A thin face over `producer` and `workers`: each function imports what it needs when
 called, so `import modelfleet` loads neither scikit-learn nor celery.

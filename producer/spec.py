@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from producer.packing import Pack
 from workers.contracts import (
+    DEFER_TASK_CHECKS,
     MAX_NAME_CHARS,
     SLUG_RULE,
     CsvDataset,
@@ -29,6 +30,7 @@ from workers.contracts import (
     SlugName,
     SyntheticDataset,
     is_slug,
+    loc_text,
 )
 from workers.pipeline.errors import PipelineError
 from workers.settings import Settings
@@ -84,6 +86,8 @@ class BatchFile(BaseModel):
     priority: Priority = "normal"
     # At most this many stages of this batch run at once, whatever the number of workers.
     max_parallel: Annotated[int, Field(ge=1)] | None = None
+    # A batch whose gates did not all pass exits 1 (as `--fail-on-gate` does).
+    fail_on_gate: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class Batch:
     pack: Pack = "auto"
     priority: Priority = "normal"
     max_parallel: int | None = None
+    fail_on_gate: bool = False
 
 
 def load_batch(path: Path | str, settings: Settings) -> Batch:
@@ -133,10 +138,34 @@ def load_batch(path: Path | str, settings: Settings) -> Batch:
     try:
         spec = BatchFile.model_validate(raw)
     except ValidationError as exc:
-        raise _refused([f"{where}: field {_loc(e['loc'])!r}: {e['msg']}"
-                          for e in exc.errors()], where) from exc
+        problems = [f"{where}: field {_loc(e['loc'])!r}: {e['msg']}" for e in exc.errors()]
+        # Report the models' problems too, where the top level allows reading them.
+        if (salvaged := _salvage(raw, exc)) is not None:
+            try:
+                validate_models(salvaged, settings, where, measure)
+            except SpecError as more:
+                problems += more.problems
+        raise _refused(problems, where) from exc
     return Batch(spec.name, validate_models(spec, settings, where, measure), text, where, spec.pack,
-                 spec.priority, spec.max_parallel)
+                 spec.priority, spec.max_parallel, fail_on_gate=spec.fail_on_gate)
+
+
+def _salvage(raw: dict[str, Any], exc: ValidationError) -> BatchFile | None:
+    """The batch without its invalid top-level fields (name, pack, matrix, unknown keys), so
+    its models can still be checked; None if the defaults or the models themselves are broken."""
+    fixed = dict(raw)
+    for error in exc.errors():
+        top = error["loc"][0] if error["loc"] else None
+        if top in ("defaults", "models") or top is None:
+            return None
+        if top == "name":
+            fixed["name"] = "salvaged"
+        else:
+            fixed.pop(str(top), None)
+    try:
+        return BatchFile.model_validate(fixed)
+    except ValidationError:
+        return None
 
 
 def _read_text(path: Path, where: str, limit: int) -> str:
@@ -333,30 +362,38 @@ def validate_models(spec: BatchFile, settings: Settings, where: str,
                          f"'matrix'), more than the maximum {limit} (MODELFLEET_MAX_MODELS_PER_BATCH)"])
     _check_expanded_size(spec, measure or _Measure(settings.max_string_chars), settings, where)
     raw_models = [(f"models[{i}]", _merge(spec.defaults, m)) for i, m in enumerate(spec.models)]
-    if spec.matrix is not None:
-        raw_models += _expand_matrix(spec.matrix, spec.defaults, where, limit)
-    if not raw_models:
-        raise SpecError([f"{where}: the batch has no models (give 'models' or 'matrix')"])
+    # Every problem of the batch is collected before anything is refused: the matrix's too.
     problems: list[str] = []
+    if spec.matrix is not None:
+        expanded, problems = _expand_matrix(spec.matrix, spec.defaults, where, limit)
+        raw_models += expanded
+    if not raw_models and not problems:
+        raise SpecError([f"{where}: the batch has no models (give 'models' or 'matrix')"])
     models: list[ModelSpec] = []
     checked: dict[str, PipelineError | None] = {}
     csv_segments: dict[str, list[str]] = {}
     for index, (position, raw) in enumerate(raw_models):
         label = f"model {_short(raw.get('name', '?'))} ({position})"
         try:
-            model = ModelSpec.model_validate(raw)
+            model = ModelSpec.model_validate(raw, context={DEFER_TASK_CHECKS: True})
         except ValidationError as exc:
             problems += [f"{where}: {label}: field {_loc(e['loc'])!r}: {e['msg']}" for e in exc.errors()]
             continue
+        found = [f"{where}: {label}: field {loc_text(loc)!r}{_inherited(spec, position, loc)}: {msg}"
+                 for loc, msg in model.task_problems()]
+        expanded_models: list[ModelSpec] = []
         try:
             _check_estimator(model, settings, checked)
             # Models still to come count too: segments may only use what is left.
             room = limit - len(models) - (len(raw_models) - index - 1)
-            expanded = _expand_segments(model, settings, csv_segments, room)
-            _check_features(model, settings, checked)
-            models += expanded
+            expanded_models = _expand_segments(model, settings, csv_segments, room)
+            if not found:  # preparing the data needs a consistent split, features and cv
+                _check_features(model, settings, checked)
         except PipelineError as exc:
-            problems.append(f"{where}: {label}: field {exc.field!r}: {exc.message}")
+            found.append(f"{where}: {label}: field {exc.field!r}: {exc.message}")
+        problems += found
+        if not found:
+            models += expanded_models
     seen: set[str] = set()
     for model in models:
         if model.name in seen:
@@ -372,12 +409,29 @@ def validate_models(spec: BatchFile, settings: Settings, where: str,
     return models
 
 
+def _inherited(spec: BatchFile, position: str, loc: tuple[str | int, ...]) -> str:
+    """' (from defaults)' when a model's field came from the batch's defaults, not its own entry."""
+    def has(tree: Any) -> bool:
+        for part in loc[:-1] if isinstance(loc[-1], int) else loc:
+            if not isinstance(tree, dict) or part not in tree:
+                return False
+            tree = tree[part]
+        return True
+
+    if spec.matrix is not None and loc[0] in spec.matrix.axes:
+        return ""
+    own: Any = spec.models[int(position[7:-1])] if position.startswith("models[") else (
+        spec.matrix.base if spec.matrix is not None else {})
+    return " (from 'defaults')" if not has(own) and has(spec.defaults) else ""
+
+
 def _matrix_size(matrix: MatrixSpec | None) -> int:
     return 0 if matrix is None else math.prod(len(values) for values in matrix.axes.values())
 
 
-def _name_fields(template: str, axes: list[str], where: str) -> list[tuple[str, str | None]]:
-    """A matrix name template as (literal text, axis or None) parts: plain {axis} fields only.
+def _name_fields(template: str, axes: list[str]) -> list[tuple[str, str | None]] | str:
+    """A matrix name template as (literal text, axis or None) parts: plain {axis} fields only;
+    or why it is not one.
 
     Format specs and conversions are refused: `{axis:>999999999}` would build a
     gigabyte per name, and attribute or index lookups reach into the label strings.
@@ -385,54 +439,58 @@ def _name_fields(template: str, axes: list[str], where: str) -> list[tuple[str, 
     try:
         parts = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise SpecError([f"{where}: field 'matrix.name': {_short(template)} is not a valid name "
-                         f"template ({exc}); use plain {{axis}} fields from {axes}"]) from None
+        return (f"{_short(template)} is not a valid name template ({exc}); use plain {{axis}} "
+                f"fields from {axes}")
     out: list[tuple[str, str | None]] = []
     for literal, field, spec, conversion in parts:
         if field is not None and (spec or conversion or not field.isidentifier()):
-            raise SpecError([f"{where}: field 'matrix.name': {_short(template)} is not a valid name "
-                             f"template ({_short('{' + field + '}')} is not a plain field); use plain "
-                             f"{{axis}} fields from {axes}"])
+            return (f"{_short(template)} is not a valid name template ({_short('{' + field + '}')} "
+                    f"is not a plain field); use plain {{axis}} fields from {axes}")
         if field is not None and field not in axes:
-            raise SpecError([f"{where}: field 'matrix.name': {_short(template)} uses an unknown axis "
-                             f"{_short(field)}; axes are {axes}"])
+            return f"{_short(template)} uses an unknown axis {_short(field)}; axes are {axes}"
         out.append((literal, field))
     return out
 
 
 def _expand_matrix(matrix: MatrixSpec, defaults: dict[str, Any], where: str,
-                   limit: int) -> list[tuple[str, dict[str, Any]]]:
+                   limit: int) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    """The matrix's models (position, raw fields) and the problems found expanding it.
+
+    With a bad name template the models are still expanded (named by their place),
+    so their other problems are reported with it.
+    """
     size = _matrix_size(matrix)
     # Refuse before expanding, so a typo cannot allocate a billion models.
     if size > limit:
         raise SpecError([f"{where}: field 'matrix.axes': expands to {size} models, more than the "
                          f"maximum {limit} (MODELFLEET_MAX_MODELS_PER_BATCH)"])
     names = list(matrix.axes)
-    template = _name_fields(matrix.name, names, where)
-    fixed = sum(len(literal) for literal, _ in template)
+    template = _name_fields(matrix.name, names)
+    problems = [f"{where}: field 'matrix.name': {template}"] if isinstance(template, str) else []
+    fixed = sum(len(literal) for literal, _ in template) if not isinstance(template, str) else 0
     out = []
-    problems: list[str] = []
-    for combo in itertools.product(*(matrix.axes[n].items() for n in names)):
+    for index, combo in enumerate(itertools.product(*(matrix.axes[n].items() for n in names))):
         labels = {axis: label for axis, (label, _) in zip(names, combo, strict=True)}
-        # Measured before it is built: a long label used many times would be a long name.
-        length = fixed + sum(len(labels[axis]) for _, axis in template if axis is not None)
-        if length > MAX_NAME_CHARS:
-            problems.append(f"{where}: model of matrix {_short(labels)}: field 'name': the template "
-                            f"makes a name of {length} characters; the name {SLUG_RULE}")
-            continue
         model = _merge(defaults, matrix.base)
         for axis, (_, value) in zip(names, combo, strict=True):
             model = _merge(model, {axis: value})
-        model["name"] = "".join(literal + (labels[axis] if axis is not None else "")
-                                for literal, axis in template)
+        if isinstance(template, str):
+            model["name"] = f"matrix-{index}"
+        else:
+            # Measured before it is built: a long label used many times would be a long name.
+            length = fixed + sum(len(labels[axis]) for _, axis in template if axis is not None)
+            if length > MAX_NAME_CHARS:
+                problems.append(f"{where}: model of matrix {_short(labels)}: field 'name': the "
+                                f"template makes a name of {length} characters; the name {SLUG_RULE}")
+                continue
+            model["name"] = "".join(literal + (labels[axis] if axis is not None else "")
+                                    for literal, axis in template)
         # Axis labels become tags (explicit tags win), so `leaderboard --best-per AXIS` and
         # `--tag AXIS=LABEL` work on every matrix batch.
         if isinstance(model.get("tags", {}), dict):
             model["tags"] = {**labels, **model.get("tags", {})}
         out.append((f"matrix {_short(labels)}", model))
-    if problems:
-        raise _refused(problems, where)
-    return out
+    return out, problems
 
 
 def _expand_segments(model: ModelSpec, settings: Settings,
@@ -556,8 +614,8 @@ def _slug(value: str) -> str:
 
 
 def _loc(loc: Iterable[Any]) -> str:
-    """A field's path; user-given keys shortened (they are echoed in messages)."""
-    return ".".join(p if isinstance(p, str) and len(p) <= 40 else _short(p, 40) for p in loc) or "(root)"
+    """A field's path (`evaluation.metrics[0]`); user-given keys shortened (they are echoed)."""
+    return loc_text([p if isinstance(p, int) or len(str(p)) <= 40 else _short(p, 40) for p in loc])
 
 
 def _short(value: Any, limit: int = 60) -> str:

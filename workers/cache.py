@@ -1,7 +1,8 @@
 """Step cache: keys from a stage's inputs, lookup, and a single-flight lease.
 
-A key hashes the stage name, its code version, the library versions that change
-results, its parameters and the digests of its input artifacts. While one
+A key hashes the stage name, its code (a hash of the source the stage runs, see
+fingerprint.py), the library versions that change results, its parameters and
+the digests of its input artifacts. While one
 worker computes a key it holds a Redis lease renewed by a heartbeat thread;
 others needing the same key wait on the lease and then reuse the result. A dead
 holder stops renewing, so its lease expires within `lease_ttl` seconds.
@@ -29,8 +30,6 @@ from workers.journal import Journal, encoded, open_journal
 from workers.store import ArtifactStore
 from workers.writes import Writes
 
-# Bump a stage's version whenever its code changes what it produces.
-STAGE_VERSIONS = {"preprocess": 4, "train": 2, "evaluate": 3, "deploy": 1}
 # Deploy registers by the evaluation report instead (idempotent in the registry).
 CACHED_STAGES = frozenset({"preprocess", "train", "evaluate"})
 # From the installed distributions' metadata: importing scikit-learn to read its version
@@ -42,8 +41,9 @@ class LeaseTimeout(RuntimeError):
     """Waited too long for another worker computing the same step (transient)."""
 
 
-def cache_key(stage: str, params: Any, inputs: list[str]) -> str:
-    payload = {"stage": stage, "version": STAGE_VERSIONS[stage], "libs": LIBRARY_VERSIONS,
+def cache_key(stage: str, params: Any, inputs: list[str], code: str = "") -> str:
+    """The step's key; `code` is the stage's fingerprint (workers.stages.stage_code_version)."""
+    payload = {"stage": stage, "code": code, "libs": LIBRARY_VERSIONS,
                "params": params, "inputs": inputs}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

@@ -12,7 +12,15 @@ import re
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, FiniteFloat, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    ValidationInfo,
+    model_validator,
+)
 
 # A model or batch name: it becomes a path segment, a file name part and a Redis key part.
 # Matched with fullmatch (`$` would let a trailing newline through) and at most
@@ -62,6 +70,15 @@ _SIZE_PARAMS = ("n_estimators", "max_depth", "max_iter", "n_neighbors")
 _LOWER = ("mae", "rmse", "mape")
 LOWER_IS_BETTER = frozenset({*_LOWER, *(f"cv_{m}_mean" for m in _LOWER),
                              *(f"cv_{m}_std" for m in CLASSIFICATION_METRICS + REGRESSION_METRICS)})
+# The values each metric can take: a gate threshold outside them can never pass (or,
+# for an error metric at 0, passes only a perfect fit). cv_M_mean ranges like M.
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    **{m: (0.0, 1.0) for m in CLASSIFICATION_METRICS}, "r2": (-math.inf, 1.0),
+    **{m: (0.0, math.inf) for m in _LOWER}}
+# Validation context key: the producer collects task checks at their field paths itself.
+DEFER_TASK_CHECKS = "defer_task_checks"
+# A field path inside a model spec, as pydantic gives it: ("evaluation", "metrics", 0).
+Loc = tuple[str | int, ...]
 # Candidates one hyperparameter search may try (grid size or n_iter), and trials kept in its record.
 MAX_SEARCH_TRIALS = 1000
 
@@ -329,31 +346,47 @@ class ModelSpec(Strict):
     resources: ResourcesSpec = ResourcesSpec()
 
     @model_validator(mode="after")
-    def _metrics_fit_task(self) -> ModelSpec:
-        allowed = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
-        for m in self.metric_names:
-            if m not in allowed:
-                raise ValueError(f"metric {m!r} is not a {self.task} metric; choose from {allowed}")
-        reported = self.reported_metrics
-        if self.primary_metric not in reported:
-            raise ValueError(f"evaluation.primary {self.primary_metric!r} must be one of {reported}")
-        if self.gate_metric not in reported:
-            raise ValueError(f"deploy.gate.metric {self.gate_metric!r} must be one of {reported}")
-        self._check_time_and_cv()
+    def _metrics_fit_task(self, info: ValidationInfo) -> ModelSpec:
+        if info.context and info.context.get(DEFER_TASK_CHECKS):
+            return self  # the producer reports task_problems() at their own fields
+        if problems := self.task_problems():
+            raise ValueError("; ".join(f"{loc_text(loc)}: {msg}" for loc, msg in problems))
         return self
 
-    def _check_time_and_cv(self) -> None:
+    def task_problems(self) -> list[tuple[Loc, str]]:
+        """Every metric, gate, split or cv choice that does not fit the model's task, at its
+        field path."""
+        allowed = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        problems: list[tuple[Loc, str]] = [
+            (("evaluation", "metrics", i), f"metric {m!r} is not a {self.task} metric; choose from "
+             f"{allowed}") for i, m in enumerate(self.evaluation.metrics) if m not in allowed]
+        reported = self.reported_metrics
+        if self.primary_metric not in reported:
+            problems.append((("evaluation", "primary"), f"{self.primary_metric!r} must be one of "
+                             f"{reported}"))
+        gate = self.deploy.gate
+        if self.gate_metric not in reported:
+            problems.append((("deploy", "gate", "metric"), f"{self.gate_metric!r} must be one of "
+                             f"{reported}"))
+        elif gate.threshold is not None and (problem := threshold_problem(self.gate_metric,
+                                                                          gate.threshold)):
+            problems.append((("deploy", "gate", "threshold"), problem))
+        return problems + self._time_and_cv_problems()
+
+    def _time_and_cv_problems(self) -> list[tuple[Loc, str]]:
+        problems: list[tuple[Loc, str]] = []
         lags = self.features.lags
         if (lags.periods or lags.rolling) and self.split.time_column is None:
-            raise ValueError("features.lags needs split.time_column (the order of the rows)")
+            problems.append((("features", "lags"), "needs split.time_column (the order of the rows)"))
         if self.features.target_transform != "none" and self.task != "regression":
-            raise ValueError("features.target_transform is for regression")
-        if self.cv is None:
-            return
-        if self.cv.kind == "stratified" and self.task != "classification":
-            raise ValueError("cv.kind stratified is for classification; use kfold or time_series")
-        if self.cv.kind == "time_series" and self.split.kind != "time":
-            raise ValueError("cv.kind time_series needs split.kind time (rows ordered by time_column)")
+            problems.append((("features", "target_transform"), "is for regression"))
+        if self.cv is not None and self.cv.kind == "stratified" and self.task != "classification":
+            problems.append((("cv", "kind"), "stratified is for classification; use kfold or "
+                             "time_series"))
+        if self.cv is not None and self.cv.kind == "time_series" and self.split.kind != "time":
+            problems.append((("cv", "kind"), "time_series needs split.kind time (rows ordered by "
+                             "time_column)"))
+        return problems
 
     @property
     def reported_metrics(self) -> list[str]:
@@ -402,6 +435,30 @@ class ModelSpec(Strict):
         search = f"|search:{self.search.trials}x{self.search.cv}" if self.search else ""
         folds = f"|cv{self.cv.folds}" if self.cv is not None else ""
         return f"{self.task}|{self.estimator.class_path}({size})|{shape}{search}{folds}"
+
+
+def threshold_problem(metric: str, threshold: float) -> str | None:
+    """Why a gate threshold on `metric` makes no sense (never passes), or None."""
+    base = metric.removeprefix("cv_").removesuffix("_mean").removesuffix("_std")
+    low, high = (0.0, math.inf) if metric.endswith("_std") else METRIC_RANGES.get(
+        base, (-math.inf, math.inf))
+    if metric in LOWER_IS_BETTER:
+        if threshold <= low:
+            return (f"{threshold} on {metric!r} (lower is better: passes when {metric} <= threshold) "
+                    f"{'passes only a perfect fit' if threshold == low else 'can never pass'}; give a "
+                    f"positive {metric} threshold")
+    elif not low <= threshold <= high:
+        return (f"{threshold} on {metric!r} (higher is better: passes when {metric} >= threshold) is "
+                f"outside its range [{low}, {high}]")
+    return None
+
+
+def loc_text(loc: Loc | list[str | int]) -> str:
+    """A field path as people write it: `evaluation.metrics[0]`."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(root)"
 
 
 class ModelJob(Strict):

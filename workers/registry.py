@@ -20,15 +20,18 @@ from workers.journal import Journal, encoded, open_journal
 from workers.store import ArtifactStore
 from workers.tracking import has_tags
 
-# KEYS: by_digest, versions, models. ARGV: artifact digest, record JSON (no version), name.
-# Returns {version, created (1/0), the version's record JSON}.
+# KEYS: by_digest, versions, models. ARGV: artifact digest, record JSON (no version), name,
+# content key ('' = none). Returns {version, created (1/0), the version's record JSON}.
+# A version is found by its artifact or by its content key (same inputs, code and metrics).
 _REGISTER = """
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if not existing and ARGV[4] ~= '' then existing = redis.call('HGET', KEYS[1], 'content:' .. ARGV[4]) end
 if existing then return {tonumber(existing), 0, redis.call('HGET', KEYS[2], existing)} end
 local n = redis.call('HLEN', KEYS[2]) + 1
 local rec = '{"version": ' .. n .. ', ' .. string.sub(ARGV[2], 2)
 redis.call('HSET', KEYS[2], n, rec)
 redis.call('HSET', KEYS[1], ARGV[1], n)
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'content:' .. ARGV[4], n) end
 redis.call('SADD', KEYS[3], ARGV[3])
 return {n, 1, rec}
 """
@@ -93,13 +96,18 @@ class Registry:
         stored, created = self.register_record(name, artifact, record)
         return int(stored["version"]), created
 
-    def register_record(self, name: str, artifact: str,
-                        record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """(the version's record, created), in one round trip."""
-        body = json.dumps({**record, "name": name, "artifact": artifact, "created": time.time()})
+    def register_record(self, name: str, artifact: str, record: dict[str, Any],
+                        content_key: str | None = None) -> tuple[dict[str, Any], bool]:
+        """(the version's record, created), in one round trip.
+
+        An existing version with the same artifact, or the same `content_key` (training
+        inputs, params, code and metrics), is returned instead of a new one.
+        """
+        body = json.dumps({**record, "name": name, "artifact": artifact, "created": time.time(),
+                           **({"content_key": content_key} if content_key else {})})
         _, created, stored = self._register(
             keys=[keys.version_by_digest(name), keys.versions(name), keys.MODELS],
-            args=[artifact, body, name])
+            args=[artifact, body, name, content_key or ""])
         if created:
             self.journal.append([encoded("version", "record", stored)])
         return json.loads(stored), bool(created)
@@ -140,7 +148,7 @@ class Registry:
             name, alias = ref.split("@", 1)
             version = self.aliases(name).get(alias)
             if version is None:
-                raise KeyError(f"{name} has no alias {alias!r}")
+                raise KeyError(self._never_promoted(name, alias))
             return self.version(name, version)
         if "/" in ref:
             name, num = ref.split("/", 1)
@@ -149,6 +157,16 @@ class Registry:
         if not versions:
             raise KeyError(f"no model named {ref!r}")
         return versions[-1]
+
+    def _never_promoted(self, name: str, alias: str) -> str:
+        versions = self.versions(name)
+        if not versions:
+            return f"no model named {name!r}"
+        latest = versions[-1]
+        reason = (latest.get("decision") or {}).get("reason", "no decision recorded")
+        return (f"{name} was never promoted to {alias!r}: {len(versions)} version(s) registered, none "
+                f"took the alias (latest, {name}/{latest['version']}: {reason}); "
+                f"`modelfleet lineage {name}/{latest['version']}` shows it")
 
     def move_alias(self, name: str, alias: str, version: int, expected: int | None,
                    keep_history: bool = True) -> bool:
@@ -195,6 +213,8 @@ class Registry:
             for rec in versions.get(name, {}).values():
                 pipe.hset(keys.versions(name), str(rec["version"]), json.dumps(rec))
                 pipe.hset(keys.version_by_digest(name), rec["artifact"], rec["version"])
+                if rec.get("content_key"):
+                    pipe.hset(keys.version_by_digest(name), f"content:{rec['content_key']}", rec["version"])
                 counts["versions"] += 1
             pipe.sadd(keys.MODELS, name)
             if (snap := aliases.get(name)) is not None:

@@ -13,6 +13,7 @@ Retries, routing and acks are declared here and in app.py, never in the ML code.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 import signal
@@ -40,7 +41,7 @@ from celery.utils.log import get_task_logger
 from threadpoolctl import threadpool_limits
 
 from workers import keys
-from workers.cache import LIBRARY_VERSIONS, STAGE_VERSIONS, LeaseTimeout, cache_key, keep_alive
+from workers.cache import LIBRARY_VERSIONS, LeaseTimeout, cache_key, keep_alive
 from workers.contracts import (
     ChainState,
     DeployedInfo,
@@ -52,6 +53,7 @@ from workers.contracts import (
     parse_message,
     to_message,
 )
+from workers.fingerprint import fingerprint
 from workers.journal import flush_all
 from workers.labels import chain_label, stage_label
 from workers.mlflow_sink import sink_for
@@ -364,7 +366,7 @@ class StageTask(Task):  # type: ignore[misc]
              cached: bool = True) -> tuple[dict[str, Any], str]:
         """Run compute through the cache and queue the run record; returns (value, run_id)."""
         rt, job = self.runtime, state.job
-        key = cache_key(stage, params, inputs)
+        key = cache_key(stage, params, inputs, stage_code_version(stage))
         run = self.run_base(state, stage, params, inputs, key)
         started = run["started"]
         try:
@@ -393,7 +395,7 @@ class StageTask(Task):  # type: ignore[misc]
         return {"batch_id": job.batch_id, "model": job.model.name, "stage": stage,
                 "params": params, "inputs": inputs, "cache_key": key, "started": time.time(),
                 "task_id": self.request.id, "worker": self.request.hostname or socket.gethostname(),
-                "tags": job.model.tags, "code_version": STAGE_VERSIONS[stage],
+                "tags": job.model.tags, "code_version": stage_code_version(stage),
                 "libraries": LIBRARY_VERSIONS}
 
     def record_failure(self, run: dict[str, Any], exc: BaseException) -> None:
@@ -613,11 +615,13 @@ def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     name, alias = job.model.name, job.model.deploy.alias
 
     def compute() -> tuple[dict[str, Any], list[str]]:
-        # Keyed by the evaluation report: the same evaluated artifact registers once.
+        # Keyed by the evaluation report and by the content key: the same evaluated artifact,
+        # or an identical refit (same data, params, code and metrics), registers once.
         record, _ = rt.registry.register_record(name, ev.report_digest, {
             "batch_id": job.batch_id, "metrics": ev.metrics, "primary_metric":
             job.model.primary_metric, "tags": job.model.tags, "lineage": state.model_dump(mode="json"),
-            "libraries": LIBRARY_VERSIONS, "stage_versions": STAGE_VERSIONS})
+            "libraries": LIBRARY_VERSIONS, "stage_versions": stage_code_versions()},
+            content_key=_content_key(state))
         promoted, reason = _promote_once(rt, state, record)
         return {"version": record["version"], "promoted": promoted, "reason": reason, "alias": alias}, []
 
@@ -626,7 +630,8 @@ def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
                               [ev.report_digest], compute, cached=False)
     info = DeployedInfo(run_id=run_id, **value)
     # error="": a model that deploys carries no error from an earlier, superseded try.
-    rt.tracker.state(writes, job.batch_id, name, status="deployed", version=info.version,
+    rt.tracker.state(writes, job.batch_id, name, status="promoted" if info.promoted else "registered",
+                     version=info.version,
                      promoted=int(info.promoted), reason=info.reason, metrics=ev.metrics, error="")
     return state.model_copy(update={"deployed": info})
 
@@ -649,3 +654,39 @@ def _promote_once(rt: Runtime, state: ChainState, record: dict[str, Any]) -> tup
     rt.registry.annotate(name, version, record, decision={"promoted": decision.promote,
                                                           "reason": decision.reason, "alias": alias})
     return decision.promote, decision.reason
+
+
+# What each stage runs: its code version is the fingerprint of this function.
+_STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "preprocess": _preprocess, "train": _train, "evaluate": _evaluate, "deploy": _deploy}
+
+
+@functools.cache
+def stage_code_version(stage: str) -> str:
+    """The stage's code fingerprint, computed once per process (workers/fingerprint.py)."""
+    return fingerprint(_STAGE_FUNCTIONS[stage])
+
+
+def stage_code_versions() -> dict[str, str]:
+    return {stage: stage_code_version(stage) for stage in STAGES}
+
+
+# Computed on import, in the worker's main process before it forks its pool children
+# (about 0.1 s): not inside the first stage's time of every child.
+stage_code_versions()
+
+
+def _content_key(state: ChainState) -> str:
+    """What makes two registrations the same model: the train step's key (its data, params,
+    code and libraries), the fitted transform, the evaluate code and metric names, and the
+    metrics. An identical refit (after `cache prune` or with `--no-cache`) then returns the
+    version it already has instead of a new one, whatever bytes its model file has.
+    """
+    job, prepared, ev = state.job, state.prepared, state.evaluated
+    assert prepared is not None and ev is not None
+    model = job.model
+    train = cache_key("train", _train_params(model), [prepared.data_digest], stage_code_version("train"))
+    return cache_key("deploy", {
+        "train": train, "transform": prepared.transform_digest, "metrics": ev.metrics,
+        "evaluate": {"metrics": model.metric_names, "code": stage_code_version("evaluate")}},
+        [prepared.dataset_digest])

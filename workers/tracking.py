@@ -28,7 +28,10 @@ from workers.journal import Journal, encoded, open_journal
 from workers.store import ArtifactStore
 from workers.writes import Writes
 
-TERMINAL = frozenset({"deployed", "failed", "cancelled"})
+# A model's outcome: registered and promoted (its gate passed), registered only (it did not),
+# failed or cancelled. "deployed" is the word for "registered" in records before the split.
+DEPLOYED = frozenset({"promoted", "registered", "deployed"})
+TERMINAL = DEPLOYED | {"failed", "cancelled"}
 RETRYABLE = frozenset({"failed", "cancelled"})
 _CHUNK = 500
 _WRITE_CHUNK = 2000

@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from producer.cancel import cancel_batch
 from producer.cli.common import (
+    FAIL_ON_GATE,
     UserError,
     broker,
     console,
@@ -67,9 +68,10 @@ def _submit(batch: Batch, settings: Settings, no_cache: bool) -> BatchHandle:
 @click.option("--no-cache", is_flag=True, help="Recompute every stage.")
 @click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
 @_priority_option
+@FAIL_ON_GATE
 @pass_settings
 def run(settings: Settings, spec: Path, workers: int, no_cache: bool, timeout: float | None,
-        priority: Priority | None) -> None:
+        priority: Priority | None, fail_on_gate: bool) -> None:
     """Run a batch end to end on local workers (and an embedded Redis if none is configured)."""
     batch = load(spec, settings, priority)
     console.print(f"batch [bold]{escape(batch.name)}[/]: {len(batch.models)} models, {workers} workers")
@@ -100,7 +102,7 @@ def run(settings: Settings, spec: Path, workers: int, no_cache: bool, timeout: f
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    exit_for(status)
+    exit_for(status, fail_on_gate or batch.fail_on_gate)
 
 
 @click.command("submit")
@@ -109,9 +111,10 @@ def run(settings: Settings, spec: Path, workers: int, no_cache: bool, timeout: f
 @click.option("--no-cache", is_flag=True, help="Recompute every stage.")
 @click.option("--timeout", type=float, default=None)
 @_priority_option
+@FAIL_ON_GATE
 @pass_settings
 def submit_cmd(settings: Settings, spec: Path, wait: bool, no_cache: bool, timeout: float | None,
-               priority: Priority | None) -> None:
+               priority: Priority | None, fail_on_gate: bool) -> None:
     """Submit a batch to the configured broker (MODELFLEET_BROKER_URL)."""
     batch = load(spec, settings, priority)
     if settings.broker_url is None:
@@ -123,7 +126,7 @@ def submit_cmd(settings: Settings, spec: Path, wait: bool, no_cache: bool, timeo
     handle = _submit(batch, settings, no_cache)
     console.print(f"submitted batch [bold]{escape(handle.batch_id)}[/] ({len(batch.models)} models)")
     if wait:
-        exit_for(watch(handle, timeout))
+        exit_for(watch(handle, timeout), fail_on_gate or batch.fail_on_gate)
 
 
 @click.command()

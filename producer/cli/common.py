@@ -22,6 +22,7 @@ from producer.local import EmbeddedRedis, LocalWorkers
 from producer.status import BatchStatus, ranked
 from workers.runtime import Runtime
 from workers.settings import STAGES, Settings
+from workers.tracking import DEPLOYED
 
 # Piped or captured output has no terminal width; rich would assume 80 columns
 # and cut model names, so give tables room there. soft_wrap: a message line is
@@ -109,12 +110,22 @@ def watch(handle: BatchHandle, timeout: float | None, local: LocalWorkers | None
     return status
 
 
-def exit_for(status: BatchStatus) -> None:
-    """Exit 1 when some model did not deploy (failed or cancelled)."""
+def exit_for(status: BatchStatus, fail_on_gate: bool = False) -> None:
+    """Exit 1 when some model did not deploy (failed or cancelled) or, with `fail_on_gate`,
+    was registered without passing its gate."""
     failed = status.counts.get("failed", 0) + status.counts.get("cancelled", 0)
+    unpromoted = status.counts.get("registered", 0) + status.counts.get("deployed", 0)
     if failed:
         err.print(f"{failed} of {len(status.rows)} models did not deploy")
+    if unpromoted and fail_on_gate:
+        err.print(f"{unpromoted} of {len(status.rows)} models were registered but not promoted "
+                  "(their gate did not pass)")
+    if failed or (unpromoted and fail_on_gate):
         sys.exit(1)
+
+
+FAIL_ON_GATE = click.option("--fail-on-gate", is_flag=True,
+                            help="Exit 1 if a model's gate did not pass (also: `fail_on_gate: true`).")
 
 
 # ---- rendering -----------------------------------------------------------------------
@@ -166,7 +177,8 @@ def leaderboard_table(status: BatchStatus) -> Table:
     for col in ("model", "metric", "value", "version", "promoted", "status", "worker", "time"):
         out.add_column(col, justify="right" if col in ("value", "version", "time") else "left")
     for r in ranked(status.rows):
-        detail = r.status if not r.error or r.status == "deployed" else f"{r.status}: {r.error[:80]}"
+        detail = (f"{r.status}: {r.error[:80]}" if r.error and r.status not in DEPLOYED else
+                  f"{r.status}: {r.reason[:80]}" if r.status == "registered" and r.reason else r.status)
         out.add_row(r.name, r.metric or "", f"{r.value:.4f}" if r.value is not None else "",
                     str(r.version or ""), "yes" if r.promoted else ("no" if r.version else ""),
                     detail, r.worker, f"{r.seconds:.1f}s" if r.seconds is not None else "")
@@ -192,7 +204,7 @@ def section_table(batch_id: str, summary: str, part: leaderboard.Section, tag: s
         if tag and rank > 1 and group != previous:
             out.add_section()
         previous = group
-        detail = e.status if not e.error or e.status == "deployed" else f"{e.status}: {e.error[:60]}"
+        detail = e.status if not e.error or e.status in DEPLOYED else f"{e.status}: {e.error[:60]}"
         out.add_row(str(rank), *([group] if tag else []), e.name,
                     f"{e.value:.4f}" if e.value is not None else "", str(e.version or ""),
                     "yes" if e.promoted else ("no" if e.version else ""), detail,

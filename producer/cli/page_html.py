@@ -30,7 +30,7 @@ a{color:#0b5cad;text-decoration:none}a:hover{text-decoration:underline}
 table{border-collapse:collapse;background:#fff}td,th{padding:3px 8px;border:1px solid #ddd;text-align:left}
 th{background:#f0f0f0}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .muted{color:#777}.chip{display:inline-block;padding:1px 7px;margin-right:4px;border-radius:9px;color:#fff}
-.done,.deployed{background:#2e8540}.running{background:#0b5cad}.retrying{background:#c77c00}
+.done,.deployed,.promoted{background:#2e8540}.registered{background:#8a6d00}.running{background:#0b5cad}.retrying{background:#c77c00}
 .failed{background:#c0392b}.cancelled{background:#7f7f7f}.pending,.queued{background:#bbb}
 td.done,td.running,td.retrying,td.failed,td.cancelled,td.pending{color:#fff;text-align:center;min-width:5em}
 td.pending{background:#eee;color:#999}td.done a,td.running a,td.retrying a,td.failed a{color:inherit}

@@ -9,6 +9,7 @@ from html import escape
 from typing import Any
 
 from producer.leaderboard import Section
+from workers.tracking import DEPLOYED
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1100px;
@@ -127,7 +128,7 @@ def _section(part: Section, links: dict[str, str]) -> str:
     for rank, e in enumerate(part.rows, 1):
         name = (f'<a href="{escape(links[e.name])}">{escape(e.name)}</a>' if e.name in links
                 else escape(e.name))
-        status = e.status if not e.error or e.status == "deployed" else f"{e.status}: {e.error[:120]}"
+        status = e.status if not e.error or e.status in DEPLOYED else f"{e.status}: {e.error[:120]}"
         body.append(f'<tr class="{escape(e.status)}" data-model="{escape(e.name)}">'
                     f'<td class="num">{rank}</td><td>{name}</td>'
                     f"{number(e.value, metric=part.metric)}"

@@ -55,10 +55,18 @@ def runs(settings: Settings, batch_id: str | None, model: str | None, status: st
         "run", "batch", "model", "stage", "status", "cache", "seconds", "worker", "metrics / error"],
         [[r["id"][:12], r["batch_id"], r["model"], r["stage"], r["status"],
           "hit" if r["cache_hit"] else "", f"{r['duration']:.2f}", r["worker"],
-          r["error"] or metrics_text(r["metrics"])] for r in found]))
+          _run_detail(r)] for r in found]))
     if offset + len(found) < total:
         err.print(f"showing runs {offset + 1}-{offset + len(found)} of {total}, newest first; older: "
                   f"--page {offset // limit + 2} (or --offset {offset + len(found)})")
+
+
+def _run_detail(run: dict[str, Any]) -> str:
+    """A run's error, a deploy's outcome (promoted, or registered and why), or its metrics."""
+    result = run.get("result") or {}
+    if not run["error"] and run["stage"] == "deploy" and "promoted" in result:
+        return "promoted" if result["promoted"] else f"registered: {result.get('reason', '')}"
+    return str(run["error"] or metrics_text(run["metrics"]))
 
 
 @click.command()

@@ -45,12 +45,12 @@ def test_cancel_revokes_queued_models_and_leaves_other_batches_alone(tmp_path: P
         assert sorted(report["revoked"] + report["stopping"] + list(report["finished"])) == sorted(names)
         assert report["stopping"] == ["gate"] and report["revoked"]
         # The batch ends, with cancelled models; finished ones (if any) stay deployed.
-        assert status.done and set(status.counts) <= {"cancelled", "deployed"}
+        assert status.done and set(status.counts) <= {"cancelled", "promoted"}
         rows = {r.name: r for r in status.rows}
         assert rows["gate"].status == "cancelled"
         assert all(rows[n].status == "cancelled" for n in report["revoked"])
         for name, state in report["finished"].items():
-            assert state == "deployed" == rows[name].status
+            assert state == "promoted" == rows[name].status
             assert len(c.runtime.registry.versions(name)) == 1
         # Nothing of the cancelled batch started after the cancel; the gate's stage finished.
         runs = c.runtime.tracker.runs(batch_id=handle.batch_id)
@@ -62,4 +62,4 @@ def test_cancel_revokes_queued_models_and_leaves_other_batches_alone(tmp_path: P
         first = json.loads(c.runtime.redis.hget(keys.batch_tasks(handle.batch_id), report["revoked"][-1]))
         assert f"Discarding revoked task: modelfleet.preprocess[{first[0]}]" in c.logs()
         # The rest of the platform is unaffected.
-        assert other_status.counts == {"deployed": 2}
+        assert other_status.counts == {"promoted": 2}

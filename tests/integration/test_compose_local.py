@@ -107,7 +107,7 @@ def test_compose_services_complete_a_batch_across_three_workers(
     assert spec_path == compose.cwd / "examples" / "quickstart.yaml"
     expected = {m.name for m in load_batch(spec_path, settings).models}
     assert {r.name for r in status.rows} == expected
-    assert status.counts == {"deployed": len(expected)}
+    assert status.counts == {"promoted": len(expected)}
     assert all(runtime.registry.resolve(f"{name}@production") for name in expected)
     # ... with work done by all three workers, every stage tracked, artifacts on the volume.
     runs = runtime.tracker.runs(batch_id=batches[0])
@@ -140,7 +140,7 @@ def test_compose_services_complete_a_batch_across_three_workers(
     done = own.run("producer", timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     stores = next(b for b in runtime.tracker.list_batches() if b.startswith("stores-"))
-    assert batch_status(runtime, stores).counts == {"deployed": 45}
+    assert batch_status(runtime, stores).counts == {"promoted": 45}
 
 
 def get(url: str, auth: tuple[str, str] | None) -> tuple[int, bytes]:

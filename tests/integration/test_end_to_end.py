@@ -31,7 +31,7 @@ def test_batch_completes_across_both_workers(tmp_path: Path, settings: Settings,
     batch = load(tmp_path, {"name": f"e2e-{uniq}", "models": models}, settings)
     handle, status = run_batch(batch, app, runtime)
 
-    assert status.counts == {"deployed": 6}
+    assert status.counts == {"promoted": 6}
     rows = {r.name: r for r in status.rows}
     assert rows[f"iris-lr-{uniq}"].value is not None and rows[f"iris-lr-{uniq}"].value > 0.8
     assert all(r.version == 1 and r.promoted for r in rows.values())
@@ -53,7 +53,7 @@ def test_failing_model_fails_alone(tmp_path: Path, settings: Settings, workers: 
     batch = load(tmp_path, {"name": f"fail-{uniq}", "models": [bad, *good]}, settings)
     _, status = run_batch(batch, app, runtime)
 
-    assert status.counts == {"deployed": 3, "failed": 1}
+    assert status.counts == {"promoted": 3, "failed": 1}
     failed = next(r for r in status.rows if r.status == "failed")
     assert failed.name == f"bad-{uniq}" and failed.stage == "evaluate"
     assert "n_neighbors" in failed.error or "n_samples" in failed.error
@@ -71,7 +71,7 @@ def test_walmart_one_model_per_store(tmp_path: Path, settings: Settings, workers
     batch = load(tmp_path, spec, settings)
     assert len(batch.models) == 45
     _, status = run_batch(batch, app, runtime, timeout=300)
-    assert status.counts == {"deployed": 45}
+    assert status.counts == {"promoted": 45}
     assert all(r.metric == "mae" and r.value is not None and r.value > 0 for r in status.rows)
 
 
@@ -120,4 +120,4 @@ def test_cli_submit_wait_and_status(tmp_path: Path, settings: Settings, workers:
     assert result.returncode == 0, result.stderr
     batch_id = result.stdout.split("submitted batch ")[1].split()[0]
     status = run_cli(["status", batch_id, "--json"], settings, tmp_path)
-    assert status.returncode == 0 and '"deployed": 1' in status.stdout
+    assert status.returncode == 0 and '"promoted": 1' in status.stdout

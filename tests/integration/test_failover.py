@@ -28,7 +28,7 @@ MODELS = 12
 def _deployed(runtime: Runtime, batch_id: str) -> int:
     """Models deployed so far; 0 while Redis cannot answer."""
     with contextlib.suppress(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-        return batch_status(runtime, batch_id).counts.get("deployed", 0)
+        return batch_status(runtime, batch_id).counts.get("promoted", 0)
     return 0
 
 
@@ -85,7 +85,7 @@ def test_master_killed_mid_batch_fails_over_and_every_model_deploys_once(tmp_pat
               f"batch done after {done_after:.1f}s; {fits} fits for {MODELS} models")
 
         assert deployed_at_kill < MODELS
-        assert status.counts == {"deployed": MODELS}
+        assert status.counts == {"promoted": MODELS}
         # Every model has one registry version: deployed once, also when a stage ran twice.
         for row in status.rows:
             assert [v["version"] for v in runtime.registry.versions(row.name)] == [1], row.name

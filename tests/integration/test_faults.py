@@ -49,7 +49,7 @@ def test_sigkilled_worker_loses_no_model_and_deploys_each_once(tmp_path: Path, p
               f"(visibility_timeout={c.settings.visibility_timeout}, "
               f"restore_interval={c.settings.restore_interval})")
 
-        assert status.counts == {"deployed": 4}
+        assert status.counts == {"promoted": 4}
         assert int(second[1]) != victim.pid
         for model in ("gate", "m0", "m1", "m2"):
             assert [v["version"] for v in c.runtime.registry.versions(model)] == [1]
@@ -82,7 +82,7 @@ def test_sigkilled_worker_mid_search_deploys_each_meta_estimator_once(tmp_path: 
         status = handle.wait(timeout=120)
 
         # Then the other worker ran the whole search once, and every model deployed once.
-        assert status.counts == {"deployed": 3}
+        assert status.counts == {"promoted": 3}
         fits = lines(started)
         assert len(fits) == 1 + 5 and all(int(f[1]) != victim.pid for f in fits[1:])
         for name in ("search-gate", "gscv", "pipe"):
@@ -104,7 +104,7 @@ def test_after_a_crash_reindex_rebuilds_the_whole_index_from_the_artifact_root(t
         _, ppid, _ = wait_lines(started, 1)[0]
         os.killpg(int(ppid), signal.SIGKILL)
         release.touch()
-        assert handle.wait(timeout=120).counts == {"deployed": 6}
+        assert handle.wait(timeout=120).counts == {"promoted": 6}
         c.runtime.registry.promote("crash-1", 1, "staging")
         # Then the crash: every worker dies at once, nothing is shut down cleanly.
         for proc in c.workers.procs:
@@ -139,7 +139,7 @@ def test_killed_pool_child_is_retried_and_poison_task_fails_bounded(tmp_path: Pa
         rows = {r.name: r for r in status.rows}
 
         # A pool child killed once (as the OOM killer does): the task is redelivered and succeeds.
-        assert rows["dies-once"].status == "deployed" and len(lines(once_started)) == 2
+        assert rows["dies-once"].status == "promoted" and len(lines(once_started)) == 2
         first, second = lines(once_started)
         print(f"\na killed pool child's task restarted after {float(second[2]) - float(first[2]):.1f}s")
         # One that kills its pool child every time fails after max_deliveries tries, not forever.
@@ -158,7 +158,7 @@ def test_killed_pool_child_is_retried_and_poison_task_fails_bounded(tmp_path: Pa
             deploy = next(r for r in c.runtime.tracker.runs(batch_id=handle.batch_id)
                           if r["model"] == "healthy" and r["stage"] == "deploy")
             assert c.runtime.tracker.task_ids(handle.batch_id)["healthy"][-1] == deploy["task_id"]
-        assert rows["healthy"].status == "deployed"
+        assert rows["healthy"].status == "promoted"
         for name in ("dies-once", "healthy"):
             assert [v["version"] for v in c.runtime.registry.versions(name)] == [1]
         # The workers themselves survived: both still answer.
@@ -182,7 +182,7 @@ def test_transient_errors_retry_and_deterministic_errors_fail_at_once(tmp_path: 
                           key=lambda r: float(r["started"]))  # type: ignore[arg-type]
 
         # Transient: two ConnectionErrors, retried with backoff, then deployed.
-        assert rows["flaky"].status == "deployed"
+        assert rows["flaky"].status == "promoted"
         flaky = trains("flaky")
         assert [r["status"] for r in flaky] == ["failed", "failed", "succeeded"]
         assert all("ConnectionError" in str(r["error"]) for r in flaky[:2])
@@ -236,8 +236,8 @@ def test_redis_restart_mid_batch_with_aof(tmp_path: Path) -> None:
 
         # The stage whose retry could not be sent was handed back, not dropped.
         assert len(lines(tmp_path / "calls-rst")) == 2
-        assert base.counts == {"deployed": 6}
-        assert status.counts == {"deployed": 6}
+        assert base.counts == {"promoted": 6}
+        assert status.counts == {"promoted": 6}
         for row in status.rows:
             assert [v["version"] for v in c.runtime.registry.versions(row.name)] == [1]
         assert all(p.poll() is None for p in c.workers.procs), "workers must reconnect, not die"
@@ -260,7 +260,7 @@ def test_sigterm_mid_stage_finishes_the_task_then_exits(tmp_path: Path) -> None:
         assert victim.wait(60) == 0
         status = handle.wait(timeout=120)
 
-        assert status.counts == {"deployed": 1}
+        assert status.counts == {"promoted": 1}
         trains = [r for r in c.runtime.tracker.runs(batch_id=handle.batch_id) if r["stage"] == "train"]
         assert [(r["status"], r["worker"]) for r in trains] == [("succeeded", c.workers.names[index])]
         assert len(lines(started)) == 1, "the stage ran once, not again elsewhere"
@@ -312,7 +312,7 @@ def test_lease_outlives_a_redis_outage_longer_than_its_ttl_so_the_model_trains_o
         release.touch()
         status = handle.wait(timeout=120)
 
-        assert status.counts == {"deployed": 1}
+        assert status.counts == {"promoted": 1}
         assert len(lines(started)) == 1, "the model was fitted twice"
         trains = [r for r in c.runtime.tracker.runs(batch_id=handle.batch_id) if r["stage"] == "train"]
         assert [r["cache_hit"] for r in trains if r["status"] == "succeeded"].count(False) == 1
@@ -339,7 +339,7 @@ def test_a_long_healthy_stage_on_a_multi_slot_worker_is_not_failed_as_poison(tmp
         status = handle.wait(timeout=120)
 
         row = status.rows[0]
-        assert status.counts == {"deployed": 1}, row.error
+        assert status.counts == {"promoted": 1}, row.error
         assert "TooManyDeliveries" not in c.logs() and not row.error
         assert len(lines(started)) == 1, "the stage ran again instead of waiting for its running copy"
         assert [v["version"] for v in c.runtime.registry.versions("long")] == [1]

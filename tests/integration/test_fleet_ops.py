@@ -54,15 +54,15 @@ def test_an_urgent_batch_overtakes_a_queued_low_priority_one(tmp_path: Path) -> 
         submitted = time.time()
         urgent = c.submit({"name": "urgent", "priority": "high",
                            "models": [classifier(f"urgent-{i}", random_state=i) for i in range(3)]})
-        assert urgent.wait(timeout=60).counts == {"deployed": 3}
-        bulk_left = sum(1 for row in bulk.status().rows if row.status != "deployed")
+        assert urgent.wait(timeout=60).counts == {"promoted": 3}
+        bulk_left = sum(1 for row in bulk.status().rows if row.status != "promoted")
         first = min(r["started"] for r in c.runtime.tracker.runs(urgent.batch_id))
         print(f"\nurgent batch: first stage {first - submitted:.2f} s after submit, behind {queued} "
               f"queued bulk chains; {bulk_left} bulk models not yet deployed when it finished")
         assert queued > 100  # it really was behind a long queue
         assert first - submitted < 5.0
         assert bulk_left > 100  # it overtook the queue instead of waiting for it
-        assert bulk.wait(timeout=180).counts == {"deployed": 200}
+        assert bulk.wait(timeout=180).counts == {"promoted": 200}
 
 
 @pytest.mark.slow
@@ -70,7 +70,7 @@ def test_a_capped_batch_never_runs_more_stages_at_once_than_its_cap(tmp_path: Pa
     with cluster(tmp_path, workers=3, cap_retry_delay=0.2) as c:
         capped = c.submit({"name": "capped", "max_parallel": 2, "pack": 1,
                            "models": [_forest(f"capped-{i}", i) for i in range(6)]})
-        assert capped.wait(timeout=180).counts == {"deployed": 6}
+        assert capped.wait(timeout=180).counts == {"promoted": 6}
         runs = c.runtime.tracker.runs(capped.batch_id)
         assert len(runs) == 6 * len(STAGES)
         workers = {r["worker"] for r in runs}
@@ -96,7 +96,7 @@ def test_a_stage_killed_by_its_time_limit_gives_its_batch_slot_back(tmp_path: Pa
         others_done = max(r["finished"] for r in runs if r["model"] != "gate")
         print(f"\nthe other models finished {others_done - fit_started:.1f} s after the slot holder's "
               f"fit began (time limit 3 s, lease_ttl {c.settings.lease_ttl} s)")
-        assert status.counts == {"deployed": 4, "failed": 1}
+        assert status.counts == {"promoted": 4, "failed": 1}
         (failed,) = [r for r in handle.status().rows if r.status == "failed"]
         assert failed.name == "gate" and "TimeLimitExceeded" in failed.error
         assert max_overlap([r for r in runs if r["status"] == "succeeded"]) == 1
@@ -122,7 +122,7 @@ def test_a_sigkilled_workers_slot_lapses_long_before_its_message_returns(tmp_pat
         gw.procs[0].wait(10)
 
         def others_deployed() -> int:
-            return sum(1 for r in handle.status().rows if r.name != "gate" and r.status == "deployed")
+            return sum(1 for r in handle.status().rows if r.name != "gate" and r.status == "promoted")
 
         assert others_deployed() < len(others)  # some still needed the slot the gate held
         wait_for(lambda: others_deployed() == len(others), 20, "the other models")
@@ -163,7 +163,7 @@ def test_a_model_naming_a_queue_trains_on_the_workers_of_that_queue(tmp_path: Pa
         big = {**_forest("big", 0), "resources": {"queue": "train-large"}}
         handle = c.submit({"name": "routed", "pack": "auto",
                            "models": [big, classifier("small-a"), classifier("small-b", max_depth=2)]})
-        assert handle.wait(timeout=120).counts == {"deployed": 3}
+        assert handle.wait(timeout=120).counts == {"promoted": 3}
         where = {(r["model"], r["stage"]): r["worker"].split("@")[0]
                  for r in c.runtime.tracker.runs(handle.batch_id)}
         for stage in STAGES:
@@ -183,6 +183,6 @@ def test_submit_priority_option_overrides_the_specs_and_is_kept_for_retry(
     record = runtime.tracker.get_batch(batch_id)
     assert record is not None and (record["priority"], record["max_parallel"]) == ("high", 2)
     wait_for(lambda: batch_status(runtime, batch_id).done, 60, "the batch")
-    assert batch_status(runtime, batch_id).counts == {"deployed": 1}
+    assert batch_status(runtime, batch_id).counts == {"promoted": 1}
     bad = run_cli(["submit", str(path), "--priority", "urgent"], settings, tmp_path)
     assert bad.returncode == 2 and "--priority" in bad.stderr

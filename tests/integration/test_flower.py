@@ -80,7 +80,7 @@ def test_flower_api_sees_the_batch_its_workers_and_queues(tmp_path: Path, platfo
                              "params": {"max_iter": 1000}}} for d in ("iris", "wine", "breast_cancer")]
     batch = load(tmp_path, {"name": f"flower-{uniq}", "models": models}, platform.settings)
     handle, status = run_batch(batch, platform.app, platform.runtime)
-    assert status.counts == {"deployed": 3}
+    assert status.counts == {"promoted": 3}
     runs = {r["task_id"]: r for r in platform.runtime.tracker.runs(batch_id=handle.batch_id)}
     assert len(runs) == 4 * 3
 
@@ -126,7 +126,7 @@ def test_flower_search_finds_a_batch_and_each_models_four_stages(tmp_path: Path,
                              "params": {"max_depth": i + 1}}} for i, name in enumerate(names)]
     batch = load(tmp_path, {"name": f"search-{uniq}", "pack": 2, "models": models}, platform.settings)
     handle, status = run_batch(batch, platform.app, platform.runtime)
-    assert status.counts == {"deployed": 3}
+    assert status.counts == {"promoted": 3}
     chain_ids = platform.runtime.tracker.task_ids(handle.batch_id)  # model -> its chain's 4 task ids
     assert len({tuple(ids) for ids in chain_ids.values()}) == 2  # one pack of two, one single
 

@@ -86,7 +86,7 @@ def test_retry_reruns_only_the_failed_models(tmp_path: Path, own_env: Env) -> No
     # Given the file goes bad on the shared volume after the spec was checked
     csv.write_text("garbage\n")
     handle, status = run_batch(batch, own_env.app, rt)
-    assert status.counts == {"deployed": 2, "failed": 1}
+    assert status.counts == {"promoted": 2, "failed": 1}
     before = {m: len(rt.tracker.runs(batch_id=handle.batch_id, model=m)) for m in
               ("iris-lr", "wine-tree", "sales")}
     assert before["sales"] == 1  # its preprocess failed and the chain stopped
@@ -98,7 +98,7 @@ def test_retry_reruns_only_the_failed_models(tmp_path: Path, own_env: Env) -> No
     # Then only the failed model ran again, under the same batch id, and everything deployed
     assert result.returncode == 0, result.stderr
     assert "retrying 1 model(s)" in result.stdout
-    assert handle.status().counts == {"deployed": 3}
+    assert handle.status().counts == {"promoted": 3}
     after = {m: rt.tracker.runs(batch_id=handle.batch_id, model=m) for m in before}
     assert len(after["iris-lr"]) == before["iris-lr"] and len(after["wine-tree"]) == before["wine-tree"]
     sales = after["sales"]
@@ -121,7 +121,7 @@ def test_index_rebuilt_from_the_artifact_root_equals_the_original(tmp_path: Path
             classifier("reidx-lr", iris, LOGREG, max_iter=500),
             classifier("reidx-bad", iris, "sklearn.neighbors.KNeighborsClassifier", n_neighbors=1000)]}
         _, status = run_batch(load(tmp_path, spec, settings), own_env.app, rt)
-        assert status.counts == {"deployed": 2, "failed": 1}
+        assert status.counts == {"promoted": 2, "failed": 1}
     rt.registry.promote("reidx-tree", 1, "production")
     rt.registry.rollback("reidx-tree", "production")
     rt.registry.promote("reidx-lr", 1, "staging")
@@ -147,7 +147,7 @@ def test_cache_prune_frees_old_entries_but_keeps_registered_models(tmp_path: Pat
     spec = {"name": "prune", "models": [
         classifier("prune-tree", {"kind": "sklearn", "name": "wine"}, TREE, max_depth=3, random_state=0)]}
     handle, status = run_batch(load(tmp_path, spec, settings), own_env.app, rt)
-    assert status.counts == {"deployed": 1}
+    assert status.counts == {"promoted": 1}
     entries = rt.cache.summary()["entries"]
     assert entries >= 3
 
@@ -202,7 +202,7 @@ def test_redelivered_long_stage_is_computed_once(tmp_path: Path) -> None:
             finally:
                 app.close()
 
-        assert handle.status().counts == {"deployed": 1}
+        assert handle.status().counts == {"promoted": 1}
         assert len(started.read_text().splitlines()) == 1, "the model was fitted twice"
         train = [r for r in rt.tracker.runs(batch_id=handle.batch_id) if r["stage"] == "train"]
         deliveries = int(rt.redis.get(f"{keys.deliveries(train[0]['task_id'])}:0") or 0)

@@ -125,7 +125,7 @@ def test_embedded_redis_has_a_password_no_config_and_is_shared_by_a_second_comma
         batch_id = json.loads(listed.stdout)[0]["batch_id"]
         shown = _cli(tmp_path, "status", batch_id, "--json")
         assert shown.returncode == 0, shown.stdout + shown.stderr
-        assert json.loads(shown.stdout)["counts"].get("deployed", 0) == 0, shown.stdout
+        assert json.loads(shown.stdout)["counts"].get("promoted", 0) == 0, shown.stdout
         # ... and starts no second redis-server on the directory.
         assert _redis_servers(data_dir) == servers
         assert _address(data_dir)["port"] == port
@@ -133,7 +133,7 @@ def test_embedded_redis_has_a_password_no_config_and_is_shared_by_a_second_comma
         # The batch still runs end to end (workers use the password from their environment).
         release.touch()
         assert proc.wait(180) == 0, out.text()
-    assert "1 deployed" in out.text() or "deployed" in out.text(), out.text()
+    assert "1 promoted" in out.text(), out.text()
     # run stopped the server it started, and removed its address file.
     wait_for(lambda: not _redis_servers(data_dir), 20, "run's redis-server to exit")
     assert not data_dir.with_name("redis.address").exists()
@@ -184,7 +184,7 @@ def test_commands_from_another_shell_use_ups_redis_without_a_broker_url(tmp_path
         shown = subprocess.run([sys.executable, "-m", "producer", "status", batch_id, "--json"], cwd=REPO,
                                env=env, capture_output=True, text=True, timeout=120)
         assert shown.returncode == 0, shown.stdout + shown.stderr
-        assert json.loads(shown.stdout)["counts"] == {"deployed": 1}
+        assert json.loads(shown.stdout)["counts"] == {"promoted": 1}
         assert _redis_servers(data_dir) == servers
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, out.text()

@@ -50,7 +50,7 @@ def test_every_deployed_model_is_a_run_and_a_version_in_mlflow(tmp_path: Path, m
                   _gated(names[2], 2.0, max_depth=2)]  # accuracy never reaches 2.0: not promoted
         handle = c.submit({"name": f"mlflow-{uniq}", "pack": 2, "models": models})
         status = handle.wait(timeout=180)
-        assert status.counts == {"deployed": 3}
+        assert status.counts == {"promoted": 3}
 
         # ... then MLflow gets one finished run per model, written by the workers' sink threads.
         client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
@@ -114,7 +114,7 @@ def test_a_hung_mlflow_server_stalls_and_fails_no_stage(tmp_path: Path, uniq: st
                 handle = c.submit({"name": f"hung-{uniq}-{batch}", "pack": 1, "models": models})
                 # then every model deploys, though the sink thread waits on the first request
                 # (10 s: MLflow's HTTP timeout as the sink sets it) ...
-                assert handle.wait(timeout=120).counts == {"deployed": 2}
+                assert handle.wait(timeout=120).counts == {"promoted": 2}
                 deploys = [r for r in c.runtime.tracker.runs(batch_id=handle.batch_id)
                            if r["stage"] == "deploy"]
                 # ... and no deploy waited for it: a stalled one would take 10 s or more.

@@ -165,7 +165,7 @@ def test_batch_runs_on_workers_in_separate_network_namespaces(tmp_path: Path, ho
             finally:
                 app.close()
 
-    assert status.counts == {"deployed": 8}
+    assert status.counts == {"promoted": 8}
     assert len(runs) == 8 * len(STAGES)
     # Work was done in every namespace, each stage on the host that serves its queue,
     # so every model handed its artifacts across hosts through the shared root.

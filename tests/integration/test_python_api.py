@@ -36,7 +36,7 @@ def test_producer_script_submits_waits_and_the_model_predicts(tmp_path: Path, se
     assert result.returncode == 0, result.stderr
     assert f"submitted api-{uniq}-" in result.stdout
     for name in names:
-        assert any(line.split()[:2] == [name, "deployed"]
+        assert any(line.split()[:2] == [name, "promoted"]
                    for line in result.stdout.splitlines()), result.stdout
 
     rows = load_iris().data[:5]

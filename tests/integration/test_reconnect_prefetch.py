@@ -80,11 +80,11 @@ def _check(c: Cluster, tmp_path: Path, gate: dict[str, Any], after: dict[str, An
         close_app(app)
     print(f"\n3 models after a Redis restart, one worker busy: {took:.1f}s")
 
-    assert status.counts == {"deployed": 3}
+    assert status.counts == {"promoted": 3}
     assert not gate_handle.status().done, "the gate's fit was still running all along"
     runs = c.runtime.tracker.runs(batch_id=handle.batch_id)
     assert runs and {r["worker"] for r in runs} == {idle_name}, "the busy worker took a stage"
     release.touch()
-    assert gate_handle.wait(timeout=60).counts == {"deployed": 1}
+    assert gate_handle.wait(timeout=60).counts == {"promoted": 1}
     trains = [r for r in c.runtime.tracker.runs(batch_id=gate_handle.batch_id) if r["stage"] == "train"]
     assert [r["worker"] for r in trains] == [busy_name]

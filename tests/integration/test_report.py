@@ -95,7 +95,7 @@ def assert_model_page(page_path: Path, expected: dict[str, float]) -> Page:
 def test_report_for_one_model_and_for_a_batch(tmp_path: Path, settings: Settings, workers: Any, app: Any,
                                               runtime: Runtime, uniq: str) -> None:
     handle, status = run_batch(load(tmp_path, spec(uniq), settings), app, runtime)
-    assert status.counts == {"deployed": 3}
+    assert status.counts == {"promoted": 3}
     metrics = evaluated_metrics(runtime, handle.batch_id)
 
     one = run_cli(["report", f"iris-forest-{uniq}@production", "--out", str(tmp_path / "one")], settings,

@@ -58,7 +58,7 @@ def test_batch_on_s3_end_to_end_then_reindex_from_the_bucket(tmp_path: Path, s3:
         handle = c.submit(spec)
         status = handle.wait(timeout=120)
         print(f"\n4 models on 2 workers with an s3:// root: {time.perf_counter() - t0:.1f}s")
-        assert status.counts == {"deployed": 4}
+        assert status.counts == {"promoted": 4}
         c.runtime.registry.promote("s3-tree-1", 1, "staging")
 
         # Everything went to the bucket, nothing to a local artifact directory.
@@ -137,7 +137,7 @@ def test_sigkilled_worker_mid_stage_on_s3_loses_no_model_and_deploys_each_once(
         status = handle.wait(timeout=120)
 
         # Then the other worker redoes the stage and every model is deployed once
-        assert status.counts == {"deployed": 4}
+        assert status.counts == {"promoted": 4}
         assert int(wait_lines(started, 2)[1][1]) != victim.pid
         runs = c.runtime.tracker.runs(batch_id=handle.batch_id)
         for model in ("gate", "m0", "m1", "m2"):

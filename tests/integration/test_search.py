@@ -67,7 +67,7 @@ def test_meta_estimators_and_searches_train_deploy_and_serve(
     handle, status = run_batch(batch, app, runtime)
 
     # Every meta-estimator trained, evaluated and deployed; each serves raw rows.
-    assert status.counts == {"deployed": len(models)}, [(r.name, r.error) for r in status.rows]
+    assert status.counts == {"promoted": len(models)}, [(r.name, r.error) for r in status.rows]
     X, y = load_iris(return_X_y=True)
     Xr, yr = load_diabetes(return_X_y=True)
     for m in models:

@@ -87,7 +87,7 @@ def test_tampered_model_file_is_refused_not_loaded(tmp_path: Path, settings: Set
     spec = {"name": f"tamper-{uniq}", "models": [
         classifier(f"tamper-{uniq}", random_state=int(uniq, 16), max_depth=3)]}
     _, status = run_batch(load(tmp_path, spec, settings), app, runtime)
-    assert status.counts == {"deployed": 1}
+    assert status.counts == {"promoted": 1}
     lineage = ChainState.model_validate(runtime.registry.resolve(f"tamper-{uniq}@production")["lineage"])
     assert lineage.trained is not None
     path = Path(settings.artifact_root) / runtime.store.key(lineage.trained.model_digest)
@@ -153,7 +153,7 @@ def test_password_protected_redis_and_no_secret_in_logs_events_or_records(tmp_pa
                 thread.join(10)
                 receiver_app.close()
 
-        assert status.counts == {"deployed": 2}
+        assert status.counts == {"promoted": 2}
         received = [e for e in events if e["type"] == "task-received"]
         # Flower shows these args: they are really there, and the secret is not.
         assert len(received) == 8 and all(handle.batch_id in e["args"] for e in received)
@@ -195,7 +195,7 @@ def test_malformed_messages_are_dead_lettered_and_workers_keep_consuming(tmp_pat
         status = handle.wait(timeout=90)
 
         # Then the one worker is still the same process, and it trained the real model
-        assert status.counts == {"deployed": 1}
+        assert status.counts == {"promoted": 1}
         assert c.workers.procs[0].poll() is None and c.workers.procs[0].pid == pid
         assert "Unrecoverable error" not in c.logs()
         # Each malformed message was kept once, with its error, and counted; none is queued again.

@@ -126,7 +126,7 @@ def test_sent_chains_run_end_to_end_under_their_recorded_ids(tmp_path: Path, set
     batch = load(tmp_path, {"name": f"sent-{uniq}", "pack": pack, "models": models}, settings)
     handle, status = run_batch(batch, app, runtime)
 
-    assert status.counts == {"deployed": 8}
+    assert status.counts == {"promoted": 8}
     record = runtime.tracker.get_batch(handle.batch_id)
     assert record is not None and record["pack"] == pack
     recorded = {n: json.loads(v)

@@ -38,9 +38,9 @@ def test_a_team_package_trains_in_a_pipeline_and_serves(tmp_path: Path,
         "search": {"space": {"model__shrink": [0.1, 10.0], "clip__upper": [0.95, 0.99]}, "cv": 3}}]}
     with cluster(tmp_path, workers=1, allowed_estimator_prefixes=["sklearn.", "teamcode."]) as c:
         first = c.submit(spec)
-        assert first.wait(timeout=120).counts == {"deployed": 1}, c.logs()[-3000:]
+        assert first.wait(timeout=120).counts == {"promoted": 1}, c.logs()[-3000:]
         again = c.submit(spec)
-        assert again.wait(timeout=120).counts == {"deployed": 1}
+        assert again.wait(timeout=120).counts == {"promoted": 1}
 
         runs = {(r["stage"], r["batch_id"]): r for r in c.runtime.tracker.runs(model="team-sales")}
         train, evaluate = runs[("train", first.batch_id)], runs[("evaluate", first.batch_id)]

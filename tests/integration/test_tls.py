@@ -40,7 +40,7 @@ def test_batch_runs_over_rediss_with_a_verified_certificate(tmp_path: Path) -> N
         handle = submit(load(tmp_path, spec, settings), app, runtime)
         status = handle.wait(timeout=120)
 
-        assert status.counts == {"deployed": 2}
+        assert status.counts == {"promoted": 2}
         assert proxy.handshakes >= 3, "producer, worker and backend all came in over TLS"
 
 

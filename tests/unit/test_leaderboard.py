@@ -9,7 +9,7 @@ from producer.leaderboard import Entry, lower_is_better, sections
 
 def entry(name: str, task: str, metric: str, value: float | None, **over: Any) -> Entry:
     fields: dict[str, Any] = {
-        "name": name, "task": task, "metric": metric, "value": value, "status": "deployed",
+        "name": name, "task": task, "metric": metric, "value": value, "status": "promoted",
         "version": 1, "promoted": True, "error": "", "worker": "w", "tags": {}, "metrics": {},
         "compute_seconds": 1.0, "done_seconds": 5.0, "queue_seconds": 4.0}
     return Entry(**{**fields, **over})

@@ -14,6 +14,11 @@ import skops.io as sio
 
 from workers.pipeline.errors import PipelineError
 
+try:
+    from skops.io._persist import get_state as _get_state
+except ImportError:  # another skops: its own dumps is used
+    _get_state = None
+
 # Types that a model file may contain beyond skops' defaults; anything else is refused.
 _SAFE_TYPE_PREFIXES = ("numpy.", "builtins.", "collections.", "scipy.")
 # Our own transformers that a model's feature Pipeline holds (exact names, not a prefix).
@@ -25,26 +30,59 @@ def fit(estimator: Any, X: Any, y: np.ndarray) -> Any:
 
 
 def dump_model(model: Any) -> bytes:
-    """The model in skops' format, its schema written compact.
+    """The model in skops' format, byte for byte the same for the same fitted model.
 
-    skops indents the schema, and `json.dumps` with an indent runs Python's pure-Python
-    encoder: for a 10-tree forest that was two thirds of the dump and a third of a small
-    model's whole chain. Same steps as `skops.io.dumps` otherwise; where skops' internals
-    differ (another version), its own `dumps` is used.
+    skops numbers objects by `id()` (a memory address) and zip's `writestr` stamps each
+    entry with the current time: two identical fits gave two files, two digests and
+    two registry versions. Here objects are numbered in the order they are met and
+    every entry carries zip's epoch. The schema is written compact: skops indents it,
+    and `json.dumps` with an indent runs Python's pure-Python encoder (for a 10-tree
+    forest two thirds of the dump). Where skops' internals differ (another version),
+    its own `dumps` is used.
     """
-    try:
-        from skops.io._persist import SaveContext, get_state
-    except ImportError:
+    if _StableIds is None or _get_state is None:
         return bytes(sio.dumps(model))
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        context = SaveContext(zip_file=archive)
-        state = get_state(model, context)
+    with _EpochZip(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        context = _StableIds(zip_file=archive)
+        state = _get_state(model, context)
         context.clear_memo()
         state["protocol"] = context.protocol
         state["_skops_version"] = skops.__version__
         archive.writestr("schema.json", json.dumps(state))
     return buffer.getvalue()
+
+
+def _stable_ids() -> Any:
+    """skops' save context, numbering objects in the order met (None: another skops)."""
+    try:
+        from skops.io._persist import SaveContext
+    except ImportError:
+        return None
+
+    class StableIds(SaveContext):  # type: ignore[misc]
+        def memoize(self, obj: Any) -> int:
+            # The object stays in the memo, so its id() is not reused while saving.
+            if id(obj) not in self.memo:
+                self.memo[id(obj)] = (obj, len(self.memo) + 1)  # 0 would read as "no id"
+            return int(self.memo[id(obj)][1])
+
+    return StableIds
+
+
+_StableIds = _stable_ids()
+
+
+class _EpochZip(zipfile.ZipFile):
+    """A zip archive whose entries carry zip's epoch instead of the time they were written."""
+
+    def writestr(self, zinfo_or_arcname: str | zipfile.ZipInfo, data: Any,
+                 compress_type: int | None = None, compresslevel: int | None = None) -> None:
+        if isinstance(zinfo_or_arcname, str):
+            zinfo_or_arcname = zipfile.ZipInfo(zinfo_or_arcname)  # date_time: 1980-01-01
+            zinfo_or_arcname.compress_type = self.compression
+            zinfo_or_arcname.external_attr = 0o600 << 16  # what writestr gives a name
+        super().writestr(zinfo_or_arcname, data, compress_type, compresslevel)
 
 
 def load_model(data: bytes, allowed_prefixes: Sequence[str]) -> Any:
