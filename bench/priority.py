@@ -28,6 +28,7 @@ from producer.submit import submit
 from workers.app import create_app, queue_lists
 from workers.runtime import Runtime
 from workers.settings import Settings
+from workers.tracking import DEPLOYED
 
 
 def _model(name: str, seed: int) -> dict[str, Any]:
@@ -88,7 +89,7 @@ def _measure(app: Any, runtime: Runtime, settings: Settings, tmp: Path, args: An
         urgent = _submit(app, runtime, settings, tmp, urgent_spec)
         status = urgent.wait(timeout=600)
         urgent_runs = runtime.tracker.runs(urgent.batch_id)
-        left = sum(1 for row in bulk.status().rows if row.status != "deployed")
+        left = sum(1 for row in bulk.status().rows if row.status not in DEPLOYED)
         out.update(queued_bulk_chains=queued, urgent=dict(status.counts),
                    urgent_first_stage_s=round(min(r["started"] for r in urgent_runs) - sent, 3),
                    urgent_done_s=round(max(r["finished"] for r in urgent_runs) - sent, 3),
