@@ -227,8 +227,10 @@ def _pings(c: Cluster) -> bool:
 
 
 def test_redis_restart_mid_batch_with_aof(tmp_path: Path) -> None:
-    # A gate held across the restart must not outlive the visibility timeout by much.
-    with cluster(tmp_path, visibility_timeout=10) as c:
+    # A gate held across the restart must not outlive the visibility timeout by much. A short
+    # failover_wait: the retry's send gives up (and hands the message back) while Redis is
+    # still down, which is the path under test (the default keeps trying for 60 s).
+    with cluster(tmp_path, visibility_timeout=10, failover_wait=3) as c:
         base_time, base = _restart_batch(c, tmp_path, "base", restart=False)
         restart_time, status = _restart_batch(c, tmp_path, "rst", restart=True)
         print(f"\nbatch of 6 models: {base_time:.1f}s without a Redis restart, "
