@@ -47,10 +47,10 @@ def test_every_deployed_model_is_a_run_and_a_version_in_mlflow(tmp_path: Path, m
                  mlflow_experiment=experiment) as c:
         names = [f"ml{uniq}-tree-{d}" for d in (1, 2, 3)]
         models = [_gated(names[0], 0.5, max_depth=1), _gated(names[1], 0.5, max_depth=3),
-                  _gated(names[2], 2.0, max_depth=2)]  # accuracy never reaches 2.0: not promoted
+                  _gated(names[2], 0.99, max_depth=1)]  # a stump on iris: 2 classes at best, not promoted
         handle = c.submit({"name": f"mlflow-{uniq}", "pack": 2, "models": models})
         status = handle.wait(timeout=180)
-        assert status.counts == {"promoted": 3}
+        assert status.counts == {"promoted": 2, "registered": 1}
 
         # ... then MLflow gets one finished run per model, written by the workers' sink threads.
         client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
