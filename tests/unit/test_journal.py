@@ -8,9 +8,10 @@ from typing import Any
 
 import redis
 
+from producer.local import wait_for
 from tests.support.full import fill, small_tmpfs
 from workers.cache import StepCache
-from workers.compaction import compact
+from workers.compaction import compact, compact_when_due
 from workers.journal import FileJournal, Journal, SegmentJournal
 from workers.registry import Registry
 from workers.store import ArtifactStore, LocalRoot
@@ -117,3 +118,21 @@ def test_a_full_disk_holds_journal_records_until_there_is_space(tmp_path: Path) 
         assert texts == ["first"] + [f"held-{i}" for i in range(50)]
         lines = b"".join(p.read_bytes() for p in (root / "journal").glob("*.jsonl")).splitlines()
         assert len(lines) == 51
+
+
+def test_closed_segments_past_the_size_are_folded_automatically(tmp_path: Path) -> None:
+    # Given a worker's journal (wired as Runtime wires it) that closes a segment every 8 KiB
+    journal = FileJournal(tmp_path, segment_bytes=8192, compact_bytes=32 << 10)
+    journal.on_segment_closed = compact_when_due
+    # When it has written far more than the compaction size
+    for part in range(8):
+        _history(journal, 10, f"p{part}")
+    expected = _replayed(tmp_path, journal)
+
+    # Then its closed segments are folded on a thread, and replay finds the same
+    def folded() -> bool:
+        return any(p.name.startswith("compact-") for p in (tmp_path / "journal").glob("*.jsonl"))
+
+    wait_for(folded, 30, "a compaction")
+    wait_for(lambda: journal.fresh_bytes() < 32 << 10, 30, "the fresh segments folded")
+    assert _replayed(tmp_path, journal) == expected
