@@ -80,8 +80,10 @@ logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
 logging.getLogger("celery.worker.strategy").setLevel(logging.WARNING)
 
 # Worth another try: the broker or disk hiccupped, or another worker held a lease too long.
+# A full Redis (maxmemory) too: the retry waits in the worker until Redis takes writes again.
 TRANSIENT = (ConnectionError, TimeoutError, RootFull, redis.exceptions.ConnectionError,
-             redis.exceptions.TimeoutError, LeaseTimeout, InterruptedError, BlockingIOError)
+             redis.exceptions.TimeoutError, redis.exceptions.OutOfMemoryError, LeaseTimeout,
+             InterruptedError, BlockingIOError)
 
 # KEYS: cancelled flag, the task's result, its delivery counter, the model's state, the task's
 # alive key. ARGV: max deliveries, stage, worker, now, alive token, alive ttl (ms). Marks the
