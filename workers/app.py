@@ -11,7 +11,8 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
-from workers.connections import is_sentinel, sentinel_options
+import workers.transport  # noqa: F401  (registers the Redis transport that waits out a full Redis)
+from workers.connections import sentinel_options
 from workers.settings import STAGES, Settings
 from workers.tls import tls_options
 
@@ -70,11 +71,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_retry=True,
         broker_connection_max_retries=None,
-        # Kombu's Redis transport, but a full Redis (maxmemory) makes it wait instead of
-        # losing a delivered message or stopping the worker (workers/transport.py); any
-        # other channel error reconnects the consumer instead of stopping the worker.
-        broker_transport="workers.transport:" + ("SentinelTransport" if is_sentinel(settings.broker())
-                                                 else "Transport"),
+        # A channel error (a reply kombu did not expect) reconnects the consumer instead of
+        # stopping the worker. (A full Redis is waited out below it: workers/transport.py.)
         broker_channel_error_retry=True,
         # Keep a long fit running through a broker blip; acks_late + idempotent
         # stages make the possible redelivery harmless.

@@ -5,12 +5,16 @@ Redis refuses that write, and the message, held only in the worker's memory, wou
 gone. Acks and requeues are refused too, and their errors stop the worker. Here those
 operations wait until Redis takes writes again (workers/backpressure.py). The worker's
 event loop waits with them: while Redis is full it cannot take new work anyway.
+
+Registered under kombu's own names (`redis://`, `rediss://`, `sentinel://`) when this
+module is imported (workers/app.py does), so URLs, Flower and the banner stay as they are.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 
 from workers.backpressure import until_accepted
@@ -45,3 +49,7 @@ class SentinelChannel(kombu_redis.SentinelChannel):  # type: ignore[misc]
 
 class SentinelTransport(kombu_redis.SentinelTransport):  # type: ignore[misc]
     Channel = SentinelChannel
+
+
+TRANSPORT_ALIASES.update({"redis": f"{__name__}:Transport", "rediss": f"{__name__}:Transport",
+                          "sentinel": f"{__name__}:SentinelTransport"})

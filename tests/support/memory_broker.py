@@ -22,7 +22,6 @@ def memory_app() -> Iterator[Celery]:
     """The platform's app, publishing to kombu's in-memory broker, with the event queue bound."""
     app = create_app(Settings(broker_url="redis://127.0.0.1:1/0"))  # type: ignore[arg-type]
     app.conf.broker_url = "memory://"
-    app.conf.broker_transport = "memory"  # not the platform's Redis transport (workers/transport.py)
     app.conf.result_backend = "disabled"
     queues: list[str | Queue] = [*STAGES, EVENTS]
     for queue in queues:  # the in-memory broker is shared by the whole process
