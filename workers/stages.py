@@ -42,7 +42,7 @@ from workers.pipeline.preprocess import dump_split, load_split, prepare, table_d
 from workers.pipeline.schema import input_schema
 from workers.pipeline.search import around, build_search, run_search
 from workers.pipeline.train import dump_model, fit, load_model
-from workers.registry import decide
+from workers.registry import decide, decided
 from workers.runtime import Runtime
 from workers.store import digest_bytes
 from workers.task import BODIES, StageTask, stage_code_version, stage_code_versions
@@ -243,12 +243,14 @@ def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
 
 
 def _promote_once(rt: Runtime, state: ChainState, record: dict[str, Any]) -> tuple[bool, str]:
-    """Decide a version's promotion once; a redelivered deploy reuses the decision."""
+    """Decide a version's promotion once per gate and alias: a redelivered deploy reuses the
+    decision; an identical refit under another gate decides again (registry.decided)."""
     job, ev = state.job, state.evaluated
     assert ev is not None
     name, alias, version = job.model.name, job.model.deploy.alias, int(record["version"])
-    if "decision" in record:
-        return bool(record["decision"]["promoted"]), str(record["decision"]["reason"])
+    gate = job.model.deploy.gate.model_dump(mode="json")
+    if (earlier := decided(record, gate, alias)) is not None:
+        return bool(earlier["promoted"]), str(earlier["reason"])
     while True:
         current = rt.registry.aliases(name).get(alias)
         incumbent = rt.registry.version(name, current)["metrics"] if current not in (None, version) else None
@@ -257,8 +259,8 @@ def _promote_once(rt: Runtime, state: ChainState, record: dict[str, Any]) -> tup
             break
         if rt.registry.move_alias(name, alias, version, current):
             break  # else another deploy moved the alias meanwhile: decide again against it
-    rt.registry.annotate(name, version, record, decision={"promoted": decision.promote,
-                                                          "reason": decision.reason, "alias": alias})
+    rt.registry.decide_version(name, version, record, {
+        "promoted": decision.promote, "reason": decision.reason, "alias": alias, "gate": gate})
     return decision.promote, decision.reason
 
 
