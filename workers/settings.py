@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     # registry of local runs survive between commands.
     local_redis_dir: Path = Path(".modelfleet/redis")
     data_root: Path = Path(".")
+    # Who submits, as recorded with each batch (`batches --user`); None: the OS user.
+    user: str | None = None
     allowed_estimator_prefixes: list[str] = Field(default_factory=lambda: ["sklearn."])
     max_models_per_batch: int = 10_000
     # Hostile specs: the largest spec file read, and the longest string anywhere in it
@@ -111,10 +113,11 @@ class Settings(BaseSettings):
             raise ValueError(f"artifact_root {text!r}: use a directory or s3://BUCKET[/PREFIX]")
         return text
 
-    @field_validator("s3_endpoint_url", "s3_region", mode="before")
+    @field_validator("s3_endpoint_url", "s3_region", "user", mode="before")
     @classmethod
     def _unset_if_empty(cls, value: object) -> object:
-        return None if value == "" else value  # an empty variable leaves it to boto3 (AWS)
+        # An empty variable leaves it to the default: boto3's chain (AWS), the OS user.
+        return None if value == "" else value
 
     def s3_client_options(self) -> dict[str, str]:
         """boto3 client arguments from the MODELFLEET_S3_* settings that are set."""
