@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     # An s3:// root's journal is uploaded at most this often per process (see journal.py):
     # the records a SIGKILLed worker can take with it are those of this last interval.
     journal_flush_interval: float = 1.0
+    # A process's journal file is closed and a new one begun at this size; once closed
+    # segments no compaction wrote hold `journal_compact_bytes`, a worker folds them (0: never;
+    # `modelfleet reindex --compact` folds them all). See workers/compaction.py.
+    journal_segment_bytes: int = Field(default=16 << 20, ge=4096)
+    journal_compact_bytes: int = Field(default=64 << 20, ge=0)
     # Where the embedded Redis keeps its append-only file, so the cache, runs and
     # registry of local runs survive between commands.
     local_redis_dir: Path = Path(".modelfleet/redis")

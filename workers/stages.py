@@ -65,10 +65,10 @@ from workers.pipeline.preprocess import dump_split, load_split, prepare, table_d
 from workers.pipeline.schema import input_schema
 from workers.pipeline.search import around, build_search, run_search
 from workers.pipeline.train import dump_model, fit, load_model
-from workers.registry import decide
+from workers.registry import decide, decided
 from workers.runtime import Runtime
 from workers.settings import STAGES
-from workers.store import LocalRoot, digest_bytes
+from workers.store import LocalRoot, RootFull, digest_bytes
 from workers.usercode import class_paths, code_versions
 from workers.writes import Writes
 
@@ -80,7 +80,7 @@ logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
 logging.getLogger("celery.worker.strategy").setLevel(logging.WARNING)
 
 # Worth another try: the broker or disk hiccupped, or another worker held a lease too long.
-TRANSIENT = (ConnectionError, TimeoutError, redis.exceptions.ConnectionError,
+TRANSIENT = (ConnectionError, TimeoutError, RootFull, redis.exceptions.ConnectionError,
              redis.exceptions.TimeoutError, LeaseTimeout, InterruptedError, BlockingIOError)
 
 # KEYS: cancelled flag, the task's result, its delivery counter, the model's state, the task's
@@ -640,12 +640,14 @@ def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
 
 
 def _promote_once(rt: Runtime, state: ChainState, record: dict[str, Any]) -> tuple[bool, str]:
-    """Decide a version's promotion once; a redelivered deploy reuses the decision."""
+    """Decide a version's promotion once per gate and alias: a redelivered deploy reuses the
+    decision; an identical refit under another gate decides again (registry.decided)."""
     job, ev = state.job, state.evaluated
     assert ev is not None
     name, alias, version = job.model.name, job.model.deploy.alias, int(record["version"])
-    if "decision" in record:
-        return bool(record["decision"]["promoted"]), str(record["decision"]["reason"])
+    gate = job.model.deploy.gate.model_dump(mode="json")
+    if (earlier := decided(record, gate, alias)) is not None:
+        return bool(earlier["promoted"]), str(earlier["reason"])
     while True:
         current = rt.registry.aliases(name).get(alias)
         incumbent = rt.registry.version(name, current)["metrics"] if current not in (None, version) else None
@@ -654,8 +656,8 @@ def _promote_once(rt: Runtime, state: ChainState, record: dict[str, Any]) -> tup
             break
         if rt.registry.move_alias(name, alias, version, current):
             break  # else another deploy moved the alias meanwhile: decide again against it
-    rt.registry.annotate(name, version, record, decision={"promoted": decision.promote,
-                                                          "reason": decision.reason, "alias": alias})
+    rt.registry.decide_version(name, version, record, {
+        "promoted": decision.promote, "reason": decision.reason, "alias": alias, "gate": gate})
     return decision.promote, decision.reason
 
 
