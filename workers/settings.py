@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     # Single-flight lease on a cache key: renewed every lease_ttl/3 by heartbeat,
     # so a dead holder's lease runs out within lease_ttl seconds.
     lease_ttl: float = 15.0
+    # The stalled-chain sweeper (workers/recovery.py): every worker tries this often (0: never)
+    # to take the fleet's sweeper lock; its holder hands a dead worker's message back (its
+    # alive key lapsed, so within about lease_ttl + sweep_interval of the death instead of
+    # the visibility timeout) and resends models whose next message is gone.
+    sweep_interval: float = 5.0
+    # A model between stages (or whose worker died) with no message found for it is sent on
+    # after this long. Above failover_wait: a finished stage may still be publishing its next
+    # step through a failover that long (if it gets through, that copy is a no-op).
+    stall_timeout: float = 120.0
     # How long a stage waits for another worker computing the same key.
     lease_wait_timeout: float = 7200.0
     transient_max_retries: int = 5
