@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     data_root: Path = Path(".")
     # Who submits, as recorded with each batch (`batches --user`); None: the OS user.
     user: str | None = None
+    # The estimator signature table (producer/signatures.py): lets `submit` check estimators
+    # it has seen without importing scikit-learn. Empty: none (every check imports it).
+    signature_dir: Path | None = Path(".modelfleet/signatures")
     allowed_estimator_prefixes: list[str] = Field(default_factory=lambda: ["sklearn."])
     max_models_per_batch: int = 10_000
     # Hostile specs: the largest spec file read, and the longest string anywhere in it
@@ -127,10 +130,10 @@ class Settings(BaseSettings):
             raise ValueError(f"artifact_root {text!r}: use a directory or s3://BUCKET[/PREFIX]")
         return text
 
-    @field_validator("s3_endpoint_url", "s3_region", "user", mode="before")
+    @field_validator("s3_endpoint_url", "s3_region", "signature_dir", "user", mode="before")
     @classmethod
     def _unset_if_empty(cls, value: object) -> object:
-        # An empty variable leaves it to the default: boto3's chain (AWS), the OS user.
+        # An empty variable: none (S3: boto3 decides; the user: the OS user).
         return None if value == "" else value
 
     def s3_client_options(self) -> dict[str, str]:
