@@ -100,11 +100,14 @@ def _preprocess(self: StageTask, state: ChainState, writes: Writes) -> ChainStat
     def compute() -> tuple[dict[str, Any], list[str]]:
         split = prepare(table, model)
         digest = store.put(dump_split(split))
+        # A lag model serves from its series' last rows: stored beside the split, named in the lineage.
+        history = None if split.history is None else store.put_json(split.history)
         # The fitted features travel inside the model's Pipeline now: no separate transform.
         return {"data_digest": digest, "n_train": len(split.y_train), "n_test": len(split.y_test),
                 "n_features": split.X_train.shape[1], "transform_digest": None,
-                "unused_columns": split.unused,
-                "input_schema": input_schema(split.X_train, model.features.dates.format)}, [digest]
+                "unused_columns": split.unused, "history_digest": history,
+                "input_schema": input_schema(split.X_train, model.features.dates.format)}, \
+            [digest, *([history] if history else [])]
 
     value, run_id = self.step(state, writes, "preprocess", params, [dataset_digest], compute)
     info = PreparedInfo(dataset_digest=dataset_digest, run_id=run_id, **value)

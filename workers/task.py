@@ -380,11 +380,12 @@ class StageTask(Task):  # type: ignore[misc]
             "outputs": [v for k, v in value.items() if k.endswith("_digest") and v],
             "result": value})
         # What the sweeper resends the model from if its next message is lost: this task's
-        # result (the next stage's message), and the next task's id to look for in the queues.
+        # result (the next stage's message), and the next task's id to look for in the queues
+        # (this task's own if no chain follows: then this task carries the model on itself).
         later = self.request.chain or []
         rt.tracker.state(writes, job.batch_id, job.model.name, **{
             f"done_{stage}": finished, "handoff": f"{stage}/{self.request.id}",
-            "pending": later[-1].get("options", {}).get("task_id", "") if later else ""})
+            "pending": later[-1].get("options", {}).get("task_id") if later else self.request.id})
         handed_on(writes, job.batch_id, job.model.name, stage, finished)
         return value, run_id
 
