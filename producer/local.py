@@ -19,7 +19,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -575,3 +576,19 @@ class LocalFlower(_ServiceProcess):
         except (urllib.error.URLError, OSError):
             return False
 
+
+
+@contextmanager
+def local_platform(settings: Settings, workers: int = 0
+                   ) -> Iterator[tuple[Settings, LocalWorkers | None]]:
+    """The configured broker, or the embedded Redis of `local_redis_dir` (the one already
+    running for it, else a new one), plus k local workers if asked for."""
+    with ExitStack() as stack:
+        if settings.broker_url is None:
+            server = stack.enter_context(EmbeddedRedis(settings.local_redis_dir))
+            settings = settings.with_broker(server.url)
+        started = None
+        if workers:
+            log_dir = settings.local_redis_dir.parent / "logs"
+            started = stack.enter_context(LocalWorkers(settings, workers, log_dir))
+        yield settings, started

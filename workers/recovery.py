@@ -105,6 +105,12 @@ return {more, found}
 """
 
 
+def confirm_after(lease_ttl: float) -> float:
+    """Seconds between the two sightings of a dead holder: a third of the lease (its renewal
+    period), and at least two of the heartbeat's one-second retries after a Redis outage."""
+    return max(lease_ttl / 3, 2.0)
+
+
 def handed_on(writes: Writes, batch_id: str, model: str, stage: str, at: float) -> None:
     """Queue a finished stage's change of the sweeper's view: no longer running; waiting
     for its next stage (the last stage waits for nothing)."""
@@ -180,10 +186,11 @@ class Sweeper:
         return done
 
     def _confirmed(self, dead: dict[str, list[str]], now: float) -> dict[str, list[str]]:
-        """The holders found dead a second time, lease_ttl after the first: a live worker whose
-        Redis went away takes its alive key back within a second of Redis answering
-        (workers/cache.py), so only a dead one is still gone then. With the alive key's own
-        lapse, a dead worker's message goes back within about twice lease_ttl of its death."""
+        """The holders found dead again at least CONFIRM seconds after the first time. A live
+        worker whose Redis went away retries its renewals every second (workers/cache.py) and
+        takes its alive key back as soon as Redis answers: only a dead one is still gone then.
+        With the key's own lapse (at most lease_ttl) and two sweeps, a dead worker's message
+        goes back about lease_ttl + lease_ttl / 3 + 2 x sweep_interval after its death."""
         r = self.rt.redis
         seen = {task: float(at) for task, at in r.hgetall(keys.SUSPECTS).items()}
         if gone := set(seen) - set(dead):  # alive again, or moved on: no longer suspects
@@ -191,7 +198,7 @@ class Sweeper:
         if new := {task: now for task in dead if task not in seen}:
             r.hset(keys.SUSPECTS, mapping=new)
         confirmed = {task: refs for task, refs in dead.items()
-                     if task in seen and now - seen[task] >= self.rt.settings.lease_ttl}
+                     if task in seen and now - seen[task] >= confirm_after(self.rt.settings.lease_ttl)}
         if confirmed:
             r.hdel(keys.SUSPECTS, *confirmed)
         return confirmed
@@ -217,21 +224,23 @@ class Sweeper:
             unacked = _unacked(client, channel.unacked_key)
             for task, refs in dead.items():
                 tag = unacked.get(task)
-                if tag is not None:
-                    # kombu's own restore (one transaction): a second restore, also kombu's
-                    # after the visibility timeout, finds nothing left to restore.
-                    channel.qos.restore_by_tag(tag, client=client)
-                for ref in refs:
-                    st = states[ref]
+                moved = 0
+                for ref in refs:  # first the state (a compare-and-set), so a stage that began
+                    st = states[ref]  # meanwhile keeps its message; then the message
                     what = (f"{st.get('worker') or 'its worker'} stopped renewing its lease in "
                             f"{st.get('stage')}")
                     note = (f"{what}; its message was handed back at {_clock()}" if tag is not None else
                             f"{what}; no worker holds its message (back in its queue, or lost: then "
                             f"resent after {self.rt.settings.stall_timeout:.0f}s)")
-                    self.move(ref, st, pending=task, note=note, status="queued")
+                    moved += self.move(ref, st, pending=task, note=note, status="queued")
+                if tag is not None and moved:
+                    # kombu's own restore (one transaction): a second restore, also kombu's
+                    # after the visibility timeout, finds nothing left to restore.
+                    channel.qos.restore_by_tag(tag, client=client)
                 log.warning("task %s of %s stopped renewing its lease (its worker died?): %s",
-                            task, ", ".join(refs), "message handed back" if tag else "message not found")
-                done["handed_back" if tag is not None else "waiting"] += len(refs)
+                            task, ", ".join(refs), "message handed back" if tag and moved else
+                            "message not found" if moved else "it moved on meanwhile")
+                done["handed_back" if tag is not None else "waiting"] += moved
         return done
 
     def _resend_lost(self, refs: list[str], states: dict[str, dict[str, str]], now: float) -> Counter[str]:

@@ -20,7 +20,7 @@ from workers.pipeline.scoring import from_parquet, score_frame, to_parquet
 from workers.pipeline.train import load_served
 from workers.runtime import Runtime
 from workers.settings import SCORE_QUEUE
-from workers.stages import TRANSIENT
+from workers.task import TRANSIENT
 
 SCORE_TASK = f"modelfleet.{SCORE_QUEUE}"
 

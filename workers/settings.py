@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # registry of local runs survive between commands.
     local_redis_dir: Path = Path(".modelfleet/redis")
     data_root: Path = Path(".")
+    # Who submits, as recorded with each batch (`batches --user`); None: the OS user.
+    user: str | None = None
     # The estimator signature table (producer/signatures.py): lets `submit` check estimators
     # it has seen without importing scikit-learn. Empty: none (every check imports it).
     signature_dir: Path | None = Path(".modelfleet/signatures")
@@ -128,10 +130,11 @@ class Settings(BaseSettings):
             raise ValueError(f"artifact_root {text!r}: use a directory or s3://BUCKET[/PREFIX]")
         return text
 
-    @field_validator("s3_endpoint_url", "s3_region", "signature_dir", mode="before")
+    @field_validator("s3_endpoint_url", "s3_region", "signature_dir", "user", mode="before")
     @classmethod
     def _unset_if_empty(cls, value: object) -> object:
-        return None if value == "" else value  # an empty variable: none (S3: boto3 decides)
+        # An empty variable: none (S3: boto3 decides; the user: the OS user).
+        return None if value == "" else value
 
     def s3_client_options(self) -> dict[str, str]:
         """boto3 client arguments from the MODELFLEET_S3_* settings that are set."""

@@ -8,6 +8,7 @@ registry.py models, promote, rollback, lineage
 platform.py up, worker
 cache.py    cache, reindex
 predict.py  predict, score
+monitor.py  evaluate (deployed models on new labelled rows)
 common.py   consoles, user errors, the broker, the progress view, rich tables
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import click
 from pydantic import ValidationError
 
-from producer.cli import batches, cache, leaderboard, platform, predict, registry, report, runs
+from producer.cli import batches, cache, leaderboard, monitor, platform, predict, registry, report, runs
 from producer.cli.common import UserError
 from workers.settings import Settings
 
@@ -33,7 +34,7 @@ def main(ctx: click.Context) -> None:
             f"MODELFLEET_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())) from exc
 
 
-for family in (batches, runs, leaderboard, report, registry, predict, platform, cache):
+for family in (batches, runs, leaderboard, report, registry, predict, monitor, platform, cache):
     for command in family.COMMANDS:
         main.add_command(command)
 

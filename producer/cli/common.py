@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -18,7 +18,7 @@ from rich.text import Text
 
 from producer import history, leaderboard
 from producer.handle import BatchHandle
-from producer.local import EmbeddedRedis, LocalWorkers
+from producer.local import LocalWorkers, local_platform
 from producer.status import BatchStatus, ranked
 from workers.runtime import Runtime
 from workers.settings import STAGES, Settings
@@ -52,22 +52,6 @@ class Unavailable(UserError):
     """A service cannot do what was asked now (e.g. Redis is full): exit 1, one line."""
 
     exit_code = 1
-
-
-@contextmanager
-def local_platform(settings: Settings, workers: int = 0
-                   ) -> Iterator[tuple[Settings, LocalWorkers | None]]:
-    """The configured broker, or the embedded Redis of `local_redis_dir` (the one already
-    running for it, else a new one), plus k local workers if asked for."""
-    with ExitStack() as stack:
-        if settings.broker_url is None:
-            server = stack.enter_context(EmbeddedRedis(settings.local_redis_dir))
-            settings = settings.with_broker(server.url)
-        started = None
-        if workers:
-            log_dir = settings.local_redis_dir.parent / "logs"
-            started = stack.enter_context(LocalWorkers(settings, workers, log_dir))
-        yield settings, started
 
 
 @contextmanager
@@ -210,7 +194,8 @@ def section_table(batch_id: str, summary: str, part: leaderboard.Section, tag: s
         if tag and rank > 1 and group != previous:
             out.add_section()
         previous = group
-        detail = e.status if not e.error or e.status in DEPLOYED else f"{e.status}: {e.error[:60]}"
+        detail = (f"{e.status}: {e.error[:60]}" if e.error and e.status not in DEPLOYED else
+                  f"{e.status}: {e.reason[:60]}" if e.status == "registered" and e.reason else e.status)
         out.add_row(str(rank), *([group] if tag else []), e.name,
                     f"{e.value:.4f}" if e.value is not None else "", str(e.version or ""),
                     "yes" if e.promoted else ("no" if e.version else ""), detail,

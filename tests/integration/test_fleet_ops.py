@@ -24,7 +24,7 @@ from workers.app import queue_lists
 from workers.contracts import HEAVY_STAGES
 from workers.runtime import Runtime
 from workers.settings import STAGES, Settings
-from workers.stages import _TAKE_SLOT
+from workers.task import _TAKE_SLOT
 
 
 def _forest(name: str, seed: int, **extra: Any) -> dict[str, Any]:

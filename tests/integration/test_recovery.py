@@ -4,6 +4,7 @@ back within the test's time; short lease and sweep settings (configurable) keep 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -106,6 +107,17 @@ def _take_message(c: Cluster, queue: str, task_id: str) -> str:
     raise AssertionError(f"no message of {task_id} in {queue}")
 
 
+def _messages(c: Cluster, queue: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Task id -> (the list it waits in, the job its first argument carries) of a queue."""
+    out = {}
+    for lst in queue_lists(queue):
+        for raw in c.runtime.redis.lrange(lst, 0, -1):
+            message = json.loads(raw)
+            args = json.loads(base64.b64decode(message["body"]))[0]
+            out[message["headers"]["id"]] = (lst, (args[0].get("pack") or [args[0]])[0]["job"])
+    return out
+
+
 def _put_back(c: Cluster, queue: str, message: str) -> None:
     """The lost message turns up again, in the list of its priority step (as kombu files it)."""
     priority = json.loads(message)["properties"].get("priority") or 0
@@ -116,7 +128,7 @@ def _put_back(c: Cluster, queue: str, message: str) -> None:
 @pytest.mark.parametrize("pack", [1, 2])
 def test_lost_hand_off_is_resent_once_and_a_late_copy_is_a_no_op(tmp_path: Path, pack: int) -> None:
     models = [f"h{i}" for i in range(4)]
-    spec: dict[str, Any] = {"name": "lost", "pack": pack,
+    spec: dict[str, Any] = {"name": "lost", "pack": pack, "priority": "low", "max_parallel": 2,
                             "models": [classifier(m, max_depth=i + 1) for i, m in enumerate(models)]}
     # Given a worker that runs only preprocess: every model waits for its train message
     with (cluster(tmp_path, workers=0, **PRODUCTION) as c,
@@ -128,12 +140,28 @@ def test_lost_hand_off_is_resent_once_and_a_late_copy_is_a_no_op(tmp_path: Path,
         lost = _take_message(c, "train", states["h0"]["pending"])
         lost_models = [m for m in models if states[m]["pending"] == states["h0"]["pending"]]
         assert len(lost_models) == pack
-        # Then, with a worker that trains, every model is promoted once: the lost ones resent
+        # Then the sweeper resends each lost model on its own, from train, once
+        resent: dict[str, dict[str, str]] = {}
+
+        def all_resent() -> bool:
+            resent.update(c.runtime.tracker.model_states(handle.batch_id, lost_models))
+            return all("resent" in st.get("recovered", "") for st in resent.values())
+
+        wait_for(all_resent, 30, "the lost models resent")
+        resent_after = time.time() - lost_at
+        messages = _messages(c, "train")
+        assert sorted(m["pending"] for m in resent.values()) == sorted(
+            i for i in messages if i not in {states[m]["pending"] for m in models})
+        # ... in the batch's priority (low: kombu's step 9 list) and under its max_parallel
+        for task_id, (lst, job) in messages.items():
+            assert lst == queue_lists("train")[-1] and job["max_parallel"] == 2, task_id
+        # ... and with a worker that trains, every model is promoted once
         with LocalWorkers(c.settings, 1, tmp_path / "logs", name_prefix="all"):
             status = handle.wait(timeout=60)
             after = c.runtime.tracker.model_states(handle.batch_id, models)
             promoted_at = max(float(after[m]["done_deploy"]) for m in lost_models)
-            print(f"\npack {pack}: hand-off lost -> promoted {promoted_at - lost_at:.1f}s later "
+            print(f"\npack {pack}: hand-off lost -> resent {resent_after:.1f}s (seen by a 0.5 s poll) "
+                  f"-> promoted {promoted_at - lost_at:.1f}s (a worker started meanwhile) "
                   f"(stall_timeout {c.settings.stall_timeout}, sweep_interval "
                   f"{c.settings.sweep_interval}); load {os.getloadavg()[0]:.1f}")
             assert status.counts == {"promoted": 4}
@@ -154,3 +182,37 @@ def test_lost_hand_off_is_resent_once_and_a_late_copy_is_a_no_op(tmp_path: Path,
             for m in models:
                 assert _versions(c, m) == [1]
             assert c.runtime.tracker.model_states(handle.batch_id, models) == after
+
+
+def test_dead_worker_whose_message_is_lost_too_is_resent_from_its_last_completed_stage(
+        tmp_path: Path) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    spec = {"name": "gone", "pack": 1, "models": [
+        classifier("gone", FAULTY, started=str(started), wait_for=str(release)), classifier("kept")]}
+    with cluster(tmp_path, **PRODUCTION) as c:
+        handle = c.submit(spec)
+        # Given a worker SIGKILLed in the gone model's train stage
+        _, ppid, _ = wait_lines(started, 1)[0]
+        victim = next(p for p in c.workers.procs if p.pid == int(ppid))
+        os.killpg(victim.pid, signal.SIGKILL)
+        killed_at = time.time()
+        victim.wait(10)
+        # ... and its unacked message lost too (a failover that lost the delivery)
+        r = c.runtime.redis
+        tag = next(t for t, raw in r.hgetall("unacked").items()
+                   if json.loads(raw)[0]["headers"]["argsrepr"].startswith("train model=gone "))
+        r.hdel("unacked", tag)
+        r.zrem("unacked_index", tag)
+        release.touch()
+        # Then, no message for it anywhere, the sweeper resends it from preprocess's output
+        status = handle.wait(timeout=BOUND + 30)
+        state = c.runtime.tracker.model_states(handle.batch_id, ["gone"])["gone"]
+        print(f"\nSIGKILL + lost message -> promoted {float(state['done_deploy']) - killed_at:.1f}s "
+              f"(2 x lease_ttl {c.settings.lease_ttl} + stall_timeout {c.settings.stall_timeout}); "
+              f"load {os.getloadavg()[0]:.1f}")
+        assert status.counts == {"promoted": 2}
+        assert "resent" in state["recovered"] and "no message for train" in state["recovered"]
+        assert _versions(c, "gone") == [1]
+        runs = c.runtime.tracker.runs(batch_id=handle.batch_id, model="gone")
+        assert [(r["stage"], r["status"], r["cache_hit"]) for r in runs if r["stage"] != "evaluate"] == [
+            ("preprocess", "succeeded", False), ("train", "succeeded", False), ("deploy", "succeeded", False)]

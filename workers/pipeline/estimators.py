@@ -9,6 +9,7 @@ field path, e.g. `estimator.params.steps[1][1].class_path`.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import math
@@ -45,11 +46,22 @@ def resolve_class(class_path: str, allowed_prefixes: Sequence[str],
         raise PipelineError(field, f"module {module_name!r} cannot be imported") from exc
     cls = getattr(module, attr, None)
     if not (isinstance(cls, type) and issubclass(cls, BaseEstimator)):
-        raise PipelineError(field, f"{class_path!r} is not a scikit-learn estimator class")
+        raise PipelineError(field, f"{class_path!r} is not a scikit-learn estimator class"
+                            + _did_you_mean(module, module_name, attr))
     # A re-export could point outside the allow-list; check where the class really lives.
     if not allowed_path(cls.__module__ + ".", allowed_prefixes):
         raise PipelineError(field, f"{class_path!r} is defined in {cls.__module__!r}, not allowed")
     return cls
+
+
+def _did_you_mean(module: Any, module_name: str, attr: str) -> str:
+    """`; did you mean module.Name?` for the closest public estimator class of `module`, if any
+    is close: a typo (`RandomForestClassifer`) is the commonest wrong class path."""
+    public = [n for n in getattr(module, "__all__", None) or dir(module) if not n.startswith("_")]
+    classes = [n for n in public if isinstance(getattr(module, n, None), type)
+               and issubclass(getattr(module, n), BaseEstimator)]
+    close = difflib.get_close_matches(attr, classes, n=1)
+    return f"; did you mean {module_name}.{close[0]}?" if close else ""
 
 
 def build_estimator(spec: EstimatorSpec, task: str, allowed_prefixes: Sequence[str]) -> Any:
