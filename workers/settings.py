@@ -145,6 +145,19 @@ class Settings(BaseSettings):
     def _unset_if_empty(cls, value: object) -> object:
         return None if value == "" else value  # an empty variable leaves it to boto3 (AWS)
 
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        """http(s)://HOST[:PORT]: boto3 would refuse anything else only at the first request."""
+        try:
+            split = urlsplit(value or "http://h")
+            split.port  # noqa: B018 -- raises for a port that is no number or out of range
+        except ValueError as exc:
+            raise ValueError(f"not a URL ({exc})") from None
+        if split.scheme not in ("http", "https") or not split.hostname:
+            raise ValueError("give http(s)://HOST[:PORT], as in http://minio:9000")
+        return value
+
     def s3_client_options(self) -> dict[str, str]:
         """boto3 client arguments from the MODELFLEET_S3_* settings that are set."""
         options = {"endpoint_url": self.s3_endpoint_url, "region_name": self.s3_region,

@@ -31,6 +31,16 @@ _CLICK_OWN = (click.exceptions.ClickException, click.exceptions.Exit, click.exce
 class _Main(click.Group):
     """The group; any error a command did not answer becomes one line and exit 1, not a traceback."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Bytes that are not UTF-8 come in as lone surrogates (Python's surrogateescape): no
+        # Redis key, file of ours or line of output can hold them, so refuse them here, once.
+        for arg in args:
+            try:
+                arg.encode()
+            except UnicodeEncodeError:
+                raise click.UsageError(f"argument {ascii(arg)[:80]} is not valid UTF-8 text", ctx) from None
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

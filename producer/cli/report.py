@@ -60,11 +60,16 @@ def report(settings: Settings, ref: str | None, batch_id: str | None, out_dir: P
     console.print(f"wrote {path}", markup=False)
 
 
+def pool_size(jobs: int | None, pages: int) -> int:
+    """Processes drawing `pages` pages: --jobs, else up to 8 from 16 pages on; never more than pages."""
+    if jobs is None:
+        jobs = min(os.cpu_count() or 1, 8) if pages >= PARALLEL_FROM else 1
+    return max(min(jobs, pages), 1)
+
+
 def write_models(out_dir: Path, models: list[dict[str, Any]], jobs: int | None) -> list[Path]:
     """Every model's page; drawing takes 0.1-0.2 s of CPU per model, so many go to a process pool."""
-    if jobs is None:
-        jobs = min(os.cpu_count() or 1, 8) if len(models) >= PARALLEL_FROM else 1
-    jobs = max(min(jobs, len(models)), 1)  # a process per page at most
+    jobs = pool_size(jobs, len(models))
     if jobs == 1:
         return [write_model(out_dir, m, back="../index.html") for m in models]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
