@@ -1,7 +1,10 @@
 """modelfleet from Python: the few names a script needs.
 
     import modelfleet
-    handle = modelfleet.submit(modelfleet.load_batch("examples/quickstart.yaml"))
+    status = modelfleet.run("examples/quickstart.yaml", workers=2)   # like `modelfleet run`
+    modelfleet.predict("iris-forest@production", rows)
+
+    handle = modelfleet.submit(modelfleet.load_batch(spec))  # a running broker (`modelfleet up`)
     status = handle.wait()                      # every model promoted, registered, failed or cancelled
 
 A thin face over `producer` and `workers`: each function imports what it needs when
@@ -22,8 +25,9 @@ if TYPE_CHECKING:
 
     from producer.handle import BatchHandle
     from producer.spec import Batch
+    from producer.status import BatchStatus
 
-__all__ = ["Settings", "load_batch", "load_model", "predict", "predict_frame", "submit"]
+__all__ = ["Settings", "load_batch", "load_model", "predict", "predict_frame", "run", "submit"]
 
 
 def load_batch(path: Path | str, settings: Settings | None = None) -> Batch:
@@ -45,6 +49,29 @@ def submit(batch: Batch, settings: Settings | None = None, no_cache: bool = Fals
 
     live = _live(settings)
     return send(batch, create_app(live), Runtime.from_settings(live), no_cache=no_cache)
+
+
+def run(spec: Batch | Path | str, workers: int = 2, settings: Settings | None = None,
+        no_cache: bool = False, timeout: float | None = None) -> BatchStatus:
+    """Run a batch (a spec file or a loaded Batch) as `modelfleet run` does: the configured
+    broker, else the embedded Redis of `local_redis_dir`; `workers` local worker processes;
+    submit, wait until every model is done, stop what was started; the batch's status.
+
+    Raises `producer.local.WorkersGone` if every worker died, TimeoutError past `timeout`.
+    """
+    from producer.local import local_platform
+    from producer.spec import Batch as Loaded
+
+    settings = settings or Settings()
+    batch = spec if isinstance(spec, Loaded) else load_batch(spec, settings)
+    with local_platform(settings, workers=workers) as (live, local):
+        handle = submit(batch, live, no_cache=no_cache)
+
+        def check(status: BatchStatus) -> None:
+            if local is not None and not status.done:
+                local.check_alive()
+
+        return handle.wait(timeout=timeout, on_progress=check)
 
 
 def load_model(ref: str, settings: Settings | None = None) -> Any:

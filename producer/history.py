@@ -7,6 +7,7 @@ import json
 import math
 from typing import Any
 
+from producer.provenance import ORIGIN_FIELDS
 from workers.contracts import LOWER_IS_BETTER, ChainState
 from workers.runtime import Runtime
 from workers.tracking import has_tags
@@ -173,8 +174,7 @@ def lineage(runtime: Runtime, ref: str) -> dict[str, Any]:
         "aliases": sorted(a for a, v in runtime.registry.aliases(record["name"]).items()
                           if v == record["version"]),
         "created": record["created"], "batch_id": record["batch_id"],
-        "submitted_by": batch.get("submitted_by"), "git_commit": batch.get("git_commit"),
-        "spec_path": batch.get("spec_path"), "task": model.task,
+        **{k: batch.get(k) for k in ORIGIN_FIELDS}, "task": model.task,
         "dataset": model.dataset.model_dump(mode="json"), "dataset_digest": prepared.dataset_digest,
         "preprocess": model.preprocess.model_dump(mode="json"), "data_digest": prepared.data_digest,
         "features": model.features.model_dump(mode="json", exclude_defaults=True),
@@ -191,6 +191,9 @@ def lineage(runtime: Runtime, ref: str) -> dict[str, Any]:
         "decision": record.get("decision"),
     }
     if trained.search is not None:
+        # What the model was fitted with: the search's winner over the spec's values.
+        info["spec_params"] = model.estimator.params
+        info["estimator_params"] = {**model.estimator.params, **trained.search.best_params}
         info["search"] = trained.search.model_dump(mode="json")
         train_run = runtime.tracker.get_run(trained.run_id) or {}
         info["search_trials"] = ((train_run.get("result") or {}).get("search") or {}).get("trials", [])
@@ -212,3 +215,13 @@ def bulk_targets(runtime: Runtime, batch_id: str | None,
 def _latest(runtime: Runtime, name: str) -> dict[str, Any]:
     versions = runtime.registry.versions(name)
     return versions[-1] if versions else {}
+
+
+# The stage of the runs `modelfleet evaluate` records (producer/monitor.py): one per model checked.
+MONITOR_STAGE = "monitor"
+
+
+def monitor_runs(runtime: Runtime, name: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The model's checks on new labelled rows, newest first: its drift over time."""
+    runs = [r for r in runtime.tracker.runs(model=name) if r.get("stage") == MONITOR_STAGE]
+    return sorted(runs, key=lambda r: -r["started"])[:limit]

@@ -41,6 +41,7 @@ class Entry:
     compute_seconds: float  # the model's own stage runs, summed (cache hits cost almost nothing)
     done_seconds: float | None  # from submit to the model's end (its place in the queue)
     queue_seconds: float | None  # done - compute: the time it waited for a worker
+    reason: str = ""  # why a registered model was not promoted (its gate's decision)
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def _entry(row: ModelRow, task: str, tags: dict[str, str], wanted: str | None,
     return Entry(name=row.name, task=task, metric=metric, value=value, status=row.status,
                  version=row.version, promoted=row.promoted, error=row.error, worker=row.worker,
                  tags=tags, metrics=row.metrics, compute_seconds=compute, done_seconds=row.seconds,
-                 queue_seconds=queue)
+                 queue_seconds=queue, reason=row.reason)
 
 
 def sections(found: list[Entry], sort: str = "metric", top: int | None = None,

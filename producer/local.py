@@ -19,7 +19,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -219,14 +220,18 @@ class EmbeddedRedis:
     - `D.password`: the generated password (0600), created once, used by every command;
     - `D.address`: host, port and pid of the running server (0600), written by its owner;
     - `D.lock`: held (flock) by the owning command for as long as it serves the server;
-    - `D.start.lock`: held briefly while a command looks for the server or starts one.
+    - `D.users`: held shared (flock) by every command using the server, owner and guests:
+      the reference count, kept by the kernel, so a SIGKILLed command drops its reference;
+    - `D.start.lock`: held briefly while a command looks for the server, starts it, or
+      leaves it.
 
     The first command starts redis-server (loopback only, with the password, CONFIG,
-    DEBUG and MODULE disabled) and owns it: it stops it when it exits. Later commands
-    find it through the address file and use it as guests. An address file whose
-    server does not answer is stale: a hung server of this directory is stopped and
-    a new one started. A server that still answers but whose owner died is adopted.
-    Stopping the owner stops the server, also for guests still using it.
+    DEBUG and MODULE disabled) and owns it. Later commands find it through the address
+    file and use it as guests. An address file whose server does not answer is stale:
+    a hung server of this directory is stopped and a new one started. A server that
+    still answers but whose owner died is adopted. The last command to leave stops the
+    server: an owner that leaves while guests still use it hands it on (it leaves it
+    running, ownerless), and the last guest to leave an ownerless server stops it.
     """
 
     def __init__(self, data_dir: Path, host: str = "127.0.0.1") -> None:
@@ -237,6 +242,8 @@ class EmbeddedRedis:
         self.address_file = base / f"{stem}.address"
         self.lock_file = base / f"{stem}.lock"
         self.start_lock_file = base / f"{stem}.start.lock"
+        self.users_file = base / f"{stem}.users"
+        self._users_fd: int | None = None
         self.port = 0
         self.pid = 0
         self.owner = False
@@ -280,14 +287,21 @@ class EmbeddedRedis:
             client.close()
 
     def _take_owner_lock(self) -> bool:
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._lock_fd = fd
-        return True
+        self._lock_fd = _try_flock(self.lock_file, fcntl.LOCK_EX)
+        return self._lock_fd is not None
+
+    def _use(self) -> None:
+        """Count this command among the server's users (a shared lock, until it leaves)."""
+        self._users_fd = os.open(self.users_file, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._users_fd, fcntl.LOCK_SH)
+
+    def _others_use_it(self) -> bool:
+        """Whether another command still holds a reference (ours dropped already)."""
+        fd = _try_flock(self.users_file, fcntl.LOCK_EX)
+        if fd is None:
+            return True
+        os.close(fd)
+        return False
 
     def _release_owner_lock(self) -> None:
         if self._lock_fd is not None:
@@ -322,6 +336,7 @@ class EmbeddedRedis:
                     self.host, self.port, self.pid = host, port, pid
                     # Its owner died (SIGKILL) but the server lives on: adopt it.
                     self.owner = self._take_owner_lock()
+                    self._use()
                     return self
                 self._stop_stale(pid)
                 self.address_file.unlink(missing_ok=True)
@@ -335,6 +350,7 @@ class EmbeddedRedis:
                 self.port, self.pid, self.owner = self.server.port, self.server.proc.pid, True
                 _private_file(self.address_file, json.dumps(
                     {"host": self.host, "port": self.port, "pid": self.pid, "owner": os.getpid()}))
+                self._use()
             except BaseException:
                 self.stop()
                 raise
@@ -343,24 +359,51 @@ class EmbeddedRedis:
             os.close(start_fd)
 
     def stop(self) -> None:
-        if not self.owner:
+        """Leave the server: stop it if no other command uses it, else hand it on."""
+        if self._users_fd is None and not self.owner:
             return
+        # Under the start lock: no command attaches while we count and stop.
+        start_fd = os.open(self.start_lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(start_fd, fcntl.LOCK_EX)
+            if self._users_fd is not None:
+                os.close(self._users_fd)  # our reference goes
+                self._users_fd = None
+            if self._others_use_it():
+                self.owner = False  # handed on: the last guest to leave stops it
+            elif self.owner or self._take_owner_lock():  # a guest is last once the owner has left
+                self._stop_server()
+            self.owner = False
+            self._release_owner_lock()
+        finally:
+            os.close(start_fd)
+
+    def _stop_server(self) -> None:
         found = self._read_address()
         if found is not None and found[2] == self.pid:
             self.address_file.unlink(missing_ok=True)
         if self.server is not None:
             self.server.stop()
             self.server = None
-        elif self.pid and _pid_alive(self.pid):  # adopted: not our child, stop it by pid
+        elif self.pid and _pid_alive(self.pid):  # adopted or handed on: not our child, stop it by pid
             self._stop_stale(self.pid)
-        self.owner = False
-        self._release_owner_lock()
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _try_flock(path: Path, how: int) -> int | None:
+    """An open descriptor of `path` holding the lock `how`, or None if another holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, how | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def running_embedded_redis(data_dir: Path) -> str | None:
@@ -533,3 +576,19 @@ class LocalFlower(_ServiceProcess):
         except (urllib.error.URLError, OSError):
             return False
 
+
+
+@contextmanager
+def local_platform(settings: Settings, workers: int = 0
+                   ) -> Iterator[tuple[Settings, LocalWorkers | None]]:
+    """The configured broker, or the embedded Redis of `local_redis_dir` (the one already
+    running for it, else a new one), plus k local workers if asked for."""
+    with ExitStack() as stack:
+        if settings.broker_url is None:
+            server = stack.enter_context(EmbeddedRedis(settings.local_redis_dir))
+            settings = settings.with_broker(server.url)
+        started = None
+        if workers:
+            log_dir = settings.local_redis_dir.parent / "logs"
+            started = stack.enter_context(LocalWorkers(settings, workers, log_dir))
+        yield settings, started

@@ -34,7 +34,20 @@ def model_report(runtime: Runtime, ref: str) -> dict[str, Any]:
             "cv": cv, "n_test": evaluation.get("n_test"),
             "plots": evaluation.get("plots"), "lineage": lineage, "spec": spec,
             "stage_seconds": {stage: run.get("duration") for stage, run in runs.items()},
-            "cache_hits": sorted(stage for stage, run in runs.items() if run.get("cache_hit"))}
+            "cache_hits": sorted(stage for stage, run in runs.items() if run.get("cache_hit")),
+            "monitoring": [_check(r) for r in history.monitor_runs(runtime, name)]}
+
+
+def _check(run: dict[str, Any]) -> dict[str, Any]:
+    """A recorded `evaluate` check of the model, as the report lists it."""
+    result, params = run.get("result") or {}, run.get("params") or {}
+    metric = params.get("metric")
+    return {"when": run["started"], "version": result.get("version"), "data": params.get("data"),
+            "rows": result.get("rows"), "metric": metric,
+            "registered": (result.get("registered") or {}).get(metric),
+            "now": (run.get("metrics") or {}).get(metric), "ratio": result.get("ratio"),
+            "tolerance": params.get("tolerance"), "flagged": bool(result.get("flagged")),
+            "evaluation": run["batch_id"]}
 
 
 def cv_spread(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
@@ -52,6 +65,7 @@ def batch_report(runtime: Runtime, batch_id: str, top: int | None = None) -> dic
     status, found = leaderboard.entries(runtime, batch_id)
     record = runtime.tracker.get_batch(batch_id) or {}
     return {"batch_id": batch_id, "name": status.name, "counts": status.counts,
-            "created": record.get("created"), "submitted_by": record.get("submitted_by"),
+            "created": record.get("created"), "origin": status.origin,
+            "submitted_by": record.get("submitted_by"),
             "git_commit": record.get("git_commit"), "spec_path": record.get("spec_path"),
             "sections": leaderboard.sections(found, top=top)}

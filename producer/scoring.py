@@ -20,8 +20,9 @@ from typing import Any
 import pandas as pd
 from celery import group
 
-from producer.serving import PREDICTION
+from producer.serving import PREDICTION, served_history
 from workers.contracts import ChainState, ScoreChunk, ScoredChunk
+from workers.pipeline.history import HistoryError, with_lags
 from workers.pipeline.schema import SchemaError, check_frame
 from workers.pipeline.scoring import from_parquet, to_parquet
 from workers.runtime import Runtime
@@ -70,6 +71,12 @@ def score_table(ref: str, frame: pd.DataFrame, runtime: Runtime, app: Any, out_d
         raise ValueError(f"{ref}: version record has no trained model in its lineage")
     model = f"{record['name']}/{record['version']}"
     schema = lineage.prepared.input_schema
+    history = served_history(lineage, runtime)
+    if history is not None:  # a lag model: its lag features from its stored history, here
+        try:
+            frame = with_lags(frame, history, lineage.job.model.features.dates.format)
+        except HistoryError as exc:
+            raise HistoryError(f"{model}: {exc}") from None
     rows = frame
     if schema is not None:
         try:

@@ -26,6 +26,7 @@ import pandas as pd
 
 from producer.spec import segment_model_name
 from workers.contracts import ChainState, CsvDataset
+from workers.pipeline.history import HistoryError, check_history, with_lags
 from workers.pipeline.schema import SchemaError, check_frame, model_input
 from workers.pipeline.train import load_served
 from workers.runtime import Runtime
@@ -42,6 +43,8 @@ class DeployedModel:
     version: int
     record: dict[str, Any]
     estimator: Any
+    # A lag model's last rows per series (workers/pipeline/history.py): it builds its own lags.
+    history: dict[str, Any] | None = None
 
     @property
     def ref(self) -> str:
@@ -65,6 +68,7 @@ class DeployedModel:
     def predict_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
         """Predictions for a frame's rows (its schema columns), and notes such as unseen
         categories; SchemaError (naming this model and the column) when the rows do not fit."""
+        frame = self.with_lags(frame)
         schema = self.input_schema
         if schema is None:  # nothing recorded to check against: the model's own order
             return self.estimator.predict(frame), []
@@ -73,6 +77,17 @@ class DeployedModel:
         except SchemaError as exc:
             raise SchemaError(exc.column, exc.reason, self.ref) from None
         return self.estimator.predict(model_input(checked, self.estimator)), notes
+
+
+    def with_lags(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The rows with the lag features a lag model takes, built from its stored history and
+        the rows' own targets where given; HistoryError (naming this model) for rows out of reach."""
+        if self.history is None:
+            return frame
+        try:
+            return with_lags(frame, self.history, self.lineage.job.model.features.dates.format)
+        except HistoryError as exc:
+            raise HistoryError(f"{self.ref}: {exc}") from None
 
 
 def load_deployed(ref: str, runtime: Runtime) -> DeployedModel:
@@ -84,7 +99,14 @@ def load_deployed(ref: str, runtime: Runtime) -> DeployedModel:
     # store.get verifies each artifact's sha256, so a tampered file is refused.
     estimator = load_served(runtime.store.get, lineage.trained.model_digest,
                             lineage.prepared.transform_digest, runtime.settings.allowed_estimator_prefixes)
-    return DeployedModel(record["name"], int(record["version"]), record, estimator)
+    return DeployedModel(record["name"], int(record["version"]), record, estimator,
+                         served_history(lineage, runtime))
+
+
+def served_history(lineage: ChainState, runtime: Runtime) -> dict[str, Any] | None:
+    """A lag model's stored last rows per series (digest-checked), or None."""
+    digest = None if lineage.prepared is None else lineage.prepared.history_digest
+    return None if digest is None else check_history(runtime.store.get_json(digest))
 
 
 def load_model(ref: str, settings: Settings | None = None, runtime: Runtime | None = None) -> Any:

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from producer.packing import Pack
+from producer.signatures import SignatureTable
 from workers.contracts import (
     DEFER_TASK_CHECKS,
     MAX_NAME_CHARS,
@@ -372,6 +373,7 @@ def validate_models(spec: BatchFile, settings: Settings, where: str,
     models: list[ModelSpec] = []
     checked: dict[str, PipelineError | None] = {}
     csv_segments: dict[str, list[str]] = {}
+    table = SignatureTable.open(settings.signature_dir)
     for index, (position, raw) in enumerate(raw_models):
         label = f"model {_short(raw.get('name', '?'))} ({position})"
         try:
@@ -383,7 +385,7 @@ def validate_models(spec: BatchFile, settings: Settings, where: str,
                  for loc, msg in model.task_problems()]
         expanded_models: list[ModelSpec] = []
         try:
-            _check_estimator(model, settings, checked)
+            _check_estimator(model, settings, checked, table)
             # Models still to come count too: segments may only use what is left.
             room = limit - len(models) - (len(raw_models) - index - 1)
             expanded_models = _expand_segments(model, settings, csv_segments, room)
@@ -394,6 +396,7 @@ def validate_models(spec: BatchFile, settings: Settings, where: str,
         problems += found
         if not found:
             models += expanded_models
+    table.save()
     seen: set[str] = set()
     for model in models:
         if model.name in seen:
@@ -542,25 +545,29 @@ def _expand_segments(model: ModelSpec, settings: Settings,
     return out
 
 
-def _check_estimator(model: ModelSpec, settings: Settings,
-                     checked: dict[str, PipelineError | None]) -> None:
+def _check_estimator(model: ModelSpec, settings: Settings, checked: dict[str, PipelineError | None],
+                     table: SignatureTable) -> None:
     """Build the estimator (and its search) once per distinct (task, class, params, search)
-    to reject bad classes and params, at any depth, now."""
-    # Imported here: only validation needs scikit-learn, not every command that loads this module.
-    from workers.pipeline.estimators import build_estimator
-    from workers.pipeline.search import build_search
-
+    to reject bad classes and params, at any depth, now; without building it where the
+    signature table proves it would pass (producer/signatures.py)."""
     search = [model.search.model_dump(), model.search_metric] if model.search else None
     key = json.dumps([model.task, model.estimator.model_dump(), search], sort_keys=True)
+    allowed = settings.allowed_estimator_prefixes
+    if key not in checked and table.accepts(model, allowed):
+        checked[key] = None
     if key not in checked:
+        # Imported here: only a real check needs scikit-learn, not every command that loads this.
+        from workers.pipeline.estimators import build_estimator
+        from workers.pipeline.search import build_search
+
         try:
-            allowed = settings.allowed_estimator_prefixes
             estimator = build_estimator(model.estimator, model.task, allowed)
             if model.search is not None:
                 build_search(estimator, model.search, model.search_metric, model.task, allowed)
             checked[key] = None
         except PipelineError as exc:
             checked[key] = exc
+        table.learn(model, allowed)
     if (error := checked[key]) is not None:
         raise error
 

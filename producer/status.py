@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from producer.provenance import ORIGIN_FIELDS
 from workers.contracts import LOWER_IS_BETTER
 from workers.runtime import Runtime
 from workers.settings import STAGES
@@ -42,6 +43,8 @@ class BatchStatus:
     elapsed: float
     eta: float | None
     done: bool = field(default=False)
+    # Who submitted it, from which spec and commit (producer/provenance.py's fields).
+    origin: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,7 +69,8 @@ def summarize(record: dict[str, Any], states: dict[str, dict[str, str]]) -> Batc
     elapsed = time.time() - record["created"]
     eta = elapsed / finished * (len(rows) - finished) if 0 < finished < len(rows) else None
     return BatchStatus(record["id"], record["name"], rows, dict(counts), stages_done, elapsed, eta,
-                       done=finished == len(rows))
+                       done=finished == len(rows),
+                       origin={k: record[k] for k in ORIGIN_FIELDS if record.get(k) is not None})
 
 
 def _primary_metrics(record: dict[str, Any]) -> dict[str, str]:

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import gc
-import getpass
 import itertools
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +18,7 @@ from kombu.exceptions import OperationalError
 from producer.handle import BatchHandle
 from producer.messages import new_task_ids, send_chains
 from producer.packing import Pack, plan_packs
+from producer.provenance import origin
 from producer.spec import Batch
 from workers.app import PRIORITIES
 from workers.contracts import HEAVY_STAGES, SLUG_RULE, ChainState, ModelJob, ModelSpec, is_slug
@@ -111,11 +108,11 @@ def submit(batch: Batch, app: Celery, runtime: Runtime, no_cache: bool = False,
     check_broker(app, runtime.settings.broker_connect_timeout)
     with cyclic_gc_paused():
         runtime.tracker.create_batch({
-            "id": batch_id, "name": batch.name, "spec": batch.source, "spec_path": batch.path,
+            "id": batch_id, "name": batch.name, "spec": batch.source,
             "pack": batch.pack, "priority": batch.priority, "max_parallel": batch.max_parallel,
             "models": [m.name for m in batch.models], "created": time.time(), "no_cache": no_cache,
             "primary_metrics": {m.name: m.primary_metric for m in batch.models},
-            "submitted_by": _user(), "host": socket.gethostname(), "git_commit": _git_commit(batch.path),
+            **origin(batch.path, batch.source, runtime.settings.user),
         }, [m.name for m in batch.models],
             specs={m.name: m.model_dump_json() for m in batch.models})
         costs = runtime.tracker.model_costs()  # what packing sizes from
@@ -174,20 +171,3 @@ def _chunks(items: Iterable[PlannedChain], size: int) -> Iterator[list[PlannedCh
     it = iter(items)
     while part := list(itertools.islice(it, size)):
         yield part
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
-def _git_commit(spec_path: str) -> str | None:
-    """The commit of the checkout the spec lives in, so a result traces to its exact spec."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(spec_path).resolve().parent,
-                             capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None

@@ -496,6 +496,8 @@ class PreparedInfo(Strict):
     unused_columns: list[str] = Field(default_factory=list)
     # The columns the model takes (None: trained before schemas were recorded).
     input_schema: list[ColumnSchema] | None = None
+    # A lag model's last rows per series (JSON artifact), from which serving builds the lags.
+    history_digest: str | None = None
 
 
 class SearchSummary(Strict):

@@ -51,6 +51,22 @@ def alive(task_id: str) -> str:
     return f"{PREFIX}:alive:{task_id}"
 
 
+# The stalled-chain sweeper's view (workers/recovery.py): members are model_ref()s.
+# RUNNING: models whose stage has begun and not finished, scored by when it began;
+# HANDOFFS: models between two stages (their next message is queued, or lost), scored by
+# when they were handed on (or last found queued). SWEEPER: the lock one sweeper holds.
+RUNNING = f"{PREFIX}:running"
+HANDOFFS = f"{PREFIX}:handoffs"
+# task id -> when a sweep first found its alive key gone (a suspect, until the next check).
+SUSPECTS = f"{PREFIX}:running:suspects"
+SWEEPER = f"{PREFIX}:sweeper"
+
+
+def model_ref(batch_id: str, model: str) -> str:
+    """`batch/model`: model names have no '/', so rpartition splits it back."""
+    return f"{batch_id}/{model}"
+
+
 MODELS = f"{PREFIX}:models"
 
 

@@ -83,6 +83,22 @@ def decide(gate: GateSpec, metric: str, metrics: dict[str, float],
     return Decision(True, "gate passed")
 
 
+def decided(record: dict[str, Any], gate: dict[str, Any], alias: str) -> dict[str, Any] | None:
+    """The version's decision if it was taken under this gate for this alias, else None.
+
+    A decision from before decisions named their gate counts as taken under another one.
+    """
+    decision = record.get("decision")
+    if decision and decision.get("gate") == gate and decision.get("alias") == alias:
+        return dict(decision)
+    return None
+
+
+def fullness(record: dict[str, Any]) -> tuple[int, int]:
+    """Orders the journal's copies of one version: it only gains decisions and fields."""
+    return len(record.get("decisions", [])), len(record)
+
+
 class Registry:
     def __init__(self, client: redis.Redis, store: ArtifactStore, journal: Journal | None = None) -> None:
         self.r = client
@@ -123,6 +139,13 @@ class Registry:
         body = json.dumps({**(record or self.version(name, version)), **fields})
         self.r.hset(keys.versions(name), str(version), body)
         self.journal.append([encoded("version", "record", body)])
+
+    def decide_version(self, name: str, version: int, record: dict[str, Any],
+                       decision: dict[str, Any]) -> None:
+        """Record a promotion decision: the version's current one, appended to its `decisions`."""
+        earlier = record.get("decisions") or ([record["decision"]] if "decision" in record else [])
+        decision = {**decision, "decided": time.time()}
+        self.annotate(name, version, record, decision=decision, decisions=[*earlier, decision])
 
     def versions(self, name: str) -> list[dict[str, Any]]:
         raws = self.r.hvals(keys.versions(name))
@@ -252,8 +275,8 @@ class Registry:
             if rec["kind"] == "version":
                 version = rec["record"]
                 have = versions.setdefault(version["name"], {})
-                # A version only gains fields (its decision), so the fuller record is the newer.
-                if len(version) >= len(have.get(version["version"], {})):
+                # A version only gains fields and decisions, so the fuller record is the newer.
+                if fullness(version) >= fullness(have.get(version["version"], {})):
                     have[version["version"]] = version
             elif rec["kind"] == "aliases" and rec["rev"] >= aliases.get(rec["name"], {}).get("rev", 0):
                 aliases[rec["name"]] = rec

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import redis
 
 from workers.cache import StepCache
+from workers.compaction import compact_when_due
 from workers.connections import redis_client
 from workers.journal import open_journal
 from workers.registry import Registry
@@ -32,7 +33,9 @@ class Runtime:
             decode_responses=True)
         root = open_root(settings)
         store = ArtifactStore(root)
-        journal = open_journal(root, settings.journal_flush_interval)
+        journal = open_journal(root, settings.journal_flush_interval, settings.journal_segment_bytes,
+                               settings.journal_compact_bytes)
+        journal.on_segment_closed = compact_when_due
         return cls(settings, client, store, Tracker(client, store, journal),
                    StepCache(client, store, settings.lease_ttl, settings.lease_wait_timeout, journal),
                    Registry(client, store, journal))

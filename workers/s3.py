@@ -13,13 +13,14 @@ pod role) unless the MODELFLEET_S3_* settings name them.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from workers.store import Entry
+from workers.store import Entry, read_or_empty
 
 # Concurrent GETs when reading many objects (reindex): round trips, not bandwidth, bound it.
 _READERS = 16
@@ -81,12 +82,13 @@ class S3Root:
             raise FileNotFoundError(self.describe(relpath)) from exc
         return bytes(reply["Body"].read())
 
-    def read_many(self, relpaths: Sequence[str]) -> Iterator[bytes]:
+    def read_many(self, relpaths: Sequence[str], missing_ok: bool = False) -> Iterator[bytes]:
+        read = functools.partial(read_or_empty, self) if missing_ok else self.read
         if len(relpaths) <= 1:
-            return (self.read(p) for p in relpaths)
+            return (read(p) for p in relpaths)
         self.client  # noqa: B018 -- build the client once, before the threads share it
         pool = ThreadPoolExecutor(_READERS)
-        results = pool.map(self.read, relpaths)
+        results = pool.map(read, relpaths)
         pool.shutdown(wait=False)  # the iterator keeps the submitted reads; no new ones
         return results
 

@@ -56,10 +56,20 @@ class Settings(BaseSettings):
     # An s3:// root's journal is uploaded at most this often per process (see journal.py):
     # the records a SIGKILLed worker can take with it are those of this last interval.
     journal_flush_interval: Seconds = 1.0
+    # A process's journal file is closed and a new one begun at this size; once closed
+    # segments no compaction wrote hold `journal_compact_bytes`, a worker folds them (0: never;
+    # `modelfleet reindex --compact` folds them all). See workers/compaction.py.
+    journal_segment_bytes: int = Field(default=16 << 20, ge=4096, le=1 << 40)
+    journal_compact_bytes: int = Field(default=64 << 20, ge=0, le=1 << 50)
     # Where the embedded Redis keeps its append-only file, so the cache, runs and
     # registry of local runs survive between commands.
     local_redis_dir: Path = Path(".modelfleet/redis")
     data_root: Path = Path(".")
+    # Who submits, as recorded with each batch (`batches --user`); None: the OS user.
+    user: str | None = None
+    # The estimator signature table (producer/signatures.py): lets `submit` check estimators
+    # it has seen without importing scikit-learn. Empty: none (every check imports it).
+    signature_dir: Path | None = Path(".modelfleet/signatures")
     allowed_estimator_prefixes: list[str] = Field(default_factory=lambda: ["sklearn."])
     max_models_per_batch: Count = 10_000
     # Hostile specs: the largest spec file read, and the longest string anywhere in it
@@ -80,6 +90,15 @@ class Settings(BaseSettings):
     # Single-flight lease on a cache key: renewed every lease_ttl/3 by heartbeat,
     # so a dead holder's lease runs out within lease_ttl seconds.
     lease_ttl: Seconds = 15.0
+    # The stalled-chain sweeper (workers/recovery.py): every worker tries this often (0: never)
+    # to take the fleet's sweeper lock; its holder hands a dead worker's message back (its
+    # alive key lapsed, so within about lease_ttl + sweep_interval of the death instead of
+    # the visibility timeout) and resends models whose next message is gone.
+    sweep_interval: Annotated[float, Field(ge=0, le=_YEAR, allow_inf_nan=False)] = 5.0
+    # A model between stages (or whose worker died) with no message found for it is sent on
+    # after this long. Above failover_wait: a finished stage may still be publishing its next
+    # step through a failover that long (if it gets through, that copy is a no-op).
+    stall_timeout: Seconds = 120.0
     # How long a stage waits for another worker computing the same key.
     lease_wait_timeout: Seconds = 7200.0
     transient_max_retries: Retries = 5
@@ -140,10 +159,11 @@ class Settings(BaseSettings):
             raise ValueError(f"artifact_root {text!r}: use a directory or s3://BUCKET[/PREFIX]")
         return text
 
-    @field_validator("s3_endpoint_url", "s3_region", mode="before")
+    @field_validator("s3_endpoint_url", "s3_region", "signature_dir", "user", mode="before")
     @classmethod
     def _unset_if_empty(cls, value: object) -> object:
-        return None if value == "" else value  # an empty variable leaves it to boto3 (AWS)
+        # An empty variable: none (S3: boto3 decides; the user: the OS user).
+        return None if value == "" else value
 
     @field_validator("s3_endpoint_url")
     @classmethod

@@ -34,7 +34,7 @@ import sklearn.ensemble  # noqa: F401
 import sklearn.linear_model  # noqa: F401
 import sklearn.tree  # noqa: F401
 from billiard.util import set_pdeathsig
-from celery import Task, chain, shared_task
+from celery import Task, shared_task
 from celery.exceptions import Ignore, Reject
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 from celery.utils.log import get_task_logger
@@ -55,7 +55,6 @@ from workers.contracts import (
 )
 from workers.fingerprint import fingerprint
 from workers.journal import flush_all
-from workers.labels import chain_label, stage_label
 from workers.mlflow_sink import sink_for
 from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
@@ -65,10 +64,11 @@ from workers.pipeline.preprocess import dump_split, load_split, prepare, table_d
 from workers.pipeline.schema import input_schema
 from workers.pipeline.search import around, build_search, run_search
 from workers.pipeline.train import dump_model, fit, load_model
-from workers.registry import decide
+from workers.recovery import handed_on, single_chain
+from workers.registry import decide, decided
 from workers.runtime import Runtime
 from workers.settings import STAGES
-from workers.store import LocalRoot, digest_bytes
+from workers.store import LocalRoot, RootFull, digest_bytes
 from workers.usercode import class_paths, code_versions
 from workers.writes import Writes
 
@@ -80,28 +80,38 @@ logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
 logging.getLogger("celery.worker.strategy").setLevel(logging.WARNING)
 
 # Worth another try: the broker or disk hiccupped, or another worker held a lease too long.
-TRANSIENT = (ConnectionError, TimeoutError, redis.exceptions.ConnectionError,
+TRANSIENT = (ConnectionError, TimeoutError, RootFull, redis.exceptions.ConnectionError,
              redis.exceptions.TimeoutError, LeaseTimeout, InterruptedError, BlockingIOError)
 
 # KEYS: cancelled flag, the task's result, its delivery counter, the model's state, the task's
-# alive key. ARGV: max deliveries, stage, worker, now, alive token, alive ttl (ms). Marks the
-# model running unless its batch was cancelled, the task already succeeded (a redelivered copy),
-# the model already failed (a pack retried for a neighbour's transient error skips it) or the
-# message was delivered too often: then 'wait' while an earlier copy still runs (its heartbeat
-# keeps the alive key), else 'poison'. Atomic, so `cancel` (flag first, then states) never
-# misses a model that starts meanwhile.
+# alive key, the batch's chain ids, the sweeper's RUNNING and HANDOFFS sets (workers/recovery.py).
+# ARGV: max deliveries, stage, worker, now, task id (the alive token), alive ttl (ms), model
+# name, model ref. Marks the model running unless its batch was cancelled, the task already
+# succeeded (a redelivered copy), the model already failed (a pack retried for a neighbour's
+# transient error skips it), the task is not in the model's recorded chain ('stale': a late
+# copy of a chain the sweeper or a poisoned pack's split replaced) or the message was
+# delivered too often: then 'wait' while an earlier copy still runs (its heartbeat keeps the
+# alive key), else 'poison'. Atomic, so `cancel` (flag first, then states) never misses a
+# model that starts meanwhile, and the sweeper (a compare-and-set on rev) never resends a
+# model whose stage just began.
 _BEGIN = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'cancelled' end
 local result = redis.call('GET', KEYS[2])
 if result and cjson.decode(result)['status'] == 'SUCCESS' then return 'done' end
 if redis.call('HGET', KEYS[4], 'status') == 'failed' then return 'failed' end
+local chain = redis.call('HGET', KEYS[6], ARGV[7])
+if chain and not string.find(chain, '"' .. ARGV[5] .. '"', 1, true) then return 'stale' end
 if tonumber(redis.call('GET', KEYS[3]) or '0') > tonumber(ARGV[1]) then
   if redis.call('EXISTS', KEYS[5]) == 1 then return 'wait' end
   return 'poison'
 end
 redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[6])
-redis.call('HSET', KEYS[4], 'stage', ARGV[2], 'status', 'running', 'worker', ARGV[3], 'updated', ARGV[4])
+redis.call('HSET', KEYS[4], 'stage', ARGV[2], 'status', 'running', 'worker', ARGV[3], 'updated', ARGV[4],
+           'task', ARGV[5])
+redis.call('HDEL', KEYS[4], 'done_' .. ARGV[2])
 redis.call('HINCRBY', KEYS[4], 'rev', 1)
+redis.call('ZADD', KEYS[7], ARGV[4], ARGV[8])
+redis.call('ZREM', KEYS[8], ARGV[8])
 return redis.call('HGETALL', KEYS[4])
 """
 
@@ -297,9 +307,11 @@ class StageTask(Task):  # type: ignore[misc]
             job = state.job
             begin.script(self._begin_script,
                          [keys.cancelled(job.batch_id), result_key, delivery_key,
-                          keys.batch_model(job.batch_id, job.model.name), alive],
+                          keys.batch_model(job.batch_id, job.model.name), alive,
+                          keys.batch_tasks(job.batch_id), keys.RUNNING, keys.HANDOFFS],
                          [rt.settings.max_deliveries, stage, worker, time.time(), self.request.id,
-                          int(rt.settings.lease_ttl * 1000)])
+                          int(rt.settings.lease_ttl * 1000), job.model.name,
+                          keys.model_ref(job.batch_id, job.model.name)])
         replies = begin.execute()[2:]
         running, journal = [], []
         for state, reply in zip(states, replies, strict=True):
@@ -315,6 +327,9 @@ class StageTask(Task):  # type: ignore[misc]
                 rt.tracker.set_model_state(job.batch_id, job.model.name, status="cancelled")
                 continue
             if reply == "failed":  # stays failed until `modelfleet retry` resets it
+                continue
+            if reply == "stale":  # the model goes on in a newer chain (workers/recovery.py)
+                log.info("%s: skipped %s, resent in a newer chain", stage, job.model.name)
                 continue
             journal.append({"kind": "state", "batch_id": job.batch_id, "model": job.model.name,
                             "state": dict(zip(reply[::2], reply[1::2], strict=True))})
@@ -341,21 +356,11 @@ class StageTask(Task):  # type: ignore[misc]
                                     "times and never finished (its worker died each time)")
         # One model of the pack may be the killer: go on one by one, so it cannot take
         # its neighbours down; each single chain has its own delivery count.
-        rest = STAGES[STAGES.index(stage):]
         priority = (self.request.delivery_info or {}).get("priority")  # the batch's, kept
-        opts = {} if priority is None else {"priority": priority}
         for state in states:
-            job = state.job
-            label = chain_label(job.batch_id, [job.model.name])
-            first = self.app.signature(f"modelfleet.{rest[0]}", args=(state.model_dump(mode="json"),),
-                                       queue=job.model.queue_for(rest[0]),
-                                       argsrepr=stage_label(rest[0], label), **opts)
-            single = chain(first, *[self.app.signature(f"modelfleet.{s}", queue=job.model.queue_for(s),
-                                                       argsrepr=stage_label(s, label), **opts)
-                                    for s in rest[1:]])
-            single.freeze()
+            single, ids = single_chain(self.app, state, stage, priority)
             # `cancel` revokes the model's new chain, not the pack's spent one.
-            self.runtime.tracker.record_task_ids(job.batch_id, {job.model.name: [t.id for t in single.tasks]})
+            self.runtime.tracker.record_task_ids(state.job.batch_id, {state.job.model.name: ids})
             single.apply_async()
         log.warning("%s: a pack of %d killed its worker %d times; resent its models one by one",
                     stage, len(states), self.runtime.settings.max_deliveries + 1)
@@ -386,7 +391,14 @@ class StageTask(Task):  # type: ignore[misc]
             "duration": finished - started, "cache_hit": hit, "metrics": value.get("metrics", {}),
             "outputs": [v for k, v in value.items() if k.endswith("_digest") and v],
             "result": value})
-        rt.tracker.state(writes, job.batch_id, job.model.name, **{f"done_{stage}": finished})
+        # What the sweeper resends the model from if its next message is lost: this task's
+        # result (the next stage's message), and the next task's id to look for in the queues
+        # (this task's own if no chain follows: then this task carries the model on itself).
+        later = self.request.chain or []
+        rt.tracker.state(writes, job.batch_id, job.model.name, **{
+            f"done_{stage}": finished, "handoff": f"{stage}/{self.request.id}",
+            "pending": later[-1].get("options", {}).get("task_id") if later else self.request.id})
+        handed_on(writes, job.batch_id, job.model.name, stage, finished)
         return value, run_id
 
     def run_base(self, state: ChainState, stage: str, params: Any, inputs: list[str],
@@ -494,11 +506,14 @@ def _preprocess(self: StageTask, state: ChainState, writes: Writes) -> ChainStat
     def compute() -> tuple[dict[str, Any], list[str]]:
         split = prepare(table, model)
         digest = store.put(dump_split(split))
+        # A lag model serves from its series' last rows: stored beside the split, named in the lineage.
+        history = None if split.history is None else store.put_json(split.history)
         # The fitted features travel inside the model's Pipeline now: no separate transform.
         return {"data_digest": digest, "n_train": len(split.y_train), "n_test": len(split.y_test),
                 "n_features": split.X_train.shape[1], "transform_digest": None,
-                "unused_columns": split.unused,
-                "input_schema": input_schema(split.X_train, model.features.dates.format)}, [digest]
+                "unused_columns": split.unused, "history_digest": history,
+                "input_schema": input_schema(split.X_train, model.features.dates.format)}, \
+            [digest, *([history] if history else [])]
 
     value, run_id = self.step(state, writes, "preprocess", params, [dataset_digest], compute)
     info = PreparedInfo(dataset_digest=dataset_digest, run_id=run_id, **value)
@@ -637,12 +652,14 @@ def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
 
 
 def _promote_once(rt: Runtime, state: ChainState, record: dict[str, Any]) -> tuple[bool, str]:
-    """Decide a version's promotion once; a redelivered deploy reuses the decision."""
+    """Decide a version's promotion once per gate and alias: a redelivered deploy reuses the
+    decision; an identical refit under another gate decides again (registry.decided)."""
     job, ev = state.job, state.evaluated
     assert ev is not None
     name, alias, version = job.model.name, job.model.deploy.alias, int(record["version"])
-    if "decision" in record:
-        return bool(record["decision"]["promoted"]), str(record["decision"]["reason"])
+    gate = job.model.deploy.gate.model_dump(mode="json")
+    if (earlier := decided(record, gate, alias)) is not None:
+        return bool(earlier["promoted"]), str(earlier["reason"])
     while True:
         current = rt.registry.aliases(name).get(alias)
         incumbent = rt.registry.version(name, current)["metrics"] if current not in (None, version) else None
@@ -651,8 +668,8 @@ def _promote_once(rt: Runtime, state: ChainState, record: dict[str, Any]) -> tup
             break
         if rt.registry.move_alias(name, alias, version, current):
             break  # else another deploy moved the alias meanwhile: decide again against it
-    rt.registry.annotate(name, version, record, decision={"promoted": decision.promote,
-                                                          "reason": decision.reason, "alias": alias})
+    rt.registry.decide_version(name, version, record, {
+        "promoted": decision.promote, "reason": decision.reason, "alias": alias, "gate": gate})
     return decision.promote, decision.reason
 
 

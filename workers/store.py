@@ -8,6 +8,7 @@ here relies on renames, appends or file locks, which object stores lack.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -22,24 +23,48 @@ class IntegrityError(RuntimeError):
     """An artifact's bytes no longer match its digest: refuse to load it."""
 
 
+class RootFull(OSError):
+    """The artifact root has no space left (ENOSPC, EDQUOT): a stage retries, it does not fail."""
+
+
+# What a full disk or an exhausted quota says.
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
 def digest_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 def atomic_write(path: Path, data: bytes | Iterable[bytes]) -> None:
-    """Write via a temp file and rename, so readers never see half a file (data: bytes or pieces)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    """Write via a temp file and rename, so readers never see half a file (data: bytes or pieces).
+
+    A full disk raises RootFull, and the partial temp file is gone: nothing half written
+    ever has the name.
+    """
+    tmp = ""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         with os.fdopen(fd, "wb") as fh:
             if isinstance(data, bytes):
                 fh.write(data)
             else:
                 fh.writelines(data)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            raise RootFull(exc.errno, f"no space left on the artifact root writing {path}") from exc
         raise
+
+
+def read_or_empty(root: Root, relpath: str) -> bytes:
+    """The bytes, or none if there is nothing there."""
+    try:
+        return root.read(relpath)
+    except FileNotFoundError:
+        return b""
 
 
 @dataclass(frozen=True)
@@ -59,8 +84,9 @@ class Root(Protocol):
         """Write unless it exists (content-addressed: same name, same bytes)."""
     def read(self, relpath: str) -> bytes:
         """The bytes; FileNotFoundError if there is nothing there."""
-    def read_many(self, relpaths: Sequence[str]) -> Iterator[bytes]:
-        """The bytes of each, in order (an object store fetches them concurrently)."""
+    def read_many(self, relpaths: Sequence[str], missing_ok: bool = False) -> Iterator[bytes]:
+        """The bytes of each, in order (an object store fetches them concurrently); with
+        missing_ok, empty bytes for one that is gone."""
     def exists(self, relpath: str) -> bool: ...
     def list(self, prefix: str) -> list[Entry]:
         """Everything under `prefix` (a folder, no trailing '/'), sorted by path."""
@@ -86,8 +112,8 @@ class LocalRoot:
     def read(self, relpath: str) -> bytes:
         return (self.path / relpath).read_bytes()
 
-    def read_many(self, relpaths: Sequence[str]) -> Iterator[bytes]:
-        return (self.read(p) for p in relpaths)
+    def read_many(self, relpaths: Sequence[str], missing_ok: bool = False) -> Iterator[bytes]:
+        return (read_or_empty(self, p) if missing_ok else self.read(p) for p in relpaths)
 
     def exists(self, relpath: str) -> bool:
         return (self.path / relpath).is_file()

@@ -180,6 +180,9 @@ class Tracker:
             writes = self.writes()
             writes.pipe.delete(key)
             writes.pipe.hset(key, mapping={**initial_state(now), "rev": rev + 1})
+            # ... and out of the stalled-chain sweeper's view: the resent chain starts afresh.
+            writes.pipe.zrem(keys.RUNNING, keys.model_ref(batch_id, name))
+            writes.pipe.zrem(keys.HANDOFFS, keys.model_ref(batch_id, name))
             writes.pipe.hgetall(key)
             writes.record_reply(lambda state, name=name: {  # type: ignore[misc]
                 "kind": "state", "batch_id": batch_id, "model": name, "state": state})

@@ -8,6 +8,7 @@ registry.py models, promote, rollback, lineage
 platform.py up, worker
 cache.py    cache, reindex
 predict.py  predict, score
+monitor.py  evaluate (deployed models on new labelled rows)
 common.py   consoles, user errors, the broker, the progress view, rich tables
 """
 
@@ -19,7 +20,7 @@ import click
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from producer.cli import batches, cache, leaderboard, platform, predict, registry, report, runs
+from producer.cli import batches, cache, leaderboard, monitor, platform, predict, registry, report, runs
 from producer.cli.common import failure, settings_error
 from workers.settings import Settings
 
@@ -66,7 +67,7 @@ def main(ctx: click.Context, show_traceback: bool) -> None:
         raise settings_error(exc) from exc
 
 
-for family in (batches, runs, leaderboard, report, registry, predict, platform, cache):
+for family in (batches, runs, leaderboard, report, registry, predict, monitor, platform, cache):
     for command in family.COMMANDS:
         main.add_command(command)
 

@@ -30,6 +30,8 @@ from producer.cli.common import (
 )
 from producer.handle import BatchHandle
 from producer.local import LocalWorkers, WorkersGone, running_embedded_redis
+from producer.nextsteps import Step, next_steps
+from producer.provenance import describe
 from producer.retry import NothingToRetry, models_to_retry, retry
 from producer.spec import Batch, Priority, SpecError, load_batch
 from producer.status import batch_status
@@ -105,7 +107,16 @@ def run(settings: Settings, spec: Path, workers: int, no_cache: bool, timeout: f
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    show_next_steps(next_steps(batch, status, settings.data_root, workers))
     exit_for(status, fail_on_gate or batch.fail_on_gate)
+
+
+def show_next_steps(steps: list[Step]) -> None:
+    # Plain echo, not rich: no wrapping or markup, so a line can be copied as it is.
+    click.echo("\nnext:")
+    width = max(len(s.command) for s in steps)
+    for step in steps:
+        click.echo(f"  {step.command:<{width}}  # {step.why}")
 
 
 @click.command("submit")
@@ -147,6 +158,7 @@ def status(settings: Settings, batch_id: str, as_json: bool) -> None:
         click.echo(json.dumps(st.to_json(), indent=1))
         return
     console.print(leaderboard_table(st))
+    click.echo("submitted " + describe(st.origin))
     console.print("stages done: " + ", ".join(f"{s} {n}" for s, n in st.stages_done.items()))
     if st.eta is not None:
         console.print(f"ETA {st.eta:.0f}s")

@@ -6,6 +6,7 @@ import click
 
 from producer import history
 from producer.cli.common import JSON, UserError, console, emit, pass_settings, runtime, table
+from workers.compaction import compact as compact_journal
 from workers.reindex import reindex
 from workers.runtime import Runtime
 from workers.settings import Settings
@@ -63,10 +64,18 @@ def _registered_digests(rt: Runtime) -> set[str]:
 
 
 @click.command("reindex")
+@click.option("--compact", is_flag=True,
+              help="First fold the journal's closed segments: the newest record of each model state, "
+                   "cache entry and version, every run.")
 @pass_settings
-def reindex_cmd(settings: Settings, ) -> None:
+def reindex_cmd(settings: Settings, compact: bool) -> None:
     """Rebuild the Redis index (runs, batches, cache, registry) from the artifact root alone."""
     with runtime(settings) as rt:
+        if compact:
+            folded = compact_journal(rt.tracker.journal)
+            console.print("journal: nothing to compact (or another compaction runs)" if folded is None else
+                          f"journal: {folded.segments_before} segment(s), {folded.bytes_before:,} bytes -> "
+                          f"{folded.segments_after}, {folded.bytes_after:,} bytes in {folded.seconds:.1f} s")
         counts = reindex(rt)
     console.print("reindexed " + ", ".join(f"{n} {k}" for k, n in counts.items()))
 

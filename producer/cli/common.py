@@ -9,7 +9,7 @@ import math
 import re
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -24,7 +24,7 @@ from rich.text import Text
 
 from producer import history, leaderboard
 from producer.handle import BatchHandle
-from producer.local import EmbeddedRedis, LocalWorkers
+from producer.local import LocalWorkers, local_platform
 from producer.status import BatchStatus, ranked
 from workers.runtime import Runtime
 from workers.settings import STAGES, Settings
@@ -70,22 +70,21 @@ MAX_COUNT = 10**9        # an offset, a page number, a top N, a version, a chunk
 PORT = click.IntRange(0, 65535)
 
 
-class Seconds(click.FloatRange):
-    """A duration in seconds: 0 up to a year; `nan` and `inf` are refused (a range lets nan by)."""
+class Finite(click.FloatRange):
+    """A number from `low` to `high`: `nan` is refused too (click's range lets it by)."""
 
-    name = "seconds"
-
-    def __init__(self) -> None:
-        super().__init__(min=0, max=366 * 86400.0)
+    def __init__(self, low: float, high: float, name: str = "float") -> None:
+        super().__init__(min=low, max=high)
+        self.name = name
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        seconds = super().convert(value, param, ctx)
-        if math.isnan(seconds):
-            self.fail(f"{value!r} is not a number of seconds.", param, ctx)
-        return seconds
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
 
 
-SECONDS = Seconds()
+SECONDS = Finite(0, 366 * 86400.0, "seconds")  # a duration: up to a year
 
 
 def settings_error(exc: ValidationError | SettingsError) -> UserError:
@@ -119,22 +118,6 @@ def failure(exc: Exception, settings: Settings | None) -> Failure:
         return Failure(f"{where}{exc.strerror or text}")
     return Failure(f"unexpected {type(exc).__name__}: {text} (a bug: please report it; "
                    "`modelfleet --traceback ...` shows where)")
-
-
-@contextmanager
-def local_platform(settings: Settings, workers: int = 0
-                   ) -> Iterator[tuple[Settings, LocalWorkers | None]]:
-    """The configured broker, or the embedded Redis of `local_redis_dir` (the one already
-    running for it, else a new one), plus k local workers if asked for."""
-    with ExitStack() as stack:
-        if settings.broker_url is None:
-            server = stack.enter_context(EmbeddedRedis(settings.local_redis_dir))
-            settings = settings.with_broker(server.url)
-        started = None
-        if workers:
-            log_dir = settings.local_redis_dir.parent / "logs"
-            started = stack.enter_context(LocalWorkers(settings, workers, log_dir))
-        yield settings, started
 
 
 @contextmanager
@@ -282,7 +265,8 @@ def section_table(batch_id: str, summary: str, part: leaderboard.Section, tag: s
         if tag and rank > 1 and group != previous:
             out.add_section()
         previous = group
-        detail = e.status if not e.error or e.status in DEPLOYED else f"{e.status}: {e.error[:60]}"
+        detail = (f"{e.status}: {e.error[:60]}" if e.error and e.status not in DEPLOYED else
+                  f"{e.status}: {e.reason[:60]}" if e.status == "registered" and e.reason else e.status)
         out.add_row(*map(plain, (str(rank), *([group] if tag else []), e.name,
                                  f"{e.value:.4f}" if e.value is not None else "", str(e.version or ""),
                                  "yes" if e.promoted else ("no" if e.version else ""), detail,

@@ -12,6 +12,7 @@ import time
 from urllib.parse import quote
 
 from producer.batchview import BatchSummary, BatchView, ModelProgress
+from producer.provenance import describe
 from producer.status import ModelRow
 from workers.contracts import LOWER_IS_BETTER
 from workers.settings import STAGES
@@ -101,7 +102,7 @@ def batch_page(view: BatchView, flower: str, top: int = TOP, rows: int = ROWS) -
         f"</span></span> {done} / {total}</span>" for s, done in status.stages_done.items())
     eta = f", about {status.eta:.0f} s to go" if status.eta is not None else ""
     body = (f'<p><a href="/">&larr; batches</a></p><h1>{esc(status.batch_id)}</h1>'
-            f'<p class="muted">submitted {when(view.created)} by {esc(view.submitted_by)}; '
+            f'<p class="muted">submitted {when(view.created)} {esc(describe(status.origin))}; '
             f'{"done after" if status.done else "running for"} {status.elapsed:.0f} s{eta}; '
             f'<a href="{esc(flower_tasks_url(flower, status.batch_id))}">its tasks in Flower</a></p>'
             f"<p>{_chips(status.counts)}</p><p>{bars}</p>"

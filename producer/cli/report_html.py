@@ -9,6 +9,7 @@ from html import escape
 from typing import Any
 
 from producer.leaderboard import Section
+from producer.provenance import describe
 from workers.tracking import DEPLOYED
 
 STYLE = """
@@ -69,10 +70,27 @@ def model_page(data: dict[str, Any], images: dict[str, str], files: str, back: s
     if not plots:
         why = (data.get("plots") or {}).get("unavailable", "evaluated before reports existed")
         plots = f"<p>no plot data ({escape(why)})</p>"
-    body = (head + metrics + f'<h2>Plots</h2><div class="plots">{plots}</div>' + _features(data)
+    body = (head + metrics + f'<h2>Plots</h2><div class="plots">{plots}</div>' + _monitoring(data)
+            + _features(data)
             + _lineage(data, lin) + f'<h2>Files</h2><p><a href="{escape(files)}/report.json">report.json'
             "</a> (all of the above as data)</p>")
     return page(f"{data['ref']} report", body)
+
+
+def _monitoring(data: dict[str, Any]) -> str:
+    """`modelfleet evaluate`'s checks of this model on new labelled rows, newest first."""
+    checks = data.get("monitoring") or []
+    if not checks:
+        return ""
+    body = [f'<tr class="{"failed" if c["flagged"] else ""}" data-evaluation="{escape(c["evaluation"])}">'
+            f"<td>{when(c['when'])}</td>{number(c['version'])}<td>{escape(str(c['data'] or ''))}</td>"
+            f"{number(c['rows'])}<td>{escape(str(c['metric']))}</td>{number(c['registered'])}"
+            f"{number(c['now'])}{number(c['ratio'], 2)}"
+            f"<td>{'flagged (&gt; ' + escape(str(c['tolerance'])) + 'x)' if c['flagged'] else 'ok'}</td></tr>"
+            for c in checks]
+    return ("<h2>Monitoring: new labelled data</h2>"
+            + rows(["checked", "version", "data", "rows", "metric", "registered", "now", "ratio", "flag"],
+                   body))
 
 
 def _features(data: dict[str, Any]) -> str:
@@ -97,7 +115,7 @@ def _lineage(data: dict[str, Any], lin: dict[str, Any]) -> str:
 
     fields = ["dataset", "dataset_digest", "data_digest", "transform_digest", "model_digest", "report_digest",
               "estimator", "estimator_params", "preprocess", "libraries", "stage_versions", "git_commit",
-              "spec_path", "submitted_by", "tags", "decision", "search"]
+              "git_dirty", "spec_path", "spec_digest", "submitted_by", "host", "tags", "decision", "search"]
     table = rows(None, [f"<tr><th>{escape(f)}</th><td>{code(lin.get(f))}</td></tr>" for f in fields
                         if f in lin])
     runs = rows(["stage", "run id", "seconds", "cache"], [
@@ -115,9 +133,7 @@ def batch_page(data: dict[str, Any], links: dict[str, str]) -> str:
     """The batch's models ranked per task and metric; `links` maps a model to its page."""
     counts = ", ".join(f"{n} {s}" for s, n in sorted(data["counts"].items()))
     head = (f"<h1>Batch {escape(data['batch_id'])}</h1><p class=\"meta\">{escape(counts)}; submitted "
-            f"{when(data['created'])} by {escape(str(data['submitted_by'] or '?'))}, commit "
-            f"<code>{escape(str(data['git_commit'] or '?'))[:12]}</code>, spec "
-            f"<code>{escape(str(data['spec_path'] or '?'))}</code></p>")
+            f"{when(data['created'])} {escape(describe(data.get('origin') or data))}</p>")
     return page(f"batch {data['batch_id']}", head + "".join(_section(s, links) for s in data["sections"]))
 
 

@@ -27,6 +27,7 @@ from producer.cli.common import (
     when,
 )
 from producer.status import batch_status
+from workers.runtime import Runtime
 from workers.settings import Settings
 
 
@@ -121,21 +122,50 @@ def compare(settings: Settings, a: str, b: str, tags: tuple[str, ...], as_json: 
           r["status_b"] or "-"] for r in rows]))
 
 
+# Batches `batches --user` looks through (newest first) for the user's own, a chunk at a time
+# (a record holds its spec's text: a big batch's is megabytes).
+_USER_LOOKBACK, _USER_CHUNK = 10_000, 100
+
+
+def _submitted_by(rt: Runtime, user: str, limit: int) -> list[str]:
+    """The ids of the user's newest `limit` batches, read from the batch records."""
+    ids = rt.tracker.list_batches(_USER_LOOKBACK)
+    mine: list[str] = []
+    for start in range(0, len(ids), _USER_CHUNK):
+        mine += [r["id"] for r in rt.tracker.get_batches(ids[start:start + _USER_CHUNK])
+                 if r.get("submitted_by") == user]
+        if len(mine) >= limit:
+            break
+    return mine[:limit]
+
+
+
 @click.command()
 @click.option("--limit", type=click.IntRange(1, MAX_PAGE), default=20, show_default=True,
               help="How many of the newest batches.")
+@click.option("--user", help="Only the batches this user submitted (MODELFLEET_USER or the OS user).")
 @JSON
 @pass_settings
-def batches(settings: Settings, limit: int, as_json: bool) -> None:
-    """Recent batches: id, models, counts per state, ETA while running."""
+def batches(settings: Settings, limit: int, user: str | None, as_json: bool) -> None:
+    """Recent batches: id, who submitted them from which commit, models, counts per state, ETA."""
     with runtime(settings) as rt:
-        found = [batch_status(rt, b) for b in rt.tracker.list_batches(limit)]
+        ids = rt.tracker.list_batches(limit)
+        if user is not None:
+            ids = _submitted_by(rt, user, limit)
+        found = [batch_status(rt, b) for b in ids]
+
     def counts(s: Any) -> str:
         return ", ".join(f"{n} {k}" for k, n in sorted(s.counts.items()))
 
+    def commit(s: Any) -> str:
+        sha = str(s.origin.get("git_commit") or "")[:12]
+        return sha + ("+dirty" if sha and s.origin.get("git_dirty") else "")
+
     emit([{k: v for k, v in s.to_json().items() if k != "rows"} for s in found], as_json,
-          lambda: table(f"{len(found)} batch(es)", ["batch", "models", "states", "elapsed", "ETA"],
-                         [[s.batch_id, len(s.rows), counts(s), f"{s.elapsed:.0f}s" if not s.done else "done",
+          lambda: table(f"{len(found)} batch(es)", ["batch", "user", "commit", "models", "states",
+                                                     "elapsed", "ETA"],
+                         [[s.batch_id, s.origin.get("submitted_by", ""), commit(s), len(s.rows), counts(s),
+                           f"{s.elapsed:.0f}s" if not s.done else "done",
                            f"{s.eta:.0f}s" if s.eta is not None else ""] for s in found]))
 
 

@@ -142,7 +142,7 @@ def command_lines(draw: st.DrawFn, fleet: Fleet, out: Path) -> list[str]:
     t, n = (lambda: draw(name)), (lambda: draw(numbers))
     shapes = [
         lambda: ["status", t(), *draw(st.sampled_from([[], ["--json"]]))],
-        lambda: ["batches", "--limit", n()],
+        lambda: ["batches", "--limit", n(), *draw(st.sampled_from([[], ["--user", t()]]))],
         lambda: ["runs", "--batch", t(), "--model", t(), "--stage", t(), "--tag", t(), "--limit", n(),
                  "--offset", n()],
         lambda: ["runs", "--model", t(), "--page", n(), "--limit", n()],

@@ -139,6 +139,33 @@ def test_embedded_redis_has_a_password_no_config_and_is_shared_by_a_second_comma
     assert not data_dir.with_name("redis.address").exists()
 
 
+def test_the_last_command_to_leave_stops_the_embedded_redis_not_the_first(tmp_path: Path) -> None:
+    """Issue 19: the `run` that started the embedded Redis stopped it when it exited, under a
+    second `run` still using it. Now the owner hands it on, and the last one out stops it."""
+    data_dir = tmp_path / "mf" / "redis"
+    first_spec, first_started, first_release = _blocking_spec(tmp_path, "first")
+    second_spec, second_started, second_release = _blocking_spec(tmp_path, "second")
+    with start_run(tmp_path, first_spec) as (first, first_out):
+        wait_for(first_started.exists, 180, f"the first fit to start; run said:\n{first_out.text()}")
+        servers = _redis_servers(data_dir)
+        assert len(servers) == 1, servers
+        # Given a second `run` on the same data directory: a guest of the first one's Redis
+        with start_run(tmp_path, second_spec) as (second, second_out):
+            wait_for(second_started.exists, 180, f"the second fit to start; run said:\n{second_out.text()}")
+            assert _redis_servers(data_dir) == servers
+            # When the first `run` (the owner) finishes and exits
+            first_release.touch()
+            assert first.wait(180) == 0, first_out.text()
+            # Then the server lives on for the second, which finishes its batch on it
+            assert _redis_servers(data_dir) == servers and _address(data_dir)["pid"] == servers[0]
+            second_release.touch()
+            assert second.wait(180) == 0, second_out.text()
+        assert "1 promoted" in second_out.text(), second_out.text()
+    # And the last one out stopped it, and removed its address file
+    wait_for(lambda: not _redis_servers(data_dir), 20, "the redis-server to exit")
+    assert not data_dir.with_name("redis.address").exists()
+
+
 def test_cancel_from_a_second_shell_uses_runs_redis(tmp_path: Path) -> None:
     """Point 5 as the issue saw it: `cancel` while `run` runs acts on run's batch (before: a second
     redis-server on the same AOF; the cancel was lost and the batch finished deployed)."""

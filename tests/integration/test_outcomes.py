@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from producer.status import batch_status
-from tests.conftest import write_spec
+from tests.conftest import load, run_batch, write_spec
 from workers import keys
 from workers.runtime import Runtime
 from workers.settings import Settings
@@ -108,3 +108,40 @@ def test_same_content_key_returns_the_existing_version(runtime: Runtime, uniq: s
     runtime.registry.reindex()
     assert runtime.registry.register_record(name, f"report-d-{uniq}", record, content_key="k2")[0] == \
         other[0]
+
+
+def test_identical_refit_is_decided_again_under_a_changed_gate(tmp_path: Path, settings: Settings,
+                                                                 workers: Any, app: Any,
+                                                                 runtime: Runtime, uniq: str) -> None:
+    """Issue 19: an identical refit kept its version's old gate decision after the gate changed."""
+    name = f"regate-{uniq}"
+    # Given a depth-1 tree on iris (about 2/3 accuracy) registered, not promoted, under a 0.95 gate
+    strict = load(tmp_path, {"name": f"strict-{uniq}", "models": [_tree(name, "iris", 1, 0.95)]}, settings)
+    _, first = run_batch(strict, app, runtime)
+    assert first.counts == {"registered": 1}, first.rows
+    version = first.rows[0].version
+    assert runtime.registry.aliases(name) == {}
+
+    # When the same model is submitted again (every stage a cache hit) under a 0.5 gate
+    loose = load(tmp_path, {"name": f"loose-{uniq}", "models": [_tree(name, "iris", 1, 0.5)]}, settings)
+    _, second = run_batch(loose, app, runtime)
+
+    # Then the same version is decided again: promoted, the alias moves to it
+    assert second.counts == {"promoted": 1}, second.rows
+    assert second.rows[0].version == version and second.rows[0].reason == "gate passed"
+    assert [v["version"] for v in runtime.registry.versions(name)] == [version]
+    assert runtime.registry.aliases(name) == {"production": version}
+    record = runtime.registry.version(name, version)
+    decisions = [(d["promoted"], d["gate"]["threshold"]) for d in record["decisions"]]
+    assert decisions == [(False, 0.95), (True, 0.5)]
+    assert record["decision"]["promoted"] is True
+
+    # And a third refit under the same gate reuses that decision (no third one),
+    # while the index rebuilt from the artifact root keeps the newest
+    _, third = run_batch(load(tmp_path, {"name": f"again-{uniq}", "models": [_tree(name, "iris", 1, 0.5)]},
+                              settings), app, runtime)
+    assert third.counts == {"promoted": 1}
+    assert len(runtime.registry.version(name, version)["decisions"]) == 2
+    runtime.redis.delete(keys.versions(name))
+    runtime.registry.reindex()
+    assert runtime.registry.version(name, version)["decision"]["gate"]["threshold"] == 0.5

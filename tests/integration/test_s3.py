@@ -17,6 +17,7 @@ from producer.local import RedisServer, wait_for
 from producer.serving import load_deployed
 from tests.support.cluster import FAULTY, Cluster, classifier, cluster, wait_lines
 from tests.support.index import index_snapshot
+from workers.compaction import compact
 from workers.journal import FileJournal, SegmentJournal
 from workers.reindex import reindex
 from workers.runtime import Runtime, open_root
@@ -88,6 +89,13 @@ def test_batch_on_s3_end_to_end_then_reindex_from_the_bucket(tmp_path: Path, s3:
               f"{len(stored)} objects in {seconds:.2f}s")
         assert counts["batches"] == 1 and counts["runs"] == 16
         assert rebuilt == original
+
+        # The bucket's segments fold into one (`reindex --compact`), which rebuilds the same index
+        folded = compact(c.runtime.tracker.journal)
+        assert folded is not None and folded.segments_before == len(segments) and folded.segments_after == 1
+        assert [k for k in s3.keys(bucket, f"{prefix}/journal/") if k.endswith(".jsonl")] == [
+            f"{prefix}/{folded_name}" for folded_name in c.runtime.tracker.journal.segments()]
+        assert _rebuilt_in_fresh_redis(c, tmp_path / "after-compaction")[0] == original
 
 
 def test_tampered_object_in_the_bucket_is_refused(s3: S3Server) -> None:

@@ -98,6 +98,12 @@ def test_meta_estimators_and_searches_train_deploy_and_serve(
     info = json.loads(out.stdout)
     assert info["search"]["best_params"] == {"model__C": best_c}
     assert info["search"]["n_trials"] == 3 and info["search_trials"] == grid["trials"]
+    # What the model was fitted with is the winner, not the spec's value; the spec's stays beside it.
+    assert info["estimator_params"]["model__C"] == best_c and info["spec_params"] == LOGREG_PIPE["params"]
+    alpha = runs[(f"rand-{uniq}", "train")]["result"]["search"]["best_params"]["alpha"]
+    rand_info = json.loads(run_cli(["lineage", f"rand-{uniq}@production", "--json"], settings,
+                                   tmp_path).stdout)
+    assert rand_info["estimator_params"] == {"alpha": alpha} and rand_info["spec_params"] == {}
     table = run_cli(["lineage", f"grid-{uniq}@production"], settings, tmp_path)
     assert table.returncode == 0 and "search_trials" in table.stdout and "#1 " in table.stdout
     assert np.isclose(info["search"]["best_score"], grid["trials"][0]["mean"])

@@ -23,6 +23,7 @@ from workers.settings import Settings
 
 # Short enough to test recovery in seconds; real deployments keep the defaults.
 FAST = {"visibility_timeout": 4, "restore_interval": 1, "restore_throttle": 1, "lease_ttl": 2.0,
+        "sweep_interval": 0.5, "stall_timeout": 5.0,
         "allowed_estimator_prefixes": ["sklearn.", "tests.support."]}
 FAULTY = "tests.support.estimators.FaultyClassifier"
 

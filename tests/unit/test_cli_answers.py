@@ -44,6 +44,9 @@ def refused(args: list[str], names: str, env: dict[str, str] | None = None, code
     ["score", "m/1", "in.csv", "--out", "o", "--chunk-rows", HUGE],
     ["score", "m/1", "in.csv", "--out", "o", "--workers", "-1"],
     ["score", "m/1", "in.csv", "--out", "o", "--timeout", "nan"],
+    ["evaluate", "m@production", "new.csv", "--tolerance", "nan"],
+    ["evaluate", "m@production", "new.csv", "--tolerance", "inf"],
+    ["evaluate", "m@production", "new.csv", "--workers", HUGE],
 ])
 def test_every_numeric_option_is_bounded_before_anything_runs(args: list[str]) -> None:
     # The option's name is in the error line (click's usage error), and nothing reached Redis

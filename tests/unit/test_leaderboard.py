@@ -52,3 +52,17 @@ def test_sort_by_compute_puts_the_costliest_first() -> None:
 def test_cross_validated_and_spread_metrics_are_lower_is_better_where_they_should_be() -> None:
     assert lower_is_better("mae") and lower_is_better("cv_rmse_mean") and lower_is_better("cv_r2_std")
     assert not lower_is_better("r2") and not lower_is_better("cv_accuracy_mean")
+
+
+def test_the_run_leaderboard_shows_why_a_registered_model_was_not_promoted() -> None:
+    from rich.console import Console
+
+    from producer.cli.common import section_table
+
+    found = [entry("store-1", "regression", "mae", 1.0),
+             entry("store-18", "regression", "mae", 2.0, status="registered", promoted=False,
+                   reason="gate failed: mape=0.104 > 0.1")]
+    console = Console(width=250, record=True)
+    console.print(section_table("b", "1 promoted, 1 registered", sections(found)[0], None))
+    line = next(x for x in console.export_text().splitlines() if "store-18" in x)
+    assert "registered: gate failed: mape=0.104 > 0.1" in line

@@ -82,6 +82,16 @@ def test_unknown_and_invalid_estimator_params(tmp_path: Path) -> None:
     assert "model 'b'" in msg and "estimator.params" in msg
 
 
+def test_class_path_typo_suggests_the_closest_estimator(tmp_path: Path) -> None:
+    msg = problems(tmp_path, {"name": "b", "models": [
+        model(estimator={"class_path": "sklearn.ensemble.RandomForestClassifer"}),
+        model("far", estimator={"class_path": "sklearn.ensemble.Xyzzy"})]})
+    line = next(p for p in msg.splitlines() if "model 'm1'" in p)
+    assert "estimator.class_path" in line
+    assert "did you mean sklearn.ensemble.RandomForestClassifier?" in line
+    assert "did you mean" not in next(p for p in msg.splitlines() if "model 'far'" in p)
+
+
 def test_estimator_must_fit_task(tmp_path: Path) -> None:
     msg = problems(tmp_path, {"name": "b", "models": [
         model(estimator={"class_path": "sklearn.linear_model.LinearRegression"})]})

@@ -9,15 +9,19 @@ field path, e.g. `estimator.params.steps[1][1].class_path`.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
+import math
 from collections.abc import Sequence
+from numbers import Integral
 from typing import Any
 
 from sklearn.base import BaseEstimator, clone, is_classifier, is_regressor
 
 from workers.contracts import EstimatorSpec
 from workers.pipeline.errors import PipelineError
+from workers.pipeline.signatures import Constraint, allowed_path, public_path
 
 _ESTIMATOR_KEYS = frozenset({"class_path", "params"})
 
@@ -30,24 +34,34 @@ def is_estimator_spec(value: Any) -> bool:
 def resolve_class(class_path: str, allowed_prefixes: Sequence[str],
                   field: str = "estimator.class_path") -> type[BaseEstimator]:
     """The estimator class, checked against the allow-list *before* anything is imported."""
-    if not any(class_path.startswith(p) for p in allowed_prefixes):
+    if not allowed_path(class_path, allowed_prefixes):
         raise PipelineError(field, f"{class_path!r} is not under an allowed prefix {list(allowed_prefixes)} "
                             "(MODELFLEET_ALLOWED_ESTIMATOR_PREFIXES)")
-    parts = class_path.split(".")
-    if len(parts) < 2 or any(not p or p.startswith("_") or not p.isidentifier() for p in parts):
+    if not public_path(class_path):
         raise PipelineError(field, f"{class_path!r} must be a public dotted path like sklearn.svm.SVC")
-    module_name, attr = ".".join(parts[:-1]), parts[-1]
+    module_name, _, attr = class_path.rpartition(".")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise PipelineError(field, f"module {module_name!r} cannot be imported") from exc
     cls = getattr(module, attr, None)
     if not (isinstance(cls, type) and issubclass(cls, BaseEstimator)):
-        raise PipelineError(field, f"{class_path!r} is not a scikit-learn estimator class")
+        raise PipelineError(field, f"{class_path!r} is not a scikit-learn estimator class"
+                            + _did_you_mean(module, module_name, attr))
     # A re-export could point outside the allow-list; check where the class really lives.
-    if not any((cls.__module__ + ".").startswith(p) for p in allowed_prefixes):
+    if not allowed_path(cls.__module__ + ".", allowed_prefixes):
         raise PipelineError(field, f"{class_path!r} is defined in {cls.__module__!r}, not allowed")
     return cls
+
+
+def _did_you_mean(module: Any, module_name: str, attr: str) -> str:
+    """`; did you mean module.Name?` for the closest public estimator class of `module`, if any
+    is close: a typo (`RandomForestClassifer`) is the commonest wrong class path."""
+    public = [n for n in getattr(module, "__all__", None) or dir(module) if not n.startswith("_")]
+    classes = [n for n in public if isinstance(getattr(module, n, None), type)
+               and issubclass(getattr(module, n), BaseEstimator)]
+    close = difflib.get_close_matches(attr, classes, n=1)
+    return f"; did you mean {module_name}.{close[0]}?" if close else ""
 
 
 def build_estimator(spec: EstimatorSpec, task: str, allowed_prefixes: Sequence[str]) -> Any:
@@ -143,3 +157,62 @@ def _validate(est: Any, field: str) -> None:
 def _required(cls: type) -> set[str]:
     return {n for n, p in inspect.signature(cls).parameters.items()
             if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def describe(cls: type) -> dict[str, Any] | None:
+    """What `signatures.accepts` needs of a scikit-learn class, as JSON: its params, their
+    constraints and its kind. None for a class it cannot vouch for: one that needs arguments,
+    checks its steps or members, validates its own way, or a team's (whose `__init__` may
+    check its params)."""
+    if not (isinstance(cls, type) and issubclass(cls, BaseEstimator)
+            and cls.__module__.startswith("sklearn.")):
+        return None
+    if (_required(cls) or any(hasattr(cls, name) for name in _CHECKS if name != "_validate_params")
+            or getattr(cls, "_validate_params", None) is not BaseEstimator._validate_params):
+        return None
+    try:
+        est = cls()
+        _validate(est, "")
+    except Exception:  # the defaults alone do not pass: leave the class to the real check
+        return None
+    constraints = getattr(cls, "_parameter_constraints", None)
+    return {"module": cls.__module__, "name": cls.__name__, "params": sorted(cls._get_param_names()),  # type: ignore[attr-defined]
+            "constraints": None if constraints is None else {
+                name: c if c == "no_validation" else [_constraint(x) for x in c]
+                for name, c in constraints.items()},
+            "kind": "classifier" if is_classifier(est) else "regressor" if is_regressor(est) else None}
+
+
+def _constraint(raw: Any) -> Constraint:
+    """One of scikit-learn's parameter constraints as data (the kinds `signatures` reads)."""
+    from sklearn.utils import _param_validation as pv
+
+    c = raw if isinstance(raw, pv._Constraint) else pv.make_constraint(raw)
+    if isinstance(c, pv._InstancesOf):
+        return ["type", c.type.__module__, c.type.__qualname__]
+    if isinstance(c, pv._NoneConstraint):
+        return ["none"]
+    if isinstance(c, pv._NanConstraint):
+        return ["nan"]
+    if isinstance(c, pv.Interval):
+        return ["interval", c.type.__name__, _number(c.left), _number(c.right), c.closed]
+    if isinstance(c, pv.Options) and all(type(o) in (str, int, float, bool) for o in c.options):
+        # Without inf (as in {np.inf}): JSON has no such number, and a spec refuses one.
+        finite = [o for o in c.options if not isinstance(o, float) or math.isfinite(o)]
+        return ["options", c.type.__module__, c.type.__qualname__, sorted(finite, key=repr)]
+    if isinstance(c, pv.HasMethods):
+        return ["methods", list(c.methods)]
+    if isinstance(c, pv._ArrayLikes):
+        return ["array_like"]
+    if isinstance(c, pv._IterablesNotString):
+        return ["iterable"]
+    if isinstance(getattr(c, "_constraints", None), list):  # random_state, boolean, verbose, cv, ...
+        return ["any", [_constraint(x) for x in c._constraints]]
+    return ["never"]  # pandas.NA, sparse matrices, callables, a kind added later: no shortcut
+
+
+def _number(value: Any) -> int | float | None:
+    """An interval's bound for JSON: an infinite one is None, as scikit-learn reads None."""
+    if value is None or isinstance(value, Integral):
+        return None if value is None else int(value)
+    return float(value) if math.isfinite(value) else None

@@ -12,6 +12,7 @@ import hashlib
 import io
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ from workers.contracts import CsvDataset, ModelSpec
 from workers.pipeline.data import Table
 from workers.pipeline.errors import PipelineError
 from workers.pipeline.features import add_lags, parse_dates, plan_columns
+from workers.pipeline.history import last_rows
 
 _TARGET, _TEST = "__target__", "__test__"
 
@@ -35,6 +37,8 @@ class Split:
     y_train: np.ndarray
     y_test: np.ndarray
     unused: list[str] = field(default_factory=list)
+    # A lag model's last rows per series (workers.pipeline.history), stored for serving.
+    history: dict[str, Any] | None = None
 
 
 def prepare(table: Table, model: ModelSpec) -> Split:
@@ -46,6 +50,7 @@ def prepare(table: Table, model: ModelSpec) -> Split:
             frame = frame.assign(**{name: _dates(frame[name], features.dates.format,
                                                  "features.dates.columns")})
     lag_columns: list[str] = []
+    history = None
     if split.time_column is not None and split.time_column in frame.columns:
         time = _dates(frame[split.time_column], features.dates.format, "split.time_column")
         order = np.argsort(time.to_numpy(), kind="stable")
@@ -53,6 +58,7 @@ def prepare(table: Table, model: ModelSpec) -> Split:
         frame = frame.assign(**{split.time_column: time.iloc[order].to_numpy()})
         if features.lags.periods or features.lags.rolling:
             target = model.dataset.target if isinstance(model.dataset, CsvDataset) else "target"
+            history = last_rows(frame, y, model, target)
             frame, y, lag_columns = add_lags(frame, y, model, target)
     plan = plan_columns(frame, model, lag_columns)
     if split.kind == "time":
@@ -63,7 +69,7 @@ def prepare(table: Table, model: ModelSpec) -> Split:
         test = _random_mask(y, model)
     X = frame[plan.inputs]
     return Split(X[~test].reset_index(drop=True), X[test].reset_index(drop=True), y[~test], y[test],
-                 plan.unused)
+                 plan.unused, history)
 
 
 def _dates(column: pd.Series, fmt: str | None, field: str) -> pd.Series:
