@@ -4,6 +4,7 @@ comparisons, lineage and the targets of a bulk promote or rollback."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from producer.provenance import ORIGIN_FIELDS
@@ -24,15 +25,17 @@ def parse_tags(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 
 def parse_age(text: str) -> float:
-    """`7d`, `12h`, `30m`, `45s` or plain seconds -> seconds."""
+    """`7d`, `12h`, `30m`, `45s` or plain seconds -> seconds; not negative, nan or infinite
+    (`cache prune --older-than -1d` would drop every entry)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
     text = text.strip().lower()
     try:
-        if text and text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
+        seconds = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not an age like 7d, 12h, 30m or 45s") from None
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:
+        raise ValueError(f"{text!r} is not an age like 7d, 12h, 30m or 45s")
+    return seconds
 
 
 def _model_row(state: dict[str, str], primary: str | None) -> dict[str, Any]:
@@ -90,8 +93,6 @@ def side(runtime: Runtime, ref: str, tags: dict[str, str] | None = None) -> dict
                 if has_tags(specs.get(n, {}), tags)}
     try:
         record = runtime.registry.resolve(ref)
-    except ValueError:  # NAME/not-a-number
-        raise KeyError(f"{ref!r}: a version is a number, as in NAME/2") from None
     except KeyError:
         if "/" in ref or "@" in ref:
             raise

@@ -175,6 +175,12 @@ class Registry:
             return self.version(name, version)
         if "/" in ref:
             name, num = ref.split("/", 1)
+            # A KeyError like every other unknown ref, so that every command answers it the same
+            # way (int() would take "٣" and " 3", and raise on 5,000 digits).
+            if not (num.isascii() and num.isdigit()):
+                raise KeyError(f"{ref!r}: a version is a whole number, as in NAME/2 (or use NAME@ALIAS)")
+            if len(num) > 18:
+                raise KeyError(f"{name} has no version {num[:18]}...")
             return self.version(name, int(num))
         versions = self.versions(ref)
         if not versions:

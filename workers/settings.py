@@ -8,14 +8,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workers.tls import tls_options
 
 STAGES: tuple[str, ...] = ("preprocess", "train", "evaluate", "deploy")
 # Scoring large tables (`modelfleet score`) has its own queue: workers consume it when asked
 # (`modelfleet worker -Q score`), so a scoring job never waits behind training or delays it.
 SCORE_QUEUE = "score"
+
+# Bounds for the numbers: a value outside is a mistake, refused at start with the variable's
+# name, rather than a traceback from Redis (64-bit integers), a socket or a process pool later.
+_YEAR = 366 * 86400.0
+Seconds = Annotated[float, Field(gt=0, le=_YEAR, allow_inf_nan=False)]
+WholeSeconds = Annotated[int, Field(ge=1, le=int(_YEAR))]
+Count = Annotated[int, Field(ge=1, le=10**9)]
+Retries = Annotated[int, Field(ge=0, le=1000)]
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class Settings(BaseSettings):
@@ -42,12 +55,12 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = None
     # An s3:// root's journal is uploaded at most this often per process (see journal.py):
     # the records a SIGKILLed worker can take with it are those of this last interval.
-    journal_flush_interval: float = 1.0
+    journal_flush_interval: Seconds = 1.0
     # A process's journal file is closed and a new one begun at this size; once closed
     # segments no compaction wrote hold `journal_compact_bytes`, a worker folds them (0: never;
     # `modelfleet reindex --compact` folds them all). See workers/compaction.py.
-    journal_segment_bytes: int = Field(default=16 << 20, ge=4096)
-    journal_compact_bytes: int = Field(default=64 << 20, ge=0)
+    journal_segment_bytes: int = Field(default=16 << 20, ge=4096, le=1 << 40)
+    journal_compact_bytes: int = Field(default=64 << 20, ge=0, le=1 << 50)
     # Where the embedded Redis keeps its append-only file, so the cache, runs and
     # registry of local runs survive between commands.
     local_redis_dir: Path = Path(".modelfleet/redis")
@@ -58,47 +71,47 @@ class Settings(BaseSettings):
     # it has seen without importing scikit-learn. Empty: none (every check imports it).
     signature_dir: Path | None = Path(".modelfleet/signatures")
     allowed_estimator_prefixes: list[str] = Field(default_factory=lambda: ["sklearn."])
-    max_models_per_batch: int = 10_000
+    max_models_per_batch: Count = 10_000
     # Hostile specs: the largest spec file read, and the longest string anywhere in it
     # (keys, values, matrix labels, CSV segment values), in characters.
-    max_spec_bytes: int = 20_000_000
-    max_string_chars: int = 10_000
+    max_spec_bytes: Count = 20_000_000
+    max_string_chars: Count = 10_000
 
     # Reliability. Rule: visibility_timeout > the longest stage, else Redis hands
     # a still-running task to a second worker (the lease then keeps it from
     # computing twice, but it wastes a worker slot while it waits).
-    visibility_timeout: int = 3600
+    visibility_timeout: WholeSeconds = 3600
     # How often a worker sweeps for unacked messages of dead workers; a killed
     # worker's task comes back after about visibility_timeout + this.
-    restore_interval: int = 10
-    restore_throttle: int = 1
+    restore_interval: WholeSeconds = 10
+    restore_throttle: WholeSeconds = 1
     # A task that kills its worker every time is failed after this many deliveries.
-    max_deliveries: int = 3
+    max_deliveries: Annotated[int, Field(ge=1, le=1000)] = 3
     # Single-flight lease on a cache key: renewed every lease_ttl/3 by heartbeat,
     # so a dead holder's lease runs out within lease_ttl seconds.
-    lease_ttl: float = 15.0
+    lease_ttl: Seconds = 15.0
     # The stalled-chain sweeper (workers/recovery.py): every worker tries this often (0: never)
     # to take the fleet's sweeper lock; its holder hands a dead worker's message back (its
     # alive key lapsed, so within about lease_ttl + sweep_interval of the death instead of
     # the visibility timeout) and resends models whose next message is gone.
-    sweep_interval: float = 5.0
+    sweep_interval: Annotated[float, Field(ge=0, le=_YEAR, allow_inf_nan=False)] = 5.0
     # A model between stages (or whose worker died) with no message found for it is sent on
     # after this long. Above failover_wait: a finished stage may still be publishing its next
     # step through a failover that long (if it gets through, that copy is a no-op).
-    stall_timeout: float = 120.0
+    stall_timeout: Seconds = 120.0
     # How long a stage waits for another worker computing the same key.
-    lease_wait_timeout: float = 7200.0
-    transient_max_retries: int = 5
+    lease_wait_timeout: Seconds = 7200.0
+    transient_max_retries: Retries = 5
     # A stage of a batch at its `max_parallel` cap goes back to its queue for about
     # this long (with jitter, 1-2x) before it asks for a slot again.
-    cap_retry_delay: float = 1.0
-    stage_time_limit: int | None = None
-    broker_connect_timeout: float = 5.0
+    cap_retry_delay: Seconds = 1.0
+    stage_time_limit: WholeSeconds | None = None
+    broker_connect_timeout: Seconds = 5.0
     # How long a client rides out an unreachable Redis (a Sentinel failover, a restart):
     # a worker keeps trying to send a finished stage's next step (or its retry), and
     # `wait` keeps polling, for about this many seconds before giving up.
-    failover_wait: float = 60.0
-    worker_concurrency: int = 1
+    failover_wait: Annotated[float, Field(ge=0, le=_YEAR, allow_inf_nan=False)] = 60.0
+    worker_concurrency: Annotated[int, Field(ge=1, le=256)] = 1
 
     # Optional: copy every deployed model into this MLflow server (workers/mlflow_sink.py).
     mlflow_tracking_uri: str | None = None
@@ -107,7 +120,7 @@ class Settings(BaseSettings):
     flower_user: str = "admin"
     flower_password: SecretStr | None = None
     # The batch page `modelfleet up` serves beside Flower: None a free port, 0 none.
-    page_port: int | None = None
+    page_port: Annotated[int, Field(ge=0, le=65535)] | None = None
 
     @model_validator(mode="after")
     def _sentinel_needs_a_master(self) -> Settings:
@@ -118,6 +131,22 @@ class Settings(BaseSettings):
                 raise ValueError(f"MODELFLEET_{name.upper()} is a sentinel:// URL: set "
                                  "MODELFLEET_SENTINEL_MASTER to the name the sentinels monitor")
         return self
+
+    @field_validator("broker_url", "result_backend")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """A URL kombu, Celery and redis-py can all use; the problem said without the password."""
+        if value is not None and (problem := redis_url_problem(value.get_secret_value())):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("artifact_root", "local_redis_dir", "data_root")
+    @classmethod
+    def _a_directory(cls, value: Path | str) -> Path | str:
+        """A directory, or nothing yet (it is made when needed); not a file."""
+        if isinstance(value, Path) and value.exists() and not value.is_dir():
+            raise ValueError(f"{str(value)!r} is a file, not a directory")
+        return value
 
     @field_validator("artifact_root", mode="before")
     @classmethod
@@ -135,6 +164,19 @@ class Settings(BaseSettings):
     def _unset_if_empty(cls, value: object) -> object:
         # An empty variable: none (S3: boto3 decides; the user: the OS user).
         return None if value == "" else value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        """http(s)://HOST[:PORT]: boto3 would refuse anything else only at the first request."""
+        try:
+            split = urlsplit(value or "http://h")
+            split.port  # noqa: B018 -- raises for a port that is no number or out of range
+        except ValueError as exc:
+            raise ValueError(f"not a URL ({exc})") from None
+        if split.scheme not in ("http", "https") or not split.hostname:
+            raise ValueError("give http(s)://HOST[:PORT], as in http://minio:9000")
+        return value
 
     def s3_client_options(self) -> dict[str, str]:
         """boto3 client arguments from the MODELFLEET_S3_* settings that are set."""
@@ -174,3 +216,28 @@ class Settings(BaseSettings):
                 value = field_value.get_secret_value()
             env[f"MODELFLEET_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
         return env
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why `url` is no Redis URL (one server, or `;`-separated sentinels); None if it is one."""
+    if not url.strip():
+        return "empty: unset it for the embedded Redis, or give redis://[:PASSWORD@]HOST:PORT/DB"
+    sentinel = url.strip().startswith("sentinel://")
+    for part in [p.strip() for p in url.split(";") if p.strip()] if sentinel else [url.strip()]:
+        try:
+            split = urlsplit(part)
+            split.port  # noqa: B018 -- raises for a port that is no number or out of range
+        except ValueError as exc:
+            return f"not a URL ({exc})"
+        if sentinel and split.scheme != "sentinel":
+            return "every ;-separated part of a sentinel URL is sentinel://HOST:PORT"
+        if not sentinel and split.scheme not in REDIS_SCHEMES:
+            return (f"{'scheme ' + split.scheme + '://' if split.scheme else 'no scheme'}: give "
+                    "redis://[:PASSWORD@]HOST:PORT/DB, rediss://, unix:// or sentinel://HOST:PORT;...")
+        if split.scheme != "unix" and split.path.strip("/") and not split.path.strip("/").isdigit():
+            return f"database {split.path.strip('/')[:20]!r}: a number, as in redis://HOST:6379/0"
+    try:
+        tls_options(url)
+    except ValueError as exc:
+        return str(exc)
+    return None

@@ -14,24 +14,57 @@ common.py   consoles, user errors, the broker, the progress view, rich tables
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from producer.cli import batches, cache, leaderboard, monitor, platform, predict, registry, report, runs
-from producer.cli.common import UserError
+from producer.cli.common import failure, settings_error
 from workers.settings import Settings
 
+# What click itself answers (usage errors, --help, Ctrl-C, sys.exit): passed on as they are.
+_CLICK_OWN = (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
+              KeyboardInterrupt, EOFError, SystemExit)
 
-@click.group()
+
+class _Main(click.Group):
+    """The group; any error a command did not answer becomes one line and exit 1, not a traceback."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Bytes that are not UTF-8 come in as lone surrogates (Python's surrogateescape): no
+        # Redis key, file of ours or line of output can hold them, so refuse them here, once.
+        for arg in args:
+            try:
+                arg.encode()
+            except UnicodeEncodeError:
+                raise click.UsageError(f"argument {ascii(arg)[:80]} is not valid UTF-8 text", ctx) from None
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _CLICK_OWN:
+            raise
+        except Exception as exc:
+            if ctx.meta.get("modelfleet.traceback"):
+                raise
+            raise failure(exc, ctx.obj if isinstance(ctx.obj, Settings) else None) from exc
+
+
+@click.group(cls=_Main)
+@click.option("--traceback", "show_traceback", is_flag=True,
+              help="Show the Python traceback of an unexpected error (for a bug report).")
 @click.pass_context
-def main(ctx: click.Context) -> None:
+def main(ctx: click.Context, show_traceback: bool) -> None:
     """Train, evaluate and deploy many models at once on Celery workers over Redis."""
+    ctx.meta["modelfleet.traceback"] = show_traceback
     # Built once, from MODELFLEET_* in the environment; commands take it with @pass_settings.
     try:
         ctx.obj = Settings()
-    except ValidationError as exc:
-        raise UserError("invalid MODELFLEET_* environment: " + "; ".join(
-            f"MODELFLEET_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())) from exc
+    except (ValidationError, SettingsError) as exc:
+        raise settings_error(exc) from exc
 
 
 for family in (batches, runs, leaderboard, report, registry, predict, monitor, platform, cache):

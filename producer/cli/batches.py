@@ -18,6 +18,8 @@ from producer.cancel import cancel_batch
 from producer.cli.common import (
     FAIL_ON_GATE,
     Unavailable,
+    MAX_PROCESSES,
+    SECONDS,
     UserError,
     broker,
     console,
@@ -71,9 +73,10 @@ def _submit(batch: Batch, settings: Settings, no_cache: bool) -> BatchHandle:
 
 @click.command()
 @click.argument("spec", type=click.Path(path_type=Path))
-@click.option("--workers", "-w", default=2, show_default=True, help="Local worker processes.")
+@click.option("--workers", "-w", default=2, show_default=True, type=click.IntRange(1, MAX_PROCESSES),
+              help="Local worker processes.")
 @click.option("--no-cache", is_flag=True, help="Recompute every stage.")
-@click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
+@click.option("--timeout", type=SECONDS, default=None, help="Give up after this many seconds.")
 @_priority_option
 @FAIL_ON_GATE
 @pass_settings
@@ -125,7 +128,7 @@ def show_next_steps(steps: list[Step]) -> None:
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option("--wait", is_flag=True, help="Watch progress until the batch is done.")
 @click.option("--no-cache", is_flag=True, help="Recompute every stage.")
-@click.option("--timeout", type=float, default=None)
+@click.option("--timeout", type=SECONDS, default=None, help="With --wait: give up after this many seconds.")
 @_priority_option
 @FAIL_ON_GATE
 @pass_settings
@@ -187,10 +190,10 @@ def cancel(settings: Settings, batch_id: str, as_json: bool) -> None:
         click.echo(json.dumps(report.to_json(), indent=1))
         return
     console.print(f"batch [bold]{escape(batch_id)}[/]: cancelled {len(report.revoked)} model(s) that had "
-                  f"not started" + (f": {', '.join(report.revoked)}" if report.revoked else ""))
+                  f"not started" + escape(f": {', '.join(report.revoked)}" if report.revoked else ""))
     if report.stopping:
         console.print(f"{len(report.stopping)} running model(s) stop after their current stage: "
-                      + ", ".join(report.stopping))
+                      + escape(", ".join(report.stopping)))
     if report.finished:
         counts = Counter(report.finished.values())
         console.print("left as they were: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
@@ -198,10 +201,10 @@ def cancel(settings: Settings, batch_id: str, as_json: bool) -> None:
 
 @click.command("retry")
 @click.argument("batch_id")
-@click.option("--workers", "-w", default=2, show_default=True,
+@click.option("--workers", "-w", default=2, show_default=True, type=click.IntRange(1, MAX_PROCESSES),
               help="Local workers to start when no broker is configured.")
 @click.option("--wait/--no-wait", default=True, show_default=True)
-@click.option("--timeout", type=float, default=None)
+@click.option("--timeout", type=SECONDS, default=None, help="Give up waiting after this many seconds.")
 @pass_settings
 def retry_cmd(settings: Settings, batch_id: str, workers: int, wait: bool, timeout: float | None) -> None:
     """Rerun only the failed or cancelled models of a batch, under the same batch id."""
@@ -218,7 +221,7 @@ def retry_cmd(settings: Settings, batch_id: str, workers: int, wait: bool, timeo
         except RedisFull as exc:
             raise Unavailable(f"{exc}; nothing was resent") from exc
         console.print(f"retrying {len(names)} model(s) of batch [bold]{escape(batch_id)}[/]: "
-                      f"{', '.join(names)}")
+                      + escape(", ".join(names)))
         if not wait:
             return
         status = watch(handle, timeout)

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import click
+import redis
+from kombu.exceptions import OperationalError
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -27,8 +33,10 @@ from workers.tracking import DEPLOYED
 # Piped or captured output has no terminal width; rich would assume 80 columns
 # and cut model names, so give tables room there. soft_wrap: a message line is
 # never broken in the middle (scripts and logs grep for it).
-console = Console(width=None if sys.stdout.isatty() else 140, soft_wrap=True)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 140, soft_wrap=True)
+# No emoji codes: `:fire:` in a model name prints as itself. User text goes into tables as
+# Text (never markup) and into message lines through rich's escape().
+console = Console(width=None if sys.stdout.isatty() else 140, soft_wrap=True, emoji=False)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140, soft_wrap=True, emoji=False)
 
 TAG = click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Filter by tag (repeatable).")
 JSON = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -51,7 +59,69 @@ class UserError(click.ClickException):
 class Unavailable(UserError):
     """A service cannot do what was asked now (e.g. Redis is full): exit 1, one line."""
 
+class Failure(UserError):
+    """Something around the command failed (Redis unreachable, a file system error): exit 1."""
+
     exit_code = 1
+
+
+
+# Bounds of the numeric options. Beyond them a number is a mistake, and unchecked it would
+# reach Redis (64-bit integers: a ResponseError), a process pool (one process each) or the OS.
+MAX_PROCESSES = 256      # local workers, worker concurrency, report --jobs
+MAX_PAGE = 1_000_000     # rows of one page (runs, batches)
+MAX_COUNT = 10**9        # an offset, a page number, a top N, a version, a chunk's rows
+PORT = click.IntRange(0, 65535)
+
+
+class Finite(click.FloatRange):
+    """A number from `low` to `high`: `nan` is refused too (click's range lets it by)."""
+
+    def __init__(self, low: float, high: float, name: str = "float") -> None:
+        super().__init__(min=low, max=high)
+        self.name = name
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
+
+
+SECONDS = Finite(0, 366 * 86400.0, "seconds")  # a duration: up to a year
+
+
+def settings_error(exc: ValidationError | SettingsError) -> UserError:
+    """One line naming every MODELFLEET_* variable that did not parse or validate."""
+    if isinstance(exc, SettingsError):  # the value is not JSON where a list or dict is expected
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = f"MODELFLEET_{found.group(1).upper()}" if found else "a MODELFLEET_* variable"
+        problems = [f"{name}: cannot parse it ({exc.__cause__ or exc}); a list is JSON, as in "
+                    '\'["sklearn."]\'']
+    else:
+        problems = [(f"MODELFLEET_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "")
+                    + e["msg"].removeprefix("Value error, ") for e in exc.errors()]
+    return UserError(" ".join(("invalid MODELFLEET_* environment: " + "; ".join(problems)).split()))
+
+
+def failure(exc: Exception, settings: Settings | None) -> Failure:
+    """The one-line answer to an error no command handled itself (exit 1, no traceback)."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OperationalError):
+        where = ("the embedded Redis" if settings is None or settings.broker_url is None
+                 else "MODELFLEET_RESULT_BACKEND" if settings.result_backend is not None
+                 else "MODELFLEET_BROKER_URL")
+        # A sentinel's "no master" error carries the repr of every client it tried.
+        return Failure(f"cannot reach Redis ({where}): {text.split(' : <')[0]}")
+    if isinstance(exc, redis.exceptions.RedisError):
+        return Failure(f"Redis refused a command: {text}")
+    if isinstance(exc, TimeoutError):  # before OSError: it is one
+        return Failure(text or "timed out")
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return Failure(f"{where}{exc.strerror or text}")
+    return Failure(f"unexpected {type(exc).__name__}: {text} (a bug: please report it; "
+                   "`modelfleet --traceback ...` shows where)")
 
 
 @contextmanager
@@ -140,12 +210,17 @@ def metrics_text(m: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in m.items())
 
 
+def plain(value: Any) -> Text:
+    """A table cell, title or header as itself: rich would read a plain str as markup."""
+    return Text(value if isinstance(value, str) else num(value))
+
+
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    out = Table(title=title)
+    out = Table(title=plain(title))
     for col in columns:
-        out.add_column(col)
+        out.add_column(plain(col))
     for row in rows:
-        out.add_row(*(num(c) for c in row))
+        out.add_row(*(plain(c) for c in row))
     return out
 
 
@@ -163,15 +238,15 @@ def versions_table(name: str, versions: list[dict[str, Any]], aliases: dict[str,
 def leaderboard_table(status: BatchStatus) -> Table:
     """Models best-first by their primary metric; failures last with their error."""
     summary = ", ".join(f"{n} {s}" for s, n in sorted(status.counts.items()))
-    out = Table(title=f"batch {status.batch_id}: {summary}")
+    out = Table(title=plain(f"batch {status.batch_id}: {summary}"))
     for col in ("model", "metric", "value", "version", "promoted", "status", "worker", "time"):
         out.add_column(col, justify="right" if col in ("value", "version", "time") else "left")
     for r in ranked(status.rows):
         detail = (f"{r.status}: {r.error[:80]}" if r.error and r.status not in DEPLOYED else
                   f"{r.status}: {r.reason[:80]}" if r.status == "registered" and r.reason else r.status)
-        out.add_row(r.name, r.metric or "", f"{r.value:.4f}" if r.value is not None else "",
-                    str(r.version or ""), "yes" if r.promoted else ("no" if r.version else ""),
-                    detail, r.worker, f"{r.seconds:.1f}s" if r.seconds is not None else "")
+        out.add_row(*map(plain, (r.name, r.metric or "", f"{r.value:.4f}" if r.value is not None else "",
+                                 str(r.version or ""), "yes" if r.promoted else ("no" if r.version else ""),
+                                 detail, r.worker, f"{r.seconds:.1f}s" if r.seconds is not None else "")))
     return out
 
 
@@ -181,13 +256,13 @@ def secs(value: float | None, fmt: str = "{:.2f}s") -> str:
 
 def section_table(batch_id: str, summary: str, part: leaderboard.Section, tag: str | None) -> Table:
     direction = "lower" if part.lower_is_better else "higher"
-    out = Table(title=f"{batch_id}: {part.task} by {part.metric or '-'} ({direction} is better), "
-                      f"{len(part.rows)} of {part.total} models", caption=summary)
+    out = Table(title=plain(f"{batch_id}: {part.task} by {part.metric or '-'} ({direction} is better), "
+                            f"{len(part.rows)} of {part.total} models"), caption=plain(summary))
     columns = ["#", *([tag] if tag else []), "model", part.metric or "value", "version", "promoted",
                "status", "compute", "queue", "done after", "worker"]
     for col in columns:
-        out.add_column(col, justify="right" if col in ("#", "version", "compute", "queue", "done after")
-                       or col == part.metric else "left")
+        right = col in ("#", "version", "compute", "queue", "done after") or col == part.metric
+        out.add_column(plain(col), justify="right" if right else "left")
     previous: Any = object()
     for rank, e in enumerate(part.rows, 1):
         group = e.tags.get(tag, "-") if tag else None
@@ -196,8 +271,9 @@ def section_table(batch_id: str, summary: str, part: leaderboard.Section, tag: s
         previous = group
         detail = (f"{e.status}: {e.error[:60]}" if e.error and e.status not in DEPLOYED else
                   f"{e.status}: {e.reason[:60]}" if e.status == "registered" and e.reason else e.status)
-        out.add_row(str(rank), *([group] if tag else []), e.name,
-                    f"{e.value:.4f}" if e.value is not None else "", str(e.version or ""),
-                    "yes" if e.promoted else ("no" if e.version else ""), detail,
-                    secs(e.compute_seconds), secs(e.queue_seconds), secs(e.done_seconds), e.worker)
+        out.add_row(*map(plain, (str(rank), *([group] if tag else []), e.name,
+                                 f"{e.value:.4f}" if e.value is not None else "", str(e.version or ""),
+                                 "yes" if e.promoted else ("no" if e.version else ""), detail,
+                                 secs(e.compute_seconds), secs(e.queue_seconds), secs(e.done_seconds),
+                                 e.worker)))
     return out

@@ -10,6 +10,7 @@ import click
 
 from producer import leaderboard
 from producer.cli.common import (
+    MAX_COUNT,
     TAG,
     UserError,
     console,
@@ -32,7 +33,7 @@ CSV_COLUMNS = ["task", "metric", "rank", "name", "value", "status", "version", "
                                "model's primary metric.")
 @click.option("--sort", type=click.Choice(leaderboard.SORTS), default="metric", show_default=True,
               help="metric: best first; compute, queue, done: largest first; name.")
-@click.option("--top", type=click.IntRange(min=1), metavar="N", help="Only the first N of each task "
+@click.option("--top", type=click.IntRange(1, MAX_COUNT), metavar="N", help="Only the first N of each task "
                                                                     "(of each group with --group-by).")
 @click.option("--best-per", "best_per", metavar="TAG", help="Only the best model per value of this tag "
                                                             "(matrix axes are tags).")

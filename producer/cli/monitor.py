@@ -10,7 +10,18 @@ from typing import TYPE_CHECKING
 import click
 from rich.markup import escape
 
-from producer.cli.common import UserError, broker, console, err, exit_for, pass_settings, table, watch
+from producer.cli.common import (
+    MAX_PROCESSES,
+    Finite,
+    UserError,
+    broker,
+    console,
+    err,
+    exit_for,
+    pass_settings,
+    table,
+    watch,
+)
 from producer.local import LocalWorkers
 from producer.submit import BrokerUnavailable, submit
 from workers.app import create_app
@@ -27,12 +38,12 @@ if TYPE_CHECKING:  # producer.monitor imports pandas: only when the command runs
 @click.argument("labelled", metavar="LABELLED", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--segment-by", "segment_by", metavar="COLUMN",
               help="REF is a segment family: each row is checked by its COLUMN value's model.")
-@click.option("--tolerance", type=click.FloatRange(min=1.0), default=1.5, show_default=True,
+@click.option("--tolerance", type=Finite(1.0, 1e6), default=1.5, show_default=True,
               help="Flag a model whose error on the new rows exceeds its registered error times this.")
 @click.option("--metric", help="Compare this metric (default: each model's gate metric).")
 @click.option("--retrain", is_flag=True,
               help="Submit a batch of the flagged models: their spec, their data plus the new rows.")
-@click.option("--workers", "-w", default=2, show_default=True,
+@click.option("--workers", "-w", default=2, show_default=True, type=click.IntRange(1, MAX_PROCESSES),
               help="With --retrain and no broker configured: local workers to start.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_settings

@@ -13,7 +13,7 @@ from types import FrameType
 import click
 from rich.markup import escape
 
-from producer.cli.common import UserError, broker, console, err, pass_settings
+from producer.cli.common import MAX_PROCESSES, PORT, UserError, broker, console, err, pass_settings
 from producer.cli.page import BatchPage
 from producer.local import LocalFlower, running_embedded_redis
 from producer.submit import masked_url
@@ -39,7 +39,7 @@ def _wait_until_interrupted(flower: LocalFlower) -> int:
             time.sleep(1.0)
     except KeyboardInterrupt:
         return 0
-    err.print(f"flower exited unexpectedly; see {flower.log_path()}")
+    err.print(f"flower exited unexpectedly; see {flower.log_path()}", markup=False)
     return 1
 
 
@@ -53,9 +53,10 @@ def _batch_page(live: Settings, flower: LocalFlower, port: int | None
 
 
 @click.command()
-@click.option("--workers", "-w", default=2, show_default=True, help="Local worker processes.")
-@click.option("--flower-port", type=int, default=None, help="Flower's port (default: a free one).")
-@click.option("--page-port", type=int, default=None,
+@click.option("--workers", "-w", default=2, show_default=True, type=click.IntRange(0, MAX_PROCESSES),
+              help="Local worker processes (0: none; start `modelfleet worker`s yourself).")
+@click.option("--flower-port", type=PORT, default=None, help="Flower's port (default: a free one).")
+@click.option("--page-port", type=PORT, default=None,
               help="The batch page's port (default: MODELFLEET_PAGE_PORT, else a free one; 0: none).")
 @pass_settings
 def up(settings: Settings, workers: int, flower_port: int | None, page_port: int | None) -> None:
@@ -104,7 +105,8 @@ def up(settings: Settings, workers: int, flower_port: int | None, page_port: int
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--queues", "-Q", default=",".join(STAGES), show_default=True)
-@click.option("--concurrency", "-c", type=int, default=None)
+@click.option("--concurrency", "-c", type=click.IntRange(1, MAX_PROCESSES), default=None,
+              help="Processes of this worker (default: MODELFLEET_WORKER_CONCURRENCY).")
 @click.pass_context
 def worker(ctx: click.Context, queues: str, concurrency: int | None) -> None:
     """Run a Celery worker for the configured broker (extra args go to `celery worker`)."""

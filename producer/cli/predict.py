@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from producer.cli.common import UserError, err, pass_settings, runtime
+from producer.cli.common import MAX_COUNT, MAX_PROCESSES, SECONDS, UserError, err, pass_settings, runtime
 from workers.settings import Settings
 
 
@@ -81,12 +81,13 @@ def predict(settings: Settings, ref: str, input_path: Path, out: Path | None, se
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for predictions.parquet (the input's columns plus `prediction`).")
-@click.option("--chunk-rows", default=100_000, show_default=True, type=click.IntRange(min=1),
+@click.option("--chunk-rows", default=100_000, show_default=True, type=click.IntRange(1, MAX_COUNT),
               help="Rows per chunk: one `score` task each.")
-@click.option("--workers", "-w", "n_workers", default=0, type=click.IntRange(min=0),
+@click.option("--workers", "-w", "n_workers", default=0, type=click.IntRange(0, MAX_PROCESSES),
               help="Start K local workers on the score queue for this job (default: use running ones, "
                    "`modelfleet worker -Q score`).")
-@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait for the chunks.")
+@click.option("--timeout", default=3600.0, show_default=True, type=SECONDS,
+              help="Seconds to wait for the chunks.")
 @pass_settings
 def score(settings: Settings, ref: str, input_path: Path, out_dir: Path, chunk_rows: int, n_workers: int,
           timeout: float) -> None:

@@ -12,6 +12,7 @@ from rich.table import Table
 from producer import history
 from producer.cli.common import (
     JSON,
+    MAX_COUNT,
     TAG,
     UserError,
     console,
@@ -21,6 +22,7 @@ from producer.cli.common import (
     num,
     parse_tags,
     pass_settings,
+    plain,
     runtime,
     table,
     versions_table,
@@ -90,7 +92,7 @@ def _bulk(name: str | None, version: int | None, batch_id: str | None, tags: tup
 
 @click.command()
 @click.argument("name", required=False)
-@click.argument("version", type=int, required=False)
+@click.argument("version", type=click.IntRange(1, MAX_COUNT), required=False)
 @click.option("--alias", required=True)
 @click.option("--batch", "batch_id", help="Promote the version every model of this batch deployed.")
 @TAG
@@ -145,7 +147,7 @@ def lineage(settings: Settings, ref: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=1))
         return
-    table = Table(title=f"lineage of {ref} = {info['name']}/{info['version']}", show_header=False)
+    table = Table(title=plain(f"lineage of {ref} = {info['name']}/{info['version']}"), show_header=False)
     table.add_column(style="bold")
     table.add_column()
     for key, value in info.items():
@@ -160,7 +162,7 @@ def lineage(settings: Settings, ref: str, as_json: bool) -> None:
         elif key == "search_trials":  # best first; all of them with --json
             value = "\n".join(f"#{t['rank']} {num(t['mean'])} ± {num(t['std'])} "
                               f"{json.dumps(t['params'], sort_keys=True)}" for t in value[:_TRIALS_SHOWN])
-        table.add_row(key, num(value) if not isinstance(value, list) else ", ".join(value))
+        table.add_row(plain(key), plain(num(value) if not isinstance(value, list) else ", ".join(value)))
     console.print(table)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from producer import reports
-from producer.cli.common import UserError, console, pass_settings, runtime
+from producer.cli.common import MAX_COUNT, MAX_PROCESSES, UserError, console, pass_settings, runtime
 from producer.cli.report_html import batch_page, model_page
 from workers.settings import Settings
 
@@ -26,9 +26,9 @@ PARALLEL_FROM = 16  # models; fewer are drawn faster than a pool starts
 @click.option("--batch", "batch_id", help="A batch report: every model ranked, each linked to its page.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
               show_default=True)
-@click.option("--top", type=click.IntRange(min=1), metavar="N",
+@click.option("--top", type=click.IntRange(1, MAX_COUNT), metavar="N",
               help="With --batch: only the first N models of each task (pages and ranking).")
-@click.option("--jobs", type=click.IntRange(min=1), metavar="N",
+@click.option("--jobs", type=click.IntRange(1, MAX_PROCESSES), metavar="N",
               help="With --batch: processes drawing the pages (default: up to 8 from 16 models on).")
 @pass_settings
 def report(settings: Settings, ref: str | None, batch_id: str | None, out_dir: Path, top: int | None,
@@ -44,7 +44,7 @@ def report(settings: Settings, ref: str | None, batch_id: str | None, out_dir: P
                 batch = reports.batch_report(rt, batch_id or "", top)
                 models = [reports.model_report(rt, f"{e.name}/{e.version}")
                           for part in batch["sections"] for e in part.rows if e.version is not None]
-        except ValueError as exc:  # NAME/not-a-number
+        except ValueError as exc:  # a version record whose lineage does not parse
             raise UserError(f"{ref}: {exc}") from exc
     plots_module()  # a missing matplotlib is a user error, before any file is written
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -57,13 +57,19 @@ def report(settings: Settings, ref: str | None, batch_id: str | None, out_dir: P
         links = {m["name"]: f"models/{page.name}" for m, page in zip(models, written, strict=True)}
         path = out_dir / "index.html"
         path.write_text(batch_page(batch, links))
-    console.print(f"wrote {path}")
+    console.print(f"wrote {path}", markup=False)
+
+
+def pool_size(jobs: int | None, pages: int) -> int:
+    """Processes drawing `pages` pages: --jobs, else up to 8 from 16 pages on; never more than pages."""
+    if jobs is None:
+        jobs = min(os.cpu_count() or 1, 8) if pages >= PARALLEL_FROM else 1
+    return max(min(jobs, pages), 1)
 
 
 def write_models(out_dir: Path, models: list[dict[str, Any]], jobs: int | None) -> list[Path]:
     """Every model's page; drawing takes 0.1-0.2 s of CPU per model, so many go to a process pool."""
-    if jobs is None:
-        jobs = min(os.cpu_count() or 1, 8) if len(models) >= PARALLEL_FROM else 1
+    jobs = pool_size(jobs, len(models))
     if jobs == 1:
         return [write_model(out_dir, m, back="../index.html") for m in models]
     with ProcessPoolExecutor(max_workers=jobs) as pool:

@@ -11,6 +11,8 @@ import click
 from producer import history
 from producer.cli.common import (
     JSON,
+    MAX_COUNT,
+    MAX_PAGE,
     TAG,
     UserError,
     console,
@@ -35,10 +37,11 @@ from workers.settings import Settings
 @click.option("--status", type=click.Choice(["succeeded", "failed"]))
 @click.option("--stage")
 @TAG
-@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True,
+@click.option("--limit", type=click.IntRange(1, MAX_PAGE), default=200, show_default=True,
               help="Runs per page (the newest first page).")
-@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many of the newest runs.")
-@click.option("--page", type=click.IntRange(min=1), help="Page P of --limit runs (1: the newest).")
+@click.option("--offset", type=click.IntRange(0, MAX_COUNT), default=0,
+              help="Skip this many of the newest runs.")
+@click.option("--page", type=click.IntRange(1, MAX_COUNT), help="Page P of --limit runs (1: the newest).")
 @JSON
 @pass_settings
 def runs(settings: Settings, batch_id: str | None, model: str | None, status: str | None, stage: str | None,
@@ -138,7 +141,8 @@ def _submitted_by(rt: Runtime, user: str, limit: int) -> list[str]:
 
 
 @click.command()
-@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_PAGE), default=20, show_default=True,
+              help="How many of the newest batches.")
 @click.option("--user", help="Only the batches this user submitted (MODELFLEET_USER or the OS user).")
 @JSON
 @pass_settings
