@@ -52,9 +52,10 @@ class Settings(BaseSettings):
     # registry of local runs survive between commands.
     local_redis_dir: Path = Path(".modelfleet/redis")
     data_root: Path = Path(".")
-    # The estimator signature table (producer/signatures.py): lets `submit` check estimators
-    # it has seen without importing scikit-learn. Empty: none (every check imports it).
-    signature_dir: Path | None = Path(".modelfleet/signatures")
+    # What submit's checks learned (producer/signatures.py, producer/datamemo.py): estimator
+    # signatures and the verdicts on data files, so a repeated check imports neither
+    # scikit-learn nor pandas. Empty: none (every check runs in full).
+    check_cache_dir: Path | None = Path(".modelfleet/checks")
     allowed_estimator_prefixes: list[str] = Field(default_factory=lambda: ["sklearn."])
     max_models_per_batch: int = 10_000
     # Hostile specs: the largest spec file read, and the longest string anywhere in it
@@ -128,7 +129,7 @@ class Settings(BaseSettings):
             raise ValueError(f"artifact_root {text!r}: use a directory or s3://BUCKET[/PREFIX]")
         return text
 
-    @field_validator("s3_endpoint_url", "s3_region", "signature_dir", mode="before")
+    @field_validator("s3_endpoint_url", "s3_region", "check_cache_dir", mode="before")
     @classmethod
     def _unset_if_empty(cls, value: object) -> object:
         return None if value == "" else value  # an empty variable: none (S3: boto3 decides)
