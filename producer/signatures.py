@@ -2,7 +2,7 @@
 scikit-learn (about 2 s of CPU at every CLI start) once it has seen their classes.
 
 One JSON file per installed scikit-learn version and version of the check's own code
-(workers/pipeline: estimators, search, signatures), under `MODELFLEET_SIGNATURE_DIR`. A
+(workers/pipeline: estimators, search, signatures), under `MODELFLEET_CHECK_CACHE_DIR`. A
 class is added the first time a real check imports it; after that a spec whose estimator
 the table vouches for (`signatures.accepts`) is accepted without the import, and any other
 spec takes the real check, which gives the same verdict and the same message as before.
@@ -14,14 +14,13 @@ import contextlib
 import hashlib
 import importlib.metadata
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from workers import usercode
 from workers.contracts import CLASSIFICATION_METRICS, REGRESSION_METRICS, ModelSpec
 from workers.pipeline import signatures
+from workers.store import atomic_write
 
 # The modules whose code decides what a check accepts: a change to one starts a new table.
 _CHECK_CODE = ("estimators.py", "search.py", "signatures.py")
@@ -81,16 +80,8 @@ class SignatureTable:
         """Write the table if it grew (atomically: a concurrent reader sees the old or the new)."""
         if self.path is None or not self.grown:
             return
-        with contextlib.suppress(OSError):  # a read-only home only costs the next start its import
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".signatures-")
-            try:
-                with os.fdopen(fd, "w") as f:
-                    json.dump(self.entries, f, sort_keys=True)
-                os.replace(tmp, self.path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+        with contextlib.suppress(OSError):  # a read-only directory only costs the next check
+            atomic_write(self.path, json.dumps(self.entries, sort_keys=True).encode())
             self.grown = False
 
 

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from producer.datamemo import DataMemo
 from producer.packing import Pack
 from producer.signatures import SignatureTable
 from workers.contracts import (
@@ -373,7 +374,8 @@ def validate_models(spec: BatchFile, settings: Settings, where: str,
     models: list[ModelSpec] = []
     checked: dict[str, PipelineError | None] = {}
     csv_segments: dict[str, list[str]] = {}
-    table = SignatureTable.open(settings.signature_dir)
+    table = SignatureTable.open(settings.check_cache_dir)
+    memo = DataMemo.open(settings.check_cache_dir)
     for index, (position, raw) in enumerate(raw_models):
         label = f"model {_short(raw.get('name', '?'))} ({position})"
         try:
@@ -388,15 +390,16 @@ def validate_models(spec: BatchFile, settings: Settings, where: str,
             _check_estimator(model, settings, checked, table)
             # Models still to come count too: segments may only use what is left.
             room = limit - len(models) - (len(raw_models) - index - 1)
-            expanded_models = _expand_segments(model, settings, csv_segments, room)
+            expanded_models = _expand_segments(model, settings, csv_segments, room, memo)
             if not found:  # preparing the data needs a consistent split, features and cv
-                _check_features(model, settings, checked)
+                _check_features(model, settings, checked, memo)
         except PipelineError as exc:
             found.append(f"{where}: {label}: field {exc.field!r}: {exc.message}")
         problems += found
         if not found:
             models += expanded_models
     table.save()
+    memo.save()
     seen: set[str] = set()
     for model in models:
         if model.name in seen:
@@ -496,9 +499,10 @@ def _expand_matrix(matrix: MatrixSpec, defaults: dict[str, Any], where: str,
     return out, problems
 
 
-def _expand_segments(model: ModelSpec, settings: Settings,
-                     seen: dict[str, list[str]], room: int | None = None) -> list[ModelSpec]:
-    """One model per distinct value of a CSV's segment column; the file is read once.
+def _expand_segments(model: ModelSpec, settings: Settings, seen: dict[str, list[str]],
+                     room: int | None = None, memo: DataMemo | None = None) -> list[ModelSpec]:
+    """One model per distinct value of a CSV's segment column; the file is read once
+    (and not at all when the memo has its values for the file as it is).
 
     The values are user text too: each must fit the string limit, each derived name
     must be a safe slug like a given one, and there must be `room` for all of them.
@@ -506,11 +510,15 @@ def _expand_segments(model: ModelSpec, settings: Settings,
     ds = model.dataset
     if not isinstance(ds, CsvDataset):
         return [model]
-    # Imported here: pandas costs every producer command (even `status`) half a second.
-    from workers.pipeline.data import inspect_csv
-
+    memo = memo or DataMemo(None)
     key = json.dumps(ds.model_dump(exclude={"segment"}), sort_keys=True)
+    remembered = memo.key("segments", key, ds, settings.data_root)
+    if key not in seen and (values := memo.get(remembered)) is not None:
+        seen[key] = values
     if key not in seen:
+        # Imported here: pandas costs every producer command (even `status`) half a second.
+        from workers.pipeline.data import inspect_csv
+
         try:
             seen[key] = inspect_csv(ds, settings.data_root)
         except PipelineError:
@@ -518,6 +526,7 @@ def _expand_segments(model: ModelSpec, settings: Settings,
         except (OSError, ValueError) as exc:  # not UTF-8, a NUL in the path, a huge field
             raise PipelineError("dataset.path",
                                 f"cannot read {_short(ds.path)}: {_cut(str(exc), 200)}") from exc
+        memo.put(remembered, seen[key])
     if ds.segment_by is None or ds.segment is not None:
         return [model]
     values = seen[key]
@@ -572,8 +581,8 @@ def _check_estimator(model: ModelSpec, settings: Settings, checked: dict[str, Pi
         raise error
 
 
-def _check_features(model: ModelSpec, settings: Settings,
-                    checked: dict[str, PipelineError | None]) -> None:
+def _check_features(model: ModelSpec, settings: Settings, checked: dict[str, PipelineError | None],
+                    memo: DataMemo | None = None) -> None:
     """Prepare a file dataset's whole table once per distinct (data, features, split), so a
     missing column, a text column named numeric or a date in the wrong format is a spec error
     now rather than a failed run of every segment later. Shipped datasets are checked when
@@ -583,16 +592,21 @@ def _check_features(model: ModelSpec, settings: Settings,
                                              "features" not in model.model_fields_set and
                                              "split" not in model.model_fields_set):
         return
-    # Imported here: only validation needs pandas and scikit-learn.
-    from workers.pipeline.data import load_dataset
-    from workers.pipeline.preprocess import prepare
-
+    memo = memo or DataMemo(None)
     key = json.dumps(["features", model.task, ds.model_dump(), model.features.model_dump(mode="json"),
                       model.split.model_dump(mode="json"), model.preprocess.model_dump()], sort_keys=True)
+    remembered = memo.key("features", key, ds, settings.data_root)
+    if key not in checked and memo.get(remembered):  # passed before, on this very file
+        checked[key] = None
     if key not in checked:
+        # Imported here: only validation needs pandas and scikit-learn.
+        from workers.pipeline.data import load_dataset
+        from workers.pipeline.preprocess import prepare
+
         checked[key] = None
         try:
             prepare(load_dataset(ds, model.task, settings.data_root), model)
+            memo.put(remembered, True)
         except PipelineError as exc:
             checked[key] = exc
         except (ValueError, TypeError, KeyError, OSError) as exc:  # pandas on a hostile file

@@ -67,9 +67,10 @@ class Settings(BaseSettings):
     data_root: Path = Path(".")
     # Who submits, as recorded with each batch (`batches --user`); None: the OS user.
     user: str | None = None
-    # The estimator signature table (producer/signatures.py): lets `submit` check estimators
-    # it has seen without importing scikit-learn. Empty: none (every check imports it).
-    signature_dir: Path | None = Path(".modelfleet/signatures")
+    # What submit's checks learned (producer/signatures.py, producer/datamemo.py): estimator
+    # signatures and the verdicts on data files, so a repeated check imports neither
+    # scikit-learn nor pandas. Empty: none (every check runs in full).
+    check_cache_dir: Path | None = Path(".modelfleet/checks")
     allowed_estimator_prefixes: list[str] = Field(default_factory=lambda: ["sklearn."])
     max_models_per_batch: Count = 10_000
     # Hostile specs: the largest spec file read, and the longest string anywhere in it
@@ -159,7 +160,7 @@ class Settings(BaseSettings):
             raise ValueError(f"artifact_root {text!r}: use a directory or s3://BUCKET[/PREFIX]")
         return text
 
-    @field_validator("s3_endpoint_url", "s3_region", "signature_dir", "user", mode="before")
+    @field_validator("s3_endpoint_url", "s3_region", "check_cache_dir", "user", mode="before")
     @classmethod
     def _unset_if_empty(cls, value: object) -> object:
         # An empty variable: none (S3: boto3 decides; the user: the OS user).

@@ -59,11 +59,13 @@ class UserError(click.ClickException):
 class Unavailable(UserError):
     """A service cannot do what was asked now (e.g. Redis is full): exit 1, one line."""
 
+    exit_code = 1
+
+
 class Failure(UserError):
     """Something around the command failed (Redis unreachable, a file system error): exit 1."""
 
     exit_code = 1
-
 
 
 # Bounds of the numeric options. Beyond them a number is a mistake, and unchecked it would

@@ -202,6 +202,14 @@ def test_each_worker_has_a_keda_scaler_on_its_queue_list() -> None:
         lists = [lst for lst, step in zip(queue_lists(queue), PRIORITY_STEPS, strict=True)
                  if step in PRIORITIES.values()]
         assert [t["metadata"]["listName"] for t in spec["triggers"]] == lists, name
+        # ... and KEDA scales on their sum, the queue's whole backlog (an HPA over the
+        # triggers alone takes the largest one: 8 normal + 8 low would get the workers of 8)
+        modifier = spec["advanced"]["scalingModifiers"]
+        names = [t["name"] for t in spec["triggers"]]
+        assert len(set(names)) == len(names) and all(n.isidentifier() for n in names), name
+        assert sorted(modifier["formula"].replace(" ", "").split("+")) == sorted(names), name
+        assert modifier["metricType"] == "AverageValue", name
+        assert {modifier["target"]} == {t["metadata"]["listLength"] for t in spec["triggers"]}, name
         for trigger in spec["triggers"]:
             assert trigger["type"] == "redis"
             assert int(trigger["metadata"]["listLength"]) >= 1

@@ -123,7 +123,7 @@ import json, sys
 from producer.spec import SpecError, load_batch
 from workers.settings import Settings
 try:
-    n = len(load_batch(sys.argv[1], Settings(signature_dir=sys.argv[2])).models)
+    n = len(load_batch(sys.argv[1], Settings(check_cache_dir=sys.argv[2])).models)
     print(json.dumps({"models": n, "sklearn": "sklearn" in sys.modules}))
 except SpecError as exc:
     print(json.dumps({"error": str(exc), "sklearn": "sklearn" in sys.modules}))
@@ -168,17 +168,17 @@ def test_a_damaged_or_unwritable_table_only_costs_the_import(tmp_path: Path) -> 
     from workers.settings import Settings
 
     table_dir = tmp_path / "signatures"
-    load_batch(spec, Settings(signature_dir=table_dir))
+    load_batch(spec, Settings(check_cache_dir=table_dir))
     (stored,) = table_dir.glob("*.json")
     stored.write_text("{not json")
-    assert len(load_batch(spec, Settings(signature_dir=table_dir)).models) == 1
+    assert len(load_batch(spec, Settings(check_cache_dir=table_dir)).models) == 1
     assert "sklearn.tree.DecisionTreeClassifier" in json.loads(stored.read_text())
     blocked = tmp_path / "file"
     blocked.write_text("")  # a file where the directory should be
-    assert len(load_batch(spec, Settings(signature_dir=blocked / "sub")).models) == 1
+    assert len(load_batch(spec, Settings(check_cache_dir=blocked / "sub")).models) == 1
     assert SignatureTable.open(None).path is None
     with pytest.raises(SpecError, match="max_depth"):
         load_batch(write_spec(tmp_path, {"name": "b", "models": [{
             "name": "m", "task": "classification", "dataset": {"kind": "sklearn", "name": "iris"},
             "estimator": {"class_path": "sklearn.tree.DecisionTreeClassifier",
-                          "params": {"max_depth": -2}}}]}, "bad.yaml"), Settings(signature_dir=table_dir))
+                          "params": {"max_depth": -2}}}]}, "bad.yaml"), Settings(check_cache_dir=table_dir))

@@ -1,9 +1,11 @@
-"""Cold start: how soon a fresh worker answers a ping (modelfleet vs a bare Celery worker
-started the same way), what it costs in CPU, and the first batch on fresh workers against
-the second (the I/O-bound workload: the workers wait, so any start-up cost shows).
+"""Cold start: how soon `modelfleet submit` sends its first message (with and without
+what its checks remembered), how soon a fresh worker answers a ping (modelfleet vs a bare
+Celery worker started the same way), what each costs in CPU, and the first batch on
+fresh workers against the second (the I/O-bound workload: the workers wait, so any
+start-up cost shows).
 
-    python bench/worker_start.py                      # 5 launches each, k = 4 for the batches
-    python bench/worker_start.py --repeats 3 --ks 16 --concurrency 2
+    python bench/cold_start.py                      # 5 of each; k = 4 for the batches
+    python bench/cold_start.py --repeats 3 --ks 16 --concurrency 2
 
 Not part of the test suite: every figure is a wall time, given with the machine's load.
 """
@@ -18,7 +20,9 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import resource  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -29,15 +33,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
+import redis  # noqa: E402
 import yaml  # noqa: E402
 
-from bench.bare_celery import STAGES  # noqa: E402
 from bench.fleet import cpu_seconds, fleet  # noqa: E402
 from bench.machine import describe  # noqa: E402
-from bench.workload_specs import TINY, Workload  # noqa: E402
-from producer.local import LocalWorkers, RedisServer, find_redis_server  # noqa: E402
+from bench.workload_specs import TINY, Workload, workloads  # noqa: E402
+from producer.local import LocalWorkers, RedisServer, find_redis_server, worker_env  # noqa: E402
 from producer.spec import load_batch  # noqa: E402
-from workers.settings import Settings  # noqa: E402
+from workers.app import queue_lists  # noqa: E402
+from workers.settings import STAGES, Settings  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -103,6 +108,55 @@ def batches(k: int, n: int, seconds: float, workdir: Path, base: Settings) -> di
     return out
 
 
+def submit_once(spec: Path, settings: Settings, cache: str) -> dict[str, float]:
+    """`modelfleet submit SPEC` (no --wait) in a fresh process: seconds until its first
+    message is in a queue, until it exits, and its CPU; `cache` is MODELFLEET_CHECK_CACHE_DIR."""
+    client = redis.Redis.from_url(settings.broker())
+    lists = [name for stage in STAGES for name in queue_lists(stage)]
+    env = {**worker_env(settings), "MODELFLEET_CHECK_CACHE_DIR": cache}
+    script = Path(sys.executable).with_name("modelfleet")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.Popen([str(script), "submit", str(spec)], env=env, stdout=subprocess.DEVNULL)
+    first = None
+    while proc.poll() is None and first is None:
+        pipe = client.pipeline()
+        for name in lists:
+            pipe.llen(name)
+        if any(pipe.execute()):
+            first = time.perf_counter() - started
+        else:
+            time.sleep(0.005)  # polling the queues' lengths, not synchronisation
+    proc.wait(timeout=600)
+    done = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client.flushdb()
+    client.close()
+    if proc.returncode != 0:
+        raise RuntimeError(f"submit exited {proc.returncode}")
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {"first_message_s": first if first is not None else done, "exit_s": done, "cpu_s": cpu}
+
+
+def submits(specs: dict[str, Path], repeats: int, workdir: Path) -> list[dict[str, Any]]:
+    """Each spec submitted with an empty check cache (every check in full, as before the
+    cache) and with a warm one, alternately, on a fresh Redis with no workers."""
+    rows: list[dict[str, Any]] = []
+    with RedisServer(workdir / "redis-submit") as server:
+        settings = Settings(data_root=REPO).with_broker(server.url)  # type: ignore[call-arg]
+        for name, spec in specs.items():
+            warm = str(workdir / f"checks-{name}")
+            submit_once(spec, settings, warm)  # fills the cache
+            for rep in range(repeats):
+                for cache, label in (("", "no cache"), (warm, "warm cache")):
+                    row = {"spec": name, "cache": label, "repeat": rep, **submit_once(spec, settings, cache),
+                           "load": os.getloadavg()[0]}
+                    rows.append(row)
+                    log(f"submit {name} ({label}): first message {row['first_message_s']:.2f} s, "
+                        f"exit {row['exit_s']:.2f} s, CPU {row['cpu_s']:.2f} s (load {row['load']:.1f})")
+    return rows
+
+
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     med = {kind: {key: statistics.median(r[key] for r in rows if r["kind"] == kind)
                   for key in ("ping_s", "cpu_s")} for kind in ("modelfleet", "celery")}
@@ -111,24 +165,33 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5, help="launches of each kind")
+    parser.add_argument("--parts", nargs="+", default=["submit", "ping", "batches"],
+                        choices=["submit", "ping", "batches"], help="which parts to run")
+    parser.add_argument("--repeats", type=int, default=5, help="submits and launches of each kind")
     parser.add_argument("--concurrency", type=int, default=2, help="pool children per worker")
     parser.add_argument("--ks", type=int, nargs="*", default=[4], help="workers for the batch rows")
     parser.add_argument("--n", type=int, default=0, help="models per batch (default 4 per worker)")
     parser.add_argument("--seconds", type=float, default=1.0, help="the I/O-bound fit's wait")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "worker_start.json")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cold_start.json")
     args = parser.parse_args()
     os.chdir(REPO)  # workers import bench.workloads from here
     raw: dict[str, Any] = {"machine": describe(find_redis_server()),
                            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     with tempfile.TemporaryDirectory(prefix="mf-start-") as tmp:
         workdir = Path(tmp)
-        raw["launches"] = launches(args.repeats, args.concurrency, workdir)
-        raw["ping"] = summary(raw["launches"])
-        log(f"median ping: modelfleet {raw['ping']['modelfleet']['ping_s']:.2f} s, "
-            f"celery {raw['ping']['celery']['ping_s']:.2f} s ({raw['ping']['ratio']:.2f}x)")
+        small = next(w for w in workloads(True) if w.name == "small450")
+        specs = {"quickstart": REPO / "examples" / "quickstart.yaml", "small450": workdir / "small450.yaml"}
+        specs["small450"].write_text(yaml.safe_dump(small.spec("cold", "auto"), sort_keys=False))
+        if "submit" in args.parts:
+            raw["submits"] = submits(specs, args.repeats, workdir)
+        if "ping" in args.parts:
+            raw["launches"] = launches(args.repeats, args.concurrency, workdir)
+            raw["ping"] = summary(raw["launches"])
+            log(f"median ping: modelfleet {raw['ping']['modelfleet']['ping_s']:.2f} s, "
+                f"celery {raw['ping']['celery']['ping_s']:.2f} s ({raw['ping']['ratio']:.2f}x)")
         base = Settings(data_root=REPO, allowed_estimator_prefixes=["sklearn.", "bench.workloads."])  # type: ignore[call-arg]
-        raw["batches"] = [batches(k, args.n or 4 * k, args.seconds, workdir, base) for k in args.ks]
+        if "batches" in args.parts:
+            raw["batches"] = [batches(k, args.n or 4 * k, args.seconds, workdir, base) for k in args.ks]
     raw["load_after"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(raw, indent=1))
