@@ -17,9 +17,9 @@ from rich.text import Text
 from producer.cancel import cancel_batch
 from producer.cli.common import (
     FAIL_ON_GATE,
-    Unavailable,
     MAX_PROCESSES,
     SECONDS,
+    Unavailable,
     UserError,
     broker,
     console,
