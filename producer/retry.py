@@ -8,7 +8,7 @@ from collections import Counter
 from celery import Celery
 
 from producer.handle import BatchHandle
-from producer.submit import check_broker, cyclic_gc_paused, plan_chains, send_planned
+from producer.submit import check_broker, check_writable, cyclic_gc_paused, plan_chains, send_planned
 from workers.app import PRIORITIES
 from workers.contracts import ModelSpec
 from workers.runtime import Runtime
@@ -50,6 +50,7 @@ def retry(batch_id: str, app: Celery, runtime: Runtime) -> tuple[BatchHandle, li
     record = tracker.get_batch(batch_id)
     assert record is not None
     check_broker(app, runtime.settings.broker_connect_timeout)
+    check_writable(runtime)
     # A cancelled batch is un-cancelled for the models we resend.
     tracker.set_cancelled(batch_id, False)
     tracker.reset_models(batch_id, names)

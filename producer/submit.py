@@ -21,6 +21,7 @@ from producer.packing import Pack, plan_packs
 from producer.provenance import origin
 from producer.spec import Batch
 from workers.app import PRIORITIES
+from workers.backpressure import full_reason
 from workers.contracts import HEAVY_STAGES, SLUG_RULE, ChainState, ModelJob, ModelSpec, is_slug
 from workers.labels import chain_label
 from workers.runtime import Runtime
@@ -31,6 +32,16 @@ SEND_CHUNK = 2000
 
 class BrokerUnavailable(RuntimeError):
     """The broker cannot be reached; nothing was sent."""
+
+
+class RedisFull(RuntimeError):
+    """Redis refuses writes (maxmemory); nothing was written or sent."""
+
+
+def check_writable(runtime: Runtime) -> None:
+    """Refuse before writing anything when Redis is full: a batch half recorded never runs."""
+    if (reason := full_reason(runtime.redis)) is not None:
+        raise RedisFull(reason)
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,7 @@ def submit(batch: Batch, app: Celery, runtime: Runtime, no_cache: bool = False,
         raise ValueError(f"batch name {batch.name[:100]!r}: {SLUG_RULE}")
     batch_id = batch_id or f"{batch.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     check_broker(app, runtime.settings.broker_connect_timeout)
+    check_writable(runtime)
     with cyclic_gc_paused():
         runtime.tracker.create_batch({
             "id": batch_id, "name": batch.name, "spec": batch.source,

@@ -11,6 +11,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+import workers.transport  # noqa: F401  (registers the Redis transport that waits out a full Redis)
 from workers.connections import sentinel_options
 from workers.settings import STAGES, Settings
 from workers.tls import tls_options
@@ -70,6 +71,9 @@ def create_app(settings: Settings | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_retry=True,
         broker_connection_max_retries=None,
+        # A channel error (a reply kombu did not expect) reconnects the consumer instead of
+        # stopping the worker. (A full Redis is waited out below it: workers/transport.py.)
+        broker_channel_error_retry=True,
         # Keep a long fit running through a broker blip; acks_late + idempotent
         # stages make the possible redelivery harmless.
         worker_cancel_long_running_tasks_on_connection_loss=False,

@@ -2,12 +2,25 @@
 
 A stage's fingerprint covers its own function in `workers/stages.py` (nested
 functions included), the helpers of that module it calls (`_train_params`, ...),
-and every `workers.pipeline` definition (function, class, constant) those reach,
-directly or through the names those definitions use, as code (comments and
-layout change nothing). Libraries count by version (cache.LIBRARY_VERSIONS), not
-here. So an edit to `plot_data` in `workers/pipeline/evaluate.py` changes the
-evaluate key only; an edit to its `score`, which train's CV also runs, changes
-both; later stages follow through their input digests.
+and every definition (function, class, constant) of the modules that shape what a
+stage writes (COVERED: the pure ML code in `workers.pipeline`, and the platform
+modules whose code decides a stage's stored output or its key: `workers.store`,
+`workers.contracts`, `workers.usercode`, `workers.registry`, `workers.cache`) that
+those reach, directly or through the names those definitions use, as code (comments
+and layout change nothing). Names reached only through attributes (`rt.store.put`,
+`model.metric_names`) cannot be followed from the code, so ROOTS names those
+definitions for every stage: the artifact store (how outputs are written and
+named, `put_json`'s encoding is the evaluation report's digest) and the ModelSpec
+(the derived fields the stages read). Libraries count by version
+(cache.LIBRARY_VERSIONS), not here. So an edit to `plot_data` in
+`workers/pipeline/evaluate.py` changes the evaluate key only; an edit to its
+`score`, which train's CV also runs, changes both; an edit to `ArtifactStore`
+changes every stage's; later stages follow through their input digests.
+
+Not covered, on purpose: the Celery edge (`StageTask`: begin, retries, slots), the
+index writers (tracking, journal, writes) and settings. They decide when and how
+often a step runs and where its records go, not what it computes; counting them
+would throw away every cached step at each edit of the machinery around it.
 """
 
 from __future__ import annotations
@@ -23,6 +36,12 @@ from typing import Any
 
 # The package whose modules a fingerprint reads whole: the pure ML code the stages call.
 PACKAGE = "workers.pipeline"
+# Every module (or package) whose definitions a fingerprint follows.
+COVERED = (PACKAGE, "workers.store", "workers.contracts", "workers.usercode", "workers.registry",
+           "workers.cache")
+# Definitions every stage reaches through attributes only (see the module doc).
+ROOTS = (("workers.store", "ArtifactStore"), ("workers.store", "digest_bytes"),
+         ("workers.contracts", "ModelSpec"))
 
 
 def fingerprint(func: Callable[..., Any]) -> str:
@@ -54,10 +73,10 @@ def _helpers(func: Callable[..., Any]) -> list[Callable[..., Any]]:
 
 
 def reached_definitions(func: Callable[..., Any]) -> set[tuple[str, str]]:
-    """(module, top-level name) of every `workers.pipeline` definition `func` and its helpers
-    use, closed over the names those definitions use (in their module or imported from
-    another pipeline module). A module used whole counts whole."""
-    todo: list[tuple[str, str]] = []
+    """(module, top-level name) of every COVERED definition `func` and its helpers use, and
+    the ROOTS, closed over the names those definitions use (in their module or imported
+    from another covered module). A module used whole counts whole."""
+    todo: list[tuple[str, str]] = list(ROOTS)
     for helper in _helpers(func):
         for name in _names(helper.__code__):
             obj = func.__globals__.get(name)
@@ -88,7 +107,7 @@ def reached_definitions(func: Callable[..., Any]) -> set[tuple[str, str]]:
 
 
 def reached_modules(func: Callable[..., Any]) -> set[str]:
-    """The `workers.pipeline` modules whose definitions `func` (and its helpers) use."""
+    """The COVERED modules whose definitions `func` (and its helpers) use."""
     return {module for module, _ in reached_definitions(func)}
 
 
@@ -147,7 +166,7 @@ def _names(code: CodeType) -> Iterator[str]:
 
 
 def _in_package(module: str) -> bool:
-    return module == PACKAGE or module.startswith(PACKAGE + ".")
+    return any(module == covered or module.startswith(covered + ".") for covered in COVERED)
 
 
 @functools.cache

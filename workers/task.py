@@ -68,8 +68,10 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 # Worth another try: the broker or disk hiccupped, or another worker held a lease too long.
+# A full Redis (maxmemory) too: the retry waits in the worker until Redis takes writes again.
 TRANSIENT = (ConnectionError, TimeoutError, RootFull, redis.exceptions.ConnectionError,
-             redis.exceptions.TimeoutError, LeaseTimeout, InterruptedError, BlockingIOError)
+             redis.exceptions.TimeoutError, redis.exceptions.OutOfMemoryError, LeaseTimeout,
+             InterruptedError, BlockingIOError)
 
 # KEYS: cancelled flag, the task's result, its delivery counter, the model's state, the task's
 # alive key, the batch's chain ids, the sweeper's RUNNING and HANDOFFS sets (workers/recovery.py).

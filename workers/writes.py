@@ -13,6 +13,7 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
+from workers.backpressure import is_full, until_accepted
 from workers.journal import Journal
 
 
@@ -41,7 +42,12 @@ class Writes:
         self._scripts.append((len(self.pipe) - 1, lambda: script(keys=keys, args=args, client=self.client)))
 
     def execute(self) -> list[Any]:
+        stack = list(self.pipe.command_stack)
         replies = self.pipe.execute(raise_on_error=False)
+        if any(is_full(reply) for reply in replies):
+            # Redis is full (maxmemory): wait until it takes writes, then send them all again
+            # (what it applied the first time, deletes and expiries, is safe to repeat).
+            replies = until_accepted(lambda: self._send(stack), "a step's records")
         for index, redo in self._scripts:
             # A restarted Redis has forgotten our scripts: load and run that one again.
             if isinstance(replies[index], NoScriptError):
@@ -50,4 +56,12 @@ class Writes:
             if isinstance(reply, Exception):
                 raise reply
         self.journal.append(self.records + [make(replies[i]) for i, make in self._from_reply])
+        return list(replies)
+
+    def _send(self, stack: list[Any]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.command_stack = list(stack)
+        replies = pipe.execute(raise_on_error=False)
+        if full := next((reply for reply in replies if is_full(reply)), None):
+            raise full
         return list(replies)

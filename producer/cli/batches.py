@@ -12,10 +12,12 @@ from pathlib import Path
 
 import click
 from rich.markup import escape
+from rich.text import Text
 
 from producer.cancel import cancel_batch
 from producer.cli.common import (
     FAIL_ON_GATE,
+    Unavailable,
     UserError,
     broker,
     console,
@@ -33,8 +35,9 @@ from producer.provenance import describe
 from producer.retry import NothingToRetry, models_to_retry, retry
 from producer.spec import Batch, Priority, SpecError, load_batch
 from producer.status import batch_status
-from producer.submit import BrokerUnavailable, submit
+from producer.submit import BrokerUnavailable, RedisFull, submit
 from workers.app import PRIORITIES, create_app
+from workers.backpressure import full_reason
 from workers.runtime import Runtime
 from workers.settings import Settings
 
@@ -62,6 +65,8 @@ def _submit(batch: Batch, settings: Settings, no_cache: bool) -> BatchHandle:
         return submit(batch, app, Runtime.from_settings(settings), no_cache=no_cache)
     except BrokerUnavailable as exc:
         raise UserError(f"{exc}; nothing was submitted") from exc
+    except RedisFull as exc:
+        raise Unavailable(f"{exc}; nothing was submitted") from exc
 
 
 @click.command()
@@ -148,9 +153,12 @@ def status(settings: Settings, batch_id: str, as_json: bool) -> None:
     """A batch's progress per state and stage, and its leaderboard."""
     with broker(settings) as live:
         try:
-            st = batch_status(Runtime.from_settings(live), batch_id)
+            rt = Runtime.from_settings(live)
+            st = batch_status(rt, batch_id)
         except KeyError as exc:
             raise UserError(str(exc.args[0])) from exc
+        if (full := full_reason(rt.redis)) is not None:  # why nothing moves
+            err.print(Text.assemble(("warning:", "bold yellow"), " ", full), highlight=False)
     if as_json:
         click.echo(json.dumps(st.to_json(), indent=1))
         return
@@ -207,6 +215,8 @@ def retry_cmd(settings: Settings, batch_id: str, workers: int, wait: bool, timeo
             handle, names = retry(batch_id, create_app(live), rt)
         except (KeyError, NothingToRetry, BrokerUnavailable) as exc:
             raise UserError(str(exc.args[0])) from exc
+        except RedisFull as exc:
+            raise Unavailable(f"{exc}; nothing was resent") from exc
         console.print(f"retrying {len(names)} model(s) of batch [bold]{escape(batch_id)}[/]: "
                       f"{', '.join(names)}")
         if not wait:

@@ -48,6 +48,12 @@ class UserError(click.ClickException):
         err.print(Text.assemble(("error:", "bold red"), " ", self.message), highlight=False)
 
 
+class Unavailable(UserError):
+    """A service cannot do what was asked now (e.g. Redis is full): exit 1, one line."""
+
+    exit_code = 1
+
+
 @contextmanager
 def broker(settings: Settings, workers: int = 0) -> Iterator[Settings]:
     """The configured broker, or the embedded Redis, plus k local workers if asked for."""

@@ -7,13 +7,19 @@ real `maxmemory` refusal; the tests wait on conditions, never on sleeps.
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import redis
 
 from producer.local import wait_for
-from tests.support.cluster import FAULTY, classifier, cluster, wait_lines
+from tests.conftest import REPO, write_spec
+from tests.support.cluster import FAULTY, Cluster, classifier, cluster, wait_lines
 from tests.support.full import fill, small_tmpfs
+from workers import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -54,3 +60,58 @@ def test_a_full_artifact_root_retries_the_stage_and_the_batch_finishes_once_ther
                   and r["model"] == "held"]
         assert [r["status"] for r in trains].count("succeeded") == 1
         assert any("RootFull" in str(r["error"]) for r in trains if r["status"] == "failed")
+
+
+def _refused(r: redis.Redis) -> int:
+    """How many commands Redis has refused for memory (INFO errorstats)."""
+    return int(r.info("errorstats").get("errorstat_OOM", {}).get("count", 0))
+
+
+def _cli(c: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "producer", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=180, env={**os.environ, **c.settings.to_env(), "COLUMNS": "200"})
+
+
+def test_a_full_redis_mid_batch_makes_workers_wait_and_the_batch_finishes_once_memory_is_freed(
+        tmp_path: Path) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    spec = {"name": "full-redis", "models": [
+        classifier("held", FAULTY, started=str(started), wait_for=str(release)),
+        classifier("broken", FAULTY, fail="value"),
+        *(classifier(f"tree-{i}", max_depth=i + 1) for i in range(3))]}
+    with cluster(tmp_path) as c:
+        r = c.runtime.redis
+        # Given Redis full (noeviction, maxmemory below what it uses) while a model is in its fit
+        handle = c.submit(spec)
+        wait_lines(started, 1)
+        before = _refused(r)
+        r.config_set("maxmemory", 1)
+        release.touch()
+
+        # Then the workers' writes are refused, and they wait instead of dying or dropping work
+        wait_for(lambda: _refused(r) > before + 20, 60, "writes refused by the full Redis")
+        wait_for(lambda: "Redis is full (used memory above maxmemory)" in c.logs(), 60, "workers waiting")
+        assert all(p.poll() is None for p in c.workers.procs), c.logs()[-3000:]
+        # And `status` answers, saying why nothing moves
+        shown = _cli(c, "status", handle.batch_id, "--json")
+        assert shown.returncode == 0, shown.stderr
+        assert "Redis is full" in shown.stderr and "refuses writes" in shown.stderr
+        # And `submit` refuses with one line, exit 1, and writes nothing
+        batches = r.zcard(keys.BATCHES)
+        other = write_spec(tmp_path, {"name": "later", "models": [classifier("later-tree")]}, "later.yaml")
+        refused = _cli(c, "submit", str(other))
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "Redis is full" in refused.stderr and "nothing was submitted" in refused.stderr
+        assert "Traceback" not in refused.stderr and r.zcard(keys.BATCHES) == batches
+        assert not r.keys("*later-tree*")
+
+        # When memory is freed, the batch finishes: every model once, nothing lost
+        r.config_set("maxmemory", 0)
+        status = handle.wait(timeout=150)
+        assert status.counts == {"promoted": 4, "failed": 1}, status.rows
+        for name in ("held", "tree-0", "tree-1", "tree-2"):
+            assert [v["version"] for v in c.runtime.registry.versions(name)] == [1]
+        # And `retry` works: the failed model is resent (and fails again, deterministically)
+        retried = _cli(c, "retry", handle.batch_id, "--wait", "--timeout", "120")
+        assert retried.returncode == 1 and "retrying 1 model(s)" in retried.stdout, retried.stdout
+        assert handle.wait(timeout=60).counts == {"promoted": 4, "failed": 1}

@@ -66,6 +66,19 @@ def test_a_comment_changes_no_stage(tmp_path: Path) -> None:
                                         "\n# a note\n")) == before
 
 
+@pytest.mark.slow  # a fresh process imports celery and scikit-learn: ~5 s
+def test_editing_the_store_changes_every_stage_and_editing_the_index_writers_none(tmp_path: Path) -> None:
+    """Issue 19: the fingerprints covered the pipeline only, not workers/store.py, whose code
+    decides how a stage's outputs are written and named (the report's digest is put_json's)."""
+    before = stages.stage_code_versions()
+    store = _copy_with_edit(tmp_path / "store", "workers/store.py",
+                            "\n\ndef digest_bytes(data):\n    return hashlib.sha1(data).hexdigest()\n")
+    assert {s for s in before if before[s] != _versions_of(store)[s]} == set(before)
+    # The machinery around a step (where its records go) does not change what it computes
+    tracking = _copy_with_edit(tmp_path / "tracking", "workers/tracking.py", "\n\n_CHUNK = 100\n")
+    assert _versions_of(tracking) == before
+
+
 def test_stage_modules_are_found_from_the_stage_functions() -> None:
     assert ("workers.pipeline.evaluate", "plot_data") in reached_definitions(stages._evaluate)
     # train runs the CV scores of evaluate.py, not its plots
@@ -73,6 +86,13 @@ def test_stage_modules_are_found_from_the_stage_functions() -> None:
     assert ("workers.pipeline.evaluate", "plot_data") not in reached_definitions(stages._train)
     assert ("workers.pipeline.train", "_get_state") in reached_definitions(stages._train)
     assert "workers.pipeline.estimators" in reached_modules(stages._train)
+    # Beyond the pipeline: the store and the spec (reached through attributes), the team's
+    # package versions, and the gate's decision
+    for stage in (stages._preprocess, stages._train, stages._evaluate, stages._deploy):
+        assert {("workers.store", "ArtifactStore"), ("workers.contracts", "ModelSpec")} <= \
+            reached_definitions(stage)
+    assert ("workers.usercode", "code_versions") in reached_definitions(stages._train)
+    assert ("workers.registry", "decide") in reached_definitions(stages._deploy)
     assert len(set(stages.stage_code_versions().values())) == 4
 
 
