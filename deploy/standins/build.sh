@@ -60,9 +60,20 @@ standin() {
     context="$(mktemp -d)"
     cp "$here"/* "$context"/
     cp "$ca_bundle" "$context/ca-certificates.crt"
-    docker build -q --build-arg "BASE=$base" -t "$tag" -f "$context/$dockerfile" "$context"
+    # The MinIO stand-in builds on the Python image; the others on the Debian base.
+    if [ "$dockerfile" = minio.Dockerfile ]; then
+        docker build -q -t "$tag" -f "$context/$dockerfile" "$context"
+    else
+        docker build -q --build-arg "BASE=$base" -t "$tag" -f "$context/$dockerfile" "$context"
+    fi
     rm -rf "$context"
 }
 
 standin python:3.11-slim python.Dockerfile
 standin redis:7 redis.Dockerfile
+if [ "${1:-}" = s3 ]; then
+    # The MinIO server and client tags the override names; one stand-in serves both.
+    for tag in $(sed -n 's/^ *image: *\(minio\/.*\)$/\1/p' "$here/../compose.s3.yml"); do
+        standin "$tag" minio.Dockerfile
+    done
+fi

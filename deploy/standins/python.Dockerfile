@@ -2,6 +2,8 @@
 # and venv, `python` on PATH, and no EXTERNALLY-MANAGED marker, as the real image.
 ARG BASE=modelfleet-standin/bookworm:minbase
 FROM ${BASE}
+# Unpinned, as the real images track bookworm's point and security releases.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y -q --no-install-recommends python3 python3-pip python3-venv python-is-python3 \
     && rm -rf /var/lib/apt/lists/* /usr/lib/python3.11/EXTERNALLY-MANAGED

@@ -2,6 +2,8 @@
 # behind a docker-entrypoint.sh that, as the real image's, drops root for the redis user.
 ARG BASE=modelfleet-standin/bookworm:minbase
 FROM ${BASE}
+# Unpinned, as the real images track bookworm's point and security releases.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y -q --no-install-recommends redis-server \
     && rm -rf /var/lib/apt/lists/* \

@@ -309,9 +309,11 @@ def test_app_services_use_the_one_image_built_once(services: dict[str, Any]) -> 
 
 
 # --- Dockerfile -----------------------------------------------------------------------------
-def test_hadolint_passes() -> None:
+@pytest.mark.parametrize("path", [DOCKERFILE, *sorted((REPO / "deploy" / "standins").glob("*.Dockerfile"))],
+                         ids=lambda p: p.name)
+def test_hadolint_passes(path: Path) -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    done = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([hadolint, str(path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -323,6 +325,18 @@ def dockerfile() -> DockerfileParser:
 def final_stage(parser: DockerfileParser) -> list[dict[str, Any]]:
     froms = [i for i, ins in enumerate(parser.structure) if ins["instruction"] == "FROM"]
     return list(parser.structure[froms[-1]:])
+
+
+def test_standins_are_built_under_the_names_the_stack_uses(services: dict[str, Any],
+                                                           dockerfile: DockerfileParser) -> None:
+    """deploy/standins/build.sh stands in for exactly the base images the Dockerfile and
+    the compose file name (MinIO's tags it reads from deploy/compose.s3.yml itself)."""
+    script = (REPO / "deploy" / "standins" / "build.sh").read_text()
+    args = [ins["value"] for ins in dockerfile.structure if ins["instruction"] == "ARG"]
+    python = next(a.split("=", 1)[1] for a in args if a.startswith("PYTHON_IMAGE="))
+    assert f"standin {python} python.Dockerfile" in script
+    assert f"standin {services['redis']['image']} redis.Dockerfile" in script
+    assert "compose.s3.yml" in script
 
 
 def test_dockerfile_needs_no_frontend_image() -> None:
