@@ -145,7 +145,10 @@ def predict_frame(ref: str, frame: pd.DataFrame, runtime: Runtime,
     if "/" in ref:
         raise ValueError(f"{ref}: a segment family is FAMILY@ALIAS or FAMILY (each segment's "
                          "latest), not one version")
-    family, _, alias = ref.partition("@")
+    family, at, alias = ref.partition("@")
+    if at and not alias:
+        raise ValueError(f"{ref}: the alias after '@' is empty (FAMILY@ALIAS, or FAMILY for each "
+                         "segment's latest version)")
     keys = segment_keys(frame[segment_by])
     out = pd.Series([None] * len(frame), index=frame.index, dtype=object)
     used = pd.Series([None] * len(frame), index=frame.index, dtype=object)
@@ -169,6 +172,10 @@ def predict_frame(ref: str, frame: pd.DataFrame, runtime: Runtime,
         out.loc[rows] = list(predicted)
         used.loc[rows] = model.ref
         notes += seen
+    if used.isna().all() and any(value != "(missing)" for value in unknown):
+        # Not one segment has a model there: the family or the alias is wrong, not the rows.
+        raise ValueError(f"{ref}: no {segment_by} segment of {family!r} has a model"
+                       + (f" at alias {alias!r}" if alias else ""))
     result = frame.assign(**{PREDICTION: _typed(out), MODEL: used})
     return Predicted(result, notes, unknown)
 

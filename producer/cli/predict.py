@@ -25,9 +25,10 @@ from workers.settings import Settings
               help="REF is a segment family FAMILY@ALIAS: each row goes to its COLUMN value's model.")
 @click.option("--strict", is_flag=True,
               help="Exit 1 when some rows' segment has no model (default: report them, exit 0).")
+@click.option("--force", is_flag=True, help="Replace --out if it exists (never the input itself).")
 @pass_settings
 def predict(settings: Settings, ref: str, input_path: Path, out: Path | None, segment_by: str | None,
-            strict: bool) -> None:
+            strict: bool, force: bool) -> None:
     """Predict a CSV or Parquet table with a registered model: the input's columns plus
     `prediction` (and, with --segment-by, the `model` that predicted each row).
 
@@ -42,6 +43,7 @@ def predict(settings: Settings, ref: str, input_path: Path, out: Path | None, se
     try:
         if out is not None:
             check_writable(out)
+            _refuse_overwrite(out, input_path, force)
         frame = read_table(input_path, (segment_by,) if segment_by else ())
     except TableError as exc:
         raise UserError(str(exc)) from exc
@@ -74,6 +76,16 @@ def predict(settings: Settings, ref: str, input_path: Path, out: Path | None, se
                          f"(rows per value: {shown}{more})"))
         if strict:
             sys.exit(1)
+
+
+def _refuse_overwrite(out: Path, input_path: Path, force: bool) -> None:
+    """The user's data is never replaced: not the input (even with --force), nor another
+    existing file unless --force says so."""
+    if out.resolve() == input_path.resolve() or (
+            out.exists() and input_path.exists() and out.samefile(input_path)):
+        raise UserError(f"--out {out}: that is the input file; write the predictions elsewhere")
+    if out.exists() and not force:
+        raise UserError(f"--out {out}: the file exists; pass --force to replace it")
 
 
 @click.command()

@@ -212,3 +212,38 @@ def test_score_splits_a_table_into_chunks_for_the_score_workers(trained: Cluster
     bad = _cli(trained, "score", "flower@production", "short.csv", "--out", "x")
     assert bad.returncode == 2 and "column 'sepal length (cm)': missing from the input" in bad.stderr
     assert not (trained.tmp / "x").exists()
+
+
+def test_predict_never_overwrites_the_input_or_an_existing_file(trained: Cluster) -> None:
+    rows = _mixed_rows(trained.tmp)
+    rows.to_csv(trained.tmp / "mine.csv", index=False)
+    before = (trained.tmp / "mine.csv").read_bytes()
+
+    same = _cli(trained, "predict", "shop@production", "mine.csv", "--segment-by", "Store",
+                "--out", "./mine.csv", "--force")
+    assert same.returncode == 2 and "that is the input file" in same.stderr, same.stderr
+    assert (trained.tmp / "mine.csv").read_bytes() == before
+
+    (trained.tmp / "taken.csv").write_text("precious\n")
+    taken = _cli(trained, "predict", "shop@production", "mine.csv", "--segment-by", "Store",
+                 "--out", "taken.csv")
+    assert taken.returncode == 2 and "--force" in taken.stderr, taken.stderr
+    assert (trained.tmp / "taken.csv").read_text() == "precious\n"
+
+    forced = _cli(trained, "predict", "shop@production", "mine.csv", "--segment-by", "Store",
+                  "--out", "taken.csv", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "prediction" in (trained.tmp / "taken.csv").read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize("ref, says", [("shop@", "alias after '@' is empty"),
+                                       ("nosuch@production", "no Store segment of 'nosuch'"),
+                                       ("shop@nosuchalias", "at alias 'nosuchalias'")])
+def test_segment_predict_with_an_unknown_family_or_alias_is_exit_2(trained: Cluster, ref: str,
+                                                                   says: str) -> None:
+    _mixed_rows(trained.tmp).to_csv(trained.tmp / "seg.csv", index=False)
+
+    done = _cli(trained, "predict", ref, "seg.csv", "--segment-by", "Store", "--out", f"x{len(says)}.csv")
+
+    assert done.returncode == 2 and says in done.stderr, (done.returncode, done.stderr)
+    assert not (trained.tmp / f"x{len(says)}.csv").exists()
