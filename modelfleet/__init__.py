@@ -105,7 +105,7 @@ def predict_frame(ref: str, frame: pd.DataFrame | list[dict[str, Any]], segment_
 
     import pandas as pd
 
-    from producer.serving import predict_frame as run
+    from producer.segments import predict_frame as run
     from workers.runtime import Runtime
 
     if not isinstance(frame, pd.DataFrame):

@@ -20,7 +20,8 @@ import yaml
 
 from producer.history import MONITOR_STAGE as STAGE
 from producer.leaderboard import lower_is_better
-from producer.serving import MODEL, PREDICTION, predict_frame
+from producer.segments import predict_frame
+from producer.serving import MODEL, PREDICTION
 from producer.spec import Batch, segment_model_name
 from workers.contracts import ChainState, CsvDataset, ModelSpec
 from workers.pipeline.evaluate import score

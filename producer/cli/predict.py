@@ -34,7 +34,7 @@ def predict(settings: Settings, ref: str, input_path: Path, out: Path | None, se
 
     The rows are checked against the model's input schema first: a missing column or a
     value of the wrong type is an error naming the column (exit 2)."""
-    from producer.serving import predict_frame
+    from producer.segments import predict_frame
     from producer.tables import TableError, check_writable, read_table, write_table
     from workers.pipeline.errors import PipelineError
     from workers.pipeline.schema import SchemaError

@@ -18,7 +18,8 @@ import pytest
 
 import modelfleet
 from producer.local import serves_directory
-from producer.serving import load_deployed, predict_frame
+from producer.segments import predict_frame
+from producer.serving import load_deployed
 from producer.spec import load_batch
 from tests.conftest import EXAMPLE_DATA, write_spec
 from tests.support.cluster import Cluster, cluster

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from producer.serving import segment_keys
+from producer.segments import segment_keys
 from producer.tables import TableError, read_table, write_table
 from workers.pipeline.schema import MAX_CATEGORIES, SchemaError, check_frame, input_schema
 
