@@ -82,7 +82,7 @@ def score_table(ref: str, frame: pd.DataFrame, runtime: Runtime, app: Any, out_d
         try:
             rows = check_frame(frame, [c.model_dump(exclude_none=True) for c in schema])[0]
         except SchemaError as exc:
-            raise SchemaError(exc.column, exc.reason, model) from None
+            raise exc.of(model) from None
     if check_workers and not score_workers(app):
         raise NoScoreWorkers(f"no worker consumes the {SCORE_QUEUE!r} queue")
     store = runtime.store

@@ -47,7 +47,8 @@ def predict_segments(ref: str, frame: pd.DataFrame, runtime: Runtime, segment_by
     used = pd.Series([None] * len(frame), index=frame.index, dtype=object)
     notes: list[str] = []
     unknown: dict[str, int] = {}
-    for value, rows in frame.groupby(keys, sort=False, dropna=False).groups.items():
+    # By position: a schema error names the row of the whole frame (the file's row), as without segments.
+    for value, rows in frame.groupby(keys, sort=False, dropna=False).indices.items():
         if pd.isna(value):  # no segment value: nothing to route by
             unknown["(missing)"] = len(rows)
             continue
@@ -58,12 +59,17 @@ def predict_segments(ref: str, frame: pd.DataFrame, runtime: Runtime, segment_by
             unknown[str(value)] = len(rows)
             continue
         dataset = model.lineage.job.model.dataset
-        if not isinstance(dataset, CsvDataset) or dataset.segment_by != segment_by \
-                or dataset.segment != str(value):
-            raise ValueError(f"model {model.ref} is not the {segment_by}={value} segment of {family!r}")
-        predicted, seen = model.predict_frame(frame.loc[rows])
-        out.loc[rows] = list(predicted)
-        used.loc[rows] = model.ref
+        if not isinstance(dataset, CsvDataset) or dataset.segment_by != segment_by:
+            raise ValueError(f"model {model.ref} is not a {segment_by} segment of {family!r}")
+        if dataset.segment != str(value):  # another value's model by name ("-1" and "1" are shop-1)
+            unknown[str(value)] = len(rows)
+            continue
+        try:
+            predicted, seen = model.predict_frame(frame.iloc[rows])
+        except SchemaError as exc:
+            raise exc.of(rows=rows) from None
+        out.iloc[rows] = list(predicted)
+        used.iloc[rows] = model.ref
         notes += seen
     if used.isna().all() and any(value != "(missing)" for value in unknown):
         # Not one segment has a model there: the family or the alias is wrong, not the rows.

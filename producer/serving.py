@@ -74,7 +74,7 @@ class DeployedModel:
         try:
             checked, notes = check_frame(frame, schema)
         except SchemaError as exc:
-            raise SchemaError(exc.column, exc.reason, self.ref) from None
+            raise exc.of(self.ref) from None
         return self.estimator.predict(model_input(checked, self.estimator)), notes
 
 

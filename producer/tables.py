@@ -19,10 +19,14 @@ def read_table(path: Path, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
     are kept as text (a segment column whose values are "08" stays "08")."""
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path, dtype={c: str for c in text_columns} or None)
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype={c: str for c in text_columns} or None)
     except (OSError, ValueError, UnicodeDecodeError) as exc:  # pandas' parser errors are ValueErrors
         raise TableError(f"cannot read {path} as a table: {exc}") from exc
+    if frame.empty:  # a header only: nothing to predict (scikit-learn would say "0 samples")
+        raise TableError(f"{path} has no rows")
+    return frame
 
 
 def check_writable(path: Path) -> None:

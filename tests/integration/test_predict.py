@@ -248,3 +248,59 @@ def test_segment_predict_with_an_unknown_family_or_alias_is_exit_2(trained: Clus
 
     assert done.returncode == 2 and says in done.stderr, (done.returncode, done.stderr)
     assert not (trained.tmp / f"x{len(says)}.csv").exists()
+
+
+def test_an_infinite_value_is_refused_naming_the_file_column_and_row(trained: Cluster) -> None:
+    # Issue 19, case 9: scikit-learn refused the whole input, naming no column.
+    rows = _mixed_rows(trained.tmp)
+    rows.loc[4, "Temperature"] = np.inf
+    rows.to_csv(trained.tmp / "inf.csv", index=False)
+
+    for extra in ([], ["--segment-by", "Store"]):
+        ref = "shop@production" if extra else f"shop-{rows.loc[4, 'Store']}@production"
+        done = _cli(trained, "predict", ref, "inf.csv", *extra)
+        assert done.returncode == 2, done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, done.stderr
+        assert ("inf.csv: model shop-" in errors[0] and "column 'Temperature': must be a finite number; "
+                "row 5 has inf (1 such row(s))" in errors[0]), errors[0]
+        assert done.stdout == ""
+
+
+def test_schema_errors_name_the_files_row_with_and_without_segment_by(trained: Cluster) -> None:
+    # Issue 19, case 9: the same cell was "row 4" with --segment-by (its place among its
+    # store's rows) and "row 8" (the file's) without.
+    rows = _mixed_rows(trained.tmp)
+    store = int(rows.loc[7, "Store"])
+    assert (rows.loc[:6, "Store"] == store).sum() == 3, "the cell's store has rows before it"
+    rows = rows.astype({"Fuel_Price": object})
+    rows.loc[7, "Fuel_Price"] = "cheap"
+    rows.to_csv(trained.tmp / "cell.csv", index=False)
+
+    alone = _cli(trained, "predict", f"shop-{store}@production", "cell.csv")
+    routed = _cli(trained, "predict", "shop@production", "cell.csv", "--segment-by", "Store")
+
+    for done in (alone, routed):
+        assert done.returncode == 2
+        assert ("column 'Fuel_Price': must be numeric (float64 in training); row 8 has 'cheap'"
+                in done.stderr), done.stderr
+
+
+def test_a_segment_value_whose_name_is_another_segments_model_is_left_unpredicted(trained: Cluster) -> None:
+    # Issue 19, case 9: Store -1 is named like store 1's model (shop-1); the whole predict was
+    # refused. Its rows now go without a prediction, as a store with no model, the rest predicted.
+    rows = _mixed_rows(trained.tmp)
+    rows.loc[rows["Store"] == 99, "Store"] = -1
+    rows.to_csv(trained.tmp / "minus.csv", index=False)
+
+    done = _cli(trained, "predict", "shop@production", "minus.csv", "--segment-by", "Store", "--out",
+                "minus_out.csv")
+
+    assert done.returncode == 0, done.stderr
+    out = pd.read_csv(trained.tmp / "minus_out.csv")
+    minus = out["Store"] == -1
+    assert minus.sum() == 2
+    assert out.loc[minus, "prediction"].isna().all() and out.loc[minus, "model"].isna().all()
+    one = out["Store"] == 1
+    assert out.loc[one, "prediction"].notna().all() and set(out.loc[one, "model"]) == {"shop-1/1"}
+    assert "predicted 12 of 15 row(s)" in done.stderr and "'-1': 2" in done.stderr

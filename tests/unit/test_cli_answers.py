@@ -133,3 +133,22 @@ def test_an_unreachable_sentinel_is_one_line_without_client_reprs() -> None:
 
 def test_a_bad_s3_endpoint_is_refused_naming_the_variable() -> None:
     refused(["runs"], "MODELFLEET_S3_ENDPOINT_URL", {"MODELFLEET_S3_ENDPOINT_URL": "notaurl"})
+
+
+@pytest.mark.parametrize("command", [
+    ["predict", "m@production"], ["predict", "m@production", "--segment-by", "a"],
+    ["score", "m/1", "--out", "o"], ["evaluate", "m@production"]])
+@pytest.mark.parametrize("name", ["header.csv", "header.parquet"])
+def test_a_header_only_input_is_refused_as_having_no_rows(tmp_path: Path, command: list[str],
+                                                          name: str) -> None:
+    # Issue 19, case 9: scikit-learn's "0 samples" error; now the file is named before any
+    # connection (nobody listens on the broker: that would be exit 1).
+    path = tmp_path / name
+    if name.endswith(".csv"):
+        path.write_text("a,b\n")
+    else:
+        import pandas as pd
+
+        pd.DataFrame({"a": [], "b": []}).to_parquet(path)
+    line = refused([*command[:2], str(path), *command[2:]], str(path))
+    assert line.endswith(f"{path} has no rows"), line

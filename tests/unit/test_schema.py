@@ -60,6 +60,28 @@ def test_a_mismatch_names_the_column(rows: pd.DataFrame, column: str, reason: st
     assert raised.value.column == column and reason in raised.value.reason
 
 
+@pytest.mark.parametrize("given", [np.inf, -np.inf, "inf", "-Infinity"])
+def test_an_infinite_number_is_refused_naming_the_column_and_row(given: object) -> None:
+    # scikit-learn refuses it too, but for the whole input, naming no column (issue 19, case 9).
+    rows = TRAIN.astype({"size": object}).assign(open=[True, True, False])
+    rows.loc[2, "size"] = given
+    if isinstance(given, float):
+        rows = rows.astype({"size": float})
+    with pytest.raises(SchemaError) as raised:
+        check_frame(rows, input_schema(TRAIN))
+    assert (raised.value.column, raised.value.row) == ("size", 2)
+    assert f"column 'size': must be a finite number; row 3 has {given!r} (1 such row(s))" in str(raised.value)
+
+
+def test_a_schema_error_is_renumbered_to_the_callers_rows() -> None:
+    with pytest.raises(SchemaError) as raised:
+        check_frame(TRAIN.assign(size=["1", "big", "2"]), input_schema(TRAIN))
+    moved = raised.value.of("m/1", rows=np.array([3, 7, 9]))
+    assert str(moved) == ("model m/1, column 'size': must be numeric (float64 in training); "
+                          "row 8 has 'big' (1 such row(s))")
+    assert raised.value.of().row == 1 and SchemaError("c", "missing").of(rows=[5]).row is None
+
+
 def test_segment_values_read_as_the_text_segments_were_trained_on() -> None:
     assert segment_keys(pd.Series([8, 12])).tolist() == ["8", "12"]
     keys = segment_keys(pd.Series([8.0, np.nan]))
@@ -76,6 +98,11 @@ def test_tables_by_suffix(tmp_path) -> None:
     assert pd.read_json(tmp_path / "t.json").equals(frame)
     with pytest.raises(TableError, match="write .csv, .parquet or .json"):
         write_table(frame, tmp_path / "t.xlsx")
+    (tmp_path / "header.csv").write_text("a,b\n")
+    frame.head(0).to_parquet(tmp_path / "header.parquet")
+    for name in ("header.csv", "header.parquet"):  # scikit-learn would say "0 samples"
+        with pytest.raises(TableError, match=f"{name} has no rows$"):
+            read_table(tmp_path / name)
     (tmp_path / "broken.parquet").write_bytes(b"not parquet")
     with pytest.raises(TableError, match="cannot read .*broken.parquet"):
         read_table(tmp_path / "broken.parquet")

@@ -18,12 +18,28 @@ MAX_CATEGORIES = 200
 
 
 class SchemaError(ValueError):
-    """Rows that do not fit the model's input schema; `column` names the first culprit."""
+    """Rows that do not fit the model's input schema; `column` names the first culprit and,
+    where one value is wrong, `row` is its position in the rows checked (0-based)."""
 
-    def __init__(self, column: str, reason: str, model: str | None = None) -> None:
-        where = f"model {model}, " if model else ""
-        super().__init__(f"{where}column {column!r}: {reason}")
-        self.column, self.reason = column, reason
+    def __init__(self, column: str, rule: str, model: str | None = None, row: int | None = None,
+                 value: Any = None, count: int = 1) -> None:
+        self.column, self.rule, self.model = column, rule, model
+        # numpy scalars as Python's: shown as `inf`, not `np.float64(inf)`
+        self.value = value.item() if isinstance(value, np.generic) else value
+        self.row, self.count = row, count
+        super().__init__(f"{f'model {model}, ' if model else ''}column {column!r}: {self.reason}")
+
+    @property
+    def reason(self) -> str:
+        if self.row is None:
+            return self.rule
+        return f"{self.rule}; row {self.row + 1} has {self.value!r} ({self.count} such row(s))"
+
+    def of(self, model: str | None = None, rows: Any = None) -> SchemaError:
+        """The same error for `model`, its row renumbered by `rows` (the position, in the
+        caller's frame, of each row checked): segment predict names the file's row."""
+        row = self.row if rows is None or self.row is None else int(rows[self.row])
+        return SchemaError(self.column, self.rule, model or self.model, row, self.value, self.count)
 
 
 def input_schema(frame: pd.DataFrame, date_format: str | None = None) -> list[dict[str, Any]]:
@@ -79,9 +95,11 @@ def _coerce(column: pd.Series, entry: dict[str, Any]) -> pd.Series:
     kind, name = entry["kind"], entry["name"]
     if kind == "number":
         if pd.api.types.is_numeric_dtype(column):
-            return column.astype(float) if pd.api.types.is_bool_dtype(column) else column
-        converted = pd.to_numeric(column, errors="coerce")
-        _refuse_lost(column, converted, name, f"must be numeric ({entry['dtype']} in training)")
+            converted = column.astype(float) if pd.api.types.is_bool_dtype(column) else column
+        else:
+            converted = pd.to_numeric(column, errors="coerce")
+            _refuse_lost(column, converted, name, f"must be numeric ({entry['dtype']} in training)")
+        _refuse_infinite(column, converted, name)
         return converted
     if kind == "bool":
         if pd.api.types.is_bool_dtype(column):
@@ -108,8 +126,16 @@ def _refuse_lost(before: pd.Series, after: pd.Series, name: str, rule: str) -> N
     lost = after.isna().to_numpy() & given.to_numpy()
     if lost.any():
         row = int(np.flatnonzero(lost)[0])
-        raise SchemaError(name, f"{rule}; row {row + 1} has {before.iloc[row]!r} "
-                          f"({int(lost.sum())} such row(s))")
+        raise SchemaError(name, rule, row=row, value=before.iloc[row], count=int(lost.sum()))
+
+
+def _refuse_infinite(before: pd.Series, after: pd.Series, name: str) -> None:
+    # scikit-learn refuses inf too, but for the whole input, naming no column.
+    infinite = np.isinf(after.to_numpy(dtype=float, na_value=np.nan))
+    if infinite.any():
+        row = int(np.flatnonzero(infinite)[0])
+        raise SchemaError(name, "must be a finite number", row=row, value=before.iloc[row],
+                          count=int(infinite.sum()))
 
 
 def model_input(frame: pd.DataFrame, estimator: Any) -> Any:
