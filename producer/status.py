@@ -31,6 +31,8 @@ class ModelRow:
     seconds: float | None
     # Every metric of the model (the primary one is `value`), for `leaderboard --metric`.
     metrics: dict[str, float] = field(default_factory=dict)
+    # What the sweeper did to bring the model back (workers/recovery.py), if anything.
+    recovered: str = ""
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ def _row(name: str, state: dict[str, str], metric: str | None, created: float) -
         version=int(state["version"]) if state.get("version") else None,
         promoted=state.get("promoted") == "1", reason=state.get("reason", ""),
         error=state.get("error", ""), worker=state.get("worker", ""),
-        seconds=float(end) - created if end else None, metrics=metrics)
+        seconds=float(end) - created if end else None, metrics=metrics,
+        recovered=state.get("recovered", ""))
 
 
 def ranked(rows: list[ModelRow]) -> list[ModelRow]:

@@ -166,6 +166,9 @@ def status(settings: Settings, batch_id: str, as_json: bool) -> None:
         click.echo(json.dumps(st.to_json(), indent=1))
         return
     console.print(leaderboard_table(st))
+    for row in st.rows:  # the sweeper's note: why a model ran again, or resumed late
+        if row.recovered:
+            click.echo(f"recovered {row.name}: {row.recovered}")
     click.echo("submitted " + describe(st.origin))
     console.print("stages done: " + ", ".join(f"{s} {n}" for s, n in st.stages_done.items()))
     if st.eta is not None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from producer.local import LocalWorkers, wait_for
+from tests.support.cli_answers import invoke
 from tests.support.cluster import FAULTY, Cluster, classifier, cluster, lines, wait_lines
 from workers import keys
 from workers.app import queue_lists
@@ -212,6 +213,14 @@ def test_dead_worker_whose_message_is_lost_too_is_resent_from_its_last_completed
               f"load {os.getloadavg()[0]:.1f}")
         assert status.counts == {"promoted": 2}
         assert "resent" in state["recovered"] and "no message for train" in state["recovered"]
+        # ... and `status` says so, for that model only
+        shown = invoke(["status", handle.batch_id], c.settings.to_env())
+        assert shown.exit_code == 0, shown.output
+        assert f"recovered gone: {state['recovered']}" in shown.stdout
+        assert "recovered kept" not in shown.stdout
+        as_json = invoke(["status", handle.batch_id, "--json"], c.settings.to_env())
+        assert {r["name"]: r["recovered"] for r in json.loads(as_json.stdout)["rows"]} == {
+            "gone": state["recovered"], "kept": ""}
         assert _versions(c, "gone") == [1]
         runs = c.runtime.tracker.runs(batch_id=handle.batch_id, model="gone")
         # One run a stage: preprocess was not run again (its output was the resent message);

@@ -112,3 +112,12 @@ def test_models_table_shows_the_first_rows_and_links_to_all() -> None:
     assert "Models (5)" in page and "the first 3" in page and 'href="?rows=0"' in page
     assert ">m2</a>" in page and ">m3</a>" not in page
     assert ">m4</a>" in batch_page(view, "http://f", rows=0)
+
+
+def test_status_carries_the_sweepers_recovered_note_for_the_models_it_moved() -> None:
+    note = "no message for train found after 5s; resent at 07:01:02"
+    status = summarize({"id": "b", "name": "b", "created": 1700000000.0, "models": ["x", "y"]},
+                       {"x": {"status": "running", "stage": "train", "recovered": note},
+                        "y": {"status": "running", "stage": "train"}})
+    assert [(r.name, r.recovered) for r in status.rows] == [("x", note), ("y", "")]
+    assert [r["recovered"] for r in status.to_json()["rows"]] == [note, ""]
