@@ -88,7 +88,8 @@ def score_table(ref: str, frame: pd.DataFrame, runtime: Runtime, app: Any, out_d
     store = runtime.store
     chunks = [store.put(to_parquet(rows.iloc[i:i + chunk_rows])) for i in range(0, len(rows), chunk_rows)]
     jobs = [ScoreChunk(model_digest=lineage.trained.model_digest, chunk=i, chunk_digest=digest,
-                       transform_digest=lineage.prepared.transform_digest, input_schema=schema)
+                       transform_digest=lineage.prepared.transform_digest, input_schema=schema,
+                       trusted_types=record.get("trusted_types"))
             for i, digest in enumerate(chunks)]
     sent = time.perf_counter()
     results = group(app.signature(SCORE_TASK, args=(job.model_dump(mode="json"),), queue=SCORE_QUEUE,

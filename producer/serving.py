@@ -18,6 +18,7 @@ SchemaError naming the column.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from workers.contracts import ChainState
+from workers.modelcache import cached_served
 from workers.pipeline.history import HistoryError, check_history, with_lags
 from workers.pipeline.schema import SchemaError, check_frame, model_input
-from workers.pipeline.train import load_served
 from workers.runtime import Runtime
 from workers.settings import Settings
 
@@ -95,9 +96,12 @@ def load_deployed(ref: str, runtime: Runtime) -> DeployedModel:
     lineage = ChainState.model_validate(record["lineage"])
     if lineage.trained is None or lineage.prepared is None:
         raise ValueError(f"{ref}: version record has no trained model in its lineage")
-    # store.get verifies each artifact's sha256, so a tampered file is refused.
-    estimator = load_served(runtime.store.get, lineage.trained.model_digest,
-                            lineage.prepared.transform_digest, runtime.settings.allowed_estimator_prefixes)
+    # store.get verifies each artifact's sha256, so a tampered file is refused; the types
+    # audited at deploy (keyed by that digest) spare skops' second pass.
+    settings = runtime.settings
+    estimator = cached_served(runtime.store.get, lineage.trained.model_digest,
+                              lineage.prepared.transform_digest, settings.allowed_estimator_prefixes,
+                              settings.model_cache_size, record.get("trusted_types"))
     return DeployedModel(record["name"], int(record["version"]), record, estimator,
                          served_history(lineage, runtime))
 
@@ -111,12 +115,14 @@ def served_history(lineage: ChainState, runtime: Runtime) -> dict[str, Any] | No
 def load_model(ref: str, settings: Settings | None = None, runtime: Runtime | None = None) -> Any:
     """The fitted estimator (with its preprocessing) of `NAME@alias` or `NAME/version`."""
     runtime = runtime or Runtime.from_settings(settings or Settings())
-    return load_deployed(ref, runtime).estimator
+    # A copy: the cached model is shared by this process's predicts, and the caller may refit it.
+    return copy.deepcopy(load_deployed(ref, runtime).estimator)
 
 
 def predict(ref: str, rows: Any, settings: Settings | None = None, runtime: Runtime | None = None) -> Any:
     """Load `NAME@alias` or `NAME/version` and predict raw feature rows with it."""
-    return load_model(ref, settings, runtime).predict(rows)
+    runtime = runtime or Runtime.from_settings(settings or Settings())
+    return load_deployed(ref, runtime).estimator.predict(rows)
 
 
 @dataclass

@@ -541,6 +541,8 @@ class ScoreChunk(Strict):
     input_schema: list[ColumnSchema] | None = None
     chunk_digest: str
     chunk: int = Field(ge=0)
+    # The types audited at deploy, by model file digest (the version's `trusted_types`).
+    trusted_types: dict[str, list[str]] | None = None
 
 
 class ScoredChunk(Strict):

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import socket
 import time
-from collections import OrderedDict
 from typing import Any
 
 from celery import Task, shared_task
 
 from workers.contracts import ScoreChunk, ScoredChunk
+from workers.modelcache import cached_served
 from workers.pipeline.scoring import from_parquet, score_frame, to_parquet
-from workers.pipeline.train import load_served
 from workers.runtime import Runtime
 from workers.settings import SCORE_QUEUE
 from workers.task import TRANSIENT
@@ -31,8 +30,6 @@ class ScoreTask(Task):  # type: ignore[misc]
     retry_jitter = True
     resultrepr_maxsize = 120
     _runtime: Runtime | None = None
-    # The last few models this process loaded: every chunk of a job uses the same one.
-    _models: OrderedDict[tuple[str, str | None], Any] = OrderedDict()
 
     @property
     def runtime(self) -> Runtime:
@@ -42,14 +39,11 @@ class ScoreTask(Task):  # type: ignore[misc]
         return self._runtime
 
     def model(self, job: ScoreChunk) -> Any:
-        key = (job.model_digest, job.transform_digest)
-        if key not in self._models:
-            rt = self.runtime
-            self._models[key] = load_served(rt.store.get, job.model_digest, job.transform_digest,
-                                            rt.settings.allowed_estimator_prefixes)
-            while len(self._models) > 4:
-                self._models.popitem(last=False)
-        return self._models[key]
+        # The process's model cache: every chunk of a job uses the same model.
+        rt = self.runtime
+        return cached_served(rt.store.get, job.model_digest, job.transform_digest,
+                             rt.settings.allowed_estimator_prefixes, rt.settings.model_cache_size,
+                             job.trusted_types)
 
 
 @shared_task(name=SCORE_TASK, base=ScoreTask, bind=True)  # type: ignore[misc]

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     # scikit-learn nor pandas. Empty: none (every check runs in full).
     check_cache_dir: Path | None = Path(".modelfleet/checks")
     allowed_estimator_prefixes: list[str] = Field(default_factory=lambda: ["sklearn."])
+    # Loaded models kept per process (`predict`, `score`, workers), by file digest; 0: none.
+    model_cache_size: Annotated[int, Field(ge=0, le=100_000)] = 64
     max_models_per_batch: Count = 10_000
     # Hostile specs: the largest spec file read, and the longest string anywhere in it
     # (keys, values, matrix labels, CSV segment values), in characters.

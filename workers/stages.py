@@ -41,7 +41,7 @@ from workers.pipeline.features import build_model, estimator_prefix
 from workers.pipeline.preprocess import dump_split, load_split, prepare, table_digest_bytes
 from workers.pipeline.schema import input_schema
 from workers.pipeline.search import around, build_search, run_search
-from workers.pipeline.train import dump_model, fit, load_model
+from workers.pipeline.train import dump_model, fit, load_model, recorded_types
 from workers.registry import decide, decided
 from workers.runtime import Runtime
 from workers.store import digest_bytes
@@ -229,7 +229,9 @@ def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
         record, _ = rt.registry.register_record(name, ev.report_digest, {
             "batch_id": job.batch_id, "metrics": ev.metrics, "primary_metric":
             job.model.primary_metric, "tags": job.model.tags, "lineage": state.model_dump(mode="json"),
-            "libraries": LIBRARY_VERSIONS, "stage_versions": stage_code_versions()},
+            "libraries": LIBRARY_VERSIONS, "stage_versions": stage_code_versions(),
+            # Audited once here: predict and score load with this list after the digest check.
+            "trusted_types": _audited(rt, state)},
             content_key=_content_key(state))
         promoted, reason = _promote_once(rt, state, record)
         return {"version": record["version"], "promoted": promoted, "reason": reason, "alias": alias}, []
@@ -243,6 +245,12 @@ def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
                      version=info.version,
                      promoted=int(info.promoted), reason=info.reason, metrics=ev.metrics, error="")
     return state.model_copy(update={"deployed": info})
+
+
+def _audited(rt: Runtime, state: ChainState) -> dict[str, list[str]]:
+    assert state.trained is not None and state.prepared is not None
+    return recorded_types(rt.store.get, [state.trained.model_digest, state.prepared.transform_digest],
+                          rt.settings.allowed_estimator_prefixes)
 
 
 def _promote_once(rt: Runtime, state: ChainState, record: dict[str, Any]) -> tuple[bool, str]:

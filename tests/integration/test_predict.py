@@ -304,3 +304,34 @@ def test_a_segment_value_whose_name_is_another_segments_model_is_left_unpredicte
     one = out["Store"] == 1
     assert out.loc[one, "prediction"].notna().all() and set(out.loc[one, "model"]) == {"shop-1/1"}
     assert "predicted 12 of 15 row(s)" in done.stderr and "'-1': 2" in done.stderr
+
+
+def test_deploy_records_each_files_audited_types_and_a_tampered_file_is_still_refused(
+        trained: Cluster) -> None:
+    import skops.io as sio
+
+    from workers.contracts import ChainState
+
+    record = trained.runtime.registry.resolve("shop-1@production")
+    lineage = ChainState.model_validate(record["lineage"])
+    assert lineage.trained is not None
+    digest = lineage.trained.model_digest
+    store = trained.runtime.store
+    # Audited once at deploy, keyed by the file's digest: what skops' audit finds in it.
+    assert record["trusted_types"] == {digest: sio.get_untrusted_types(data=store.get(digest))}
+    path = Path(trained.settings.artifact_root) / store.key(digest)
+    original = path.read_bytes()
+    rows = _mixed_rows(trained.tmp)
+    rows[rows["Store"] == 1].to_csv(trained.tmp / "one.csv", index=False)
+    try:
+        # Another model file of the same types under this digest: the recorded list would load
+        # it, but its bytes no longer match their name.
+        other = load_deployed("shop-2@production", trained.runtime).lineage.trained
+        assert other is not None
+        path.write_bytes(store.get(other.model_digest))
+        done = _cli(trained, "predict", "shop@production", "one.csv", "--segment-by", "Store")
+        assert done.returncode == 1 and "modified in the artifact store" in done.stderr, done.stderr
+    finally:
+        path.write_bytes(original)
+    again = _cli(trained, "predict", "shop@production", "one.csv", "--segment-by", "Store")
+    assert again.returncode == 0, again.stderr

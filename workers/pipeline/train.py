@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import skops
 import skops.io as sio
+from skops.io.exceptions import UntrustedTypesFoundException
 
 from workers.pipeline.errors import PipelineError
 
@@ -85,24 +87,64 @@ class _EpochZip(zipfile.ZipFile):
         super().writestr(zinfo_or_arcname, data, compress_type, compresslevel)
 
 
-def load_model(data: bytes, allowed_prefixes: Sequence[str]) -> Any:
-    """Load a model file, trusting only types from the allow-list and plain data types."""
-    prefixes = tuple(allowed_prefixes) + _SAFE_TYPE_PREFIXES
+def audited_types(data: bytes, allowed_prefixes: Sequence[str]) -> list[str]:
+    """The types a model file needs trusted beyond skops' defaults, all of them within the
+    allow-list (PipelineError otherwise): skops' full audit, the slow part of a load."""
     untrusted = sio.get_untrusted_types(data=data)
-    refused = [t for t in untrusted if not t.startswith(prefixes) and t not in _OWN_TYPES]
+    _check_allowed(untrusted, allowed_prefixes)
+    return list(untrusted)
+
+
+def _check_allowed(types: Sequence[str], allowed_prefixes: Sequence[str]) -> None:
+    prefixes = tuple(allowed_prefixes) + _SAFE_TYPE_PREFIXES
+    refused = [t for t in types if not t.startswith(prefixes) and t not in _OWN_TYPES]
     if refused:
         raise PipelineError("model", f"model file holds types outside the allow-list: {refused}")
-    return sio.loads(data, trusted=untrusted)
+
+
+def load_model(data: bytes, allowed_prefixes: Sequence[str], trusted: Sequence[str] | None = None) -> Any:
+    """Load a model file, trusting only types from the allow-list and plain data types.
+
+    `trusted`: the types recorded when this file (these very bytes: the caller checked
+    their digest) was audited at deploy. They are checked against today's allow-list
+    and skops still refuses any type in the file outside them; only skops' separate
+    audit pass (`get_untrusted_types`, as long as the load itself) is saved. A list
+    that does not cover the file falls back to the full audit.
+    """
+    if trusted is not None:
+        _check_allowed(trusted, allowed_prefixes)
+        try:
+            return sio.loads(data, trusted=list(trusted))
+        except UntrustedTypesFoundException:
+            pass  # a stale or wrong record: audit the file itself
+    return sio.loads(data, trusted=audited_types(data, allowed_prefixes))
 
 
 def load_served(read: Callable[[str], bytes], model_digest: str, transform_digest: str | None,
-                allowed_prefixes: Sequence[str]) -> Any:
+                allowed_prefixes: Sequence[str],
+                trusted: Mapping[str, Sequence[str]] | None = None) -> Any:
     """A deployed version's estimator from its artifacts (`read`: the store's verified get),
-    with its separately fitted impute/scale steps in front where it has them."""
+    with its separately fitted impute/scale steps in front where it has them. `trusted`:
+    the audited types recorded at deploy, by artifact digest (workers/pipeline/train.py
+    `load_model`); a digest without them is audited here."""
     from sklearn.pipeline import Pipeline
 
-    estimator = load_model(read(model_digest), allowed_prefixes)
+    types = trusted or {}
+    estimator = load_model(read(model_digest), allowed_prefixes, types.get(model_digest))
     if transform_digest is None:
         return estimator
-    return Pipeline([("preprocess", load_model(read(transform_digest), allowed_prefixes)),
+    return Pipeline([("preprocess", load_model(read(transform_digest), allowed_prefixes,
+                                               types.get(transform_digest))),
                      ("model", estimator)])
+
+
+def recorded_types(read: Callable[[str], bytes], digests: Sequence[str | None],
+                   allowed_prefixes: Sequence[str]) -> dict[str, list[str]]:
+    """At deploy: each model file's audited types by digest, to record with the version. A file
+    with types outside the allow-list gets no entry: every load audits (and refuses) it."""
+    types: dict[str, list[str]] = {}
+    for digest in digests:
+        if digest is not None:
+            with contextlib.suppress(PipelineError):
+                types[digest] = audited_types(read(digest), allowed_prefixes)
+    return types

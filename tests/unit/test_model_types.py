@@ -1,0 +1,113 @@
+"""Loading a model file with the types audited at deploy, and the bounded model cache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.ensemble import GradientBoostingRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from workers.modelcache import ModelCache
+from workers.pipeline.errors import PipelineError
+from workers.pipeline.train import audited_types, dump_model, load_model, load_served, recorded_types
+from workers.store import digest_bytes
+
+ALLOWED = ["sklearn."]
+X = np.random.default_rng(0).normal(size=(40, 3))
+
+
+@pytest.fixture(scope="module")
+def model_file() -> bytes:
+    fitted = Pipeline([("scale", StandardScaler()),
+                       ("gb", GradientBoostingRegressor(n_estimators=5, random_state=0))])
+    return dump_model(fitted.fit(X, X.sum(axis=1)))
+
+
+@pytest.fixture
+def audits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times skops' audit pass runs (a counting wrapper around the real one)."""
+    calls: list[int] = []
+    real = sio.get_untrusted_types
+
+    def counted(**kwargs: Any) -> list[str]:
+        calls.append(1)
+        return real(**kwargs)
+
+    monkeypatch.setattr(sio, "get_untrusted_types", counted)
+    return calls
+
+
+def test_a_recorded_list_loads_without_a_second_audit(model_file: bytes, audits: list[int]) -> None:
+    types = audited_types(model_file, ALLOWED)
+    assert "sklearn.tree._tree.Tree" in types and len(audits) == 1
+    audited = load_model(model_file, ALLOWED)
+    assert len(audits) == 2  # no list: the full audit, as before
+    recorded = load_model(model_file, ALLOWED, trusted=types)
+    assert len(audits) == 2  # the recorded list: skops loads with it, no audit pass
+    np.testing.assert_array_equal(recorded.predict(X), audited.predict(X))
+
+
+def test_a_recorded_type_outside_the_allow_list_is_refused(model_file: bytes, audits: list[int]) -> None:
+    types = audited_types(model_file, ALLOWED)
+    # Recorded under a wider allow-list than today's: refused before skops reads anything.
+    with pytest.raises(PipelineError, match="outside the allow-list.*sklearn.tree._tree.Tree"):
+        load_model(model_file, ["nothing."], trusted=types)
+    assert len(audits) == 1
+
+
+def test_a_list_that_does_not_cover_the_file_falls_back_to_the_audit(model_file: bytes,
+                                                                      audits: list[int]) -> None:
+    # A stale or forged record (nothing to trust): skops refuses the Tree, the file is audited ...
+    loaded = load_model(model_file, ALLOWED, trusted=[])
+    assert len(audits) == 1 and loaded.predict(X).shape == (40,)
+    # ... and the audit still holds the allow-list.
+    with pytest.raises(PipelineError, match="outside the allow-list"):
+        load_model(model_file, ["nothing."], trusted=[])
+
+
+def test_recorded_types_are_by_digest_and_skip_refused_files(model_file: bytes) -> None:
+    files = {digest_bytes(model_file): model_file}
+    digest = next(iter(files))
+    assert recorded_types(files.__getitem__, [digest, None], ALLOWED) == \
+        {digest: sio.get_untrusted_types(data=model_file)}
+    # A file with types outside the allow-list gets no entry: every load audits and refuses it.
+    assert recorded_types(files.__getitem__, [digest], ["nothing."]) == {}
+
+
+def test_load_served_reads_each_digest_and_uses_its_own_list(model_file: bytes, audits: list[int]) -> None:
+    digest = digest_bytes(model_file)
+    read: list[str] = []
+
+    def get(d: str) -> bytes:
+        read.append(d)
+        return model_file
+
+    load_served(get, digest, None, ALLOWED, {digest: audited_types(model_file, ALLOWED)})
+    assert read == [digest] and len(audits) == 1
+    load_served(get, digest, None, ALLOWED, {"another digest": ["sklearn.tree._tree.Tree"]})
+    assert len(audits) == 2  # a list recorded for other bytes is not this file's
+
+
+def test_the_model_cache_keeps_the_most_recently_used() -> None:
+    cache, loads = ModelCache(2), []
+
+    def load(name: str) -> Any:
+        return lambda: loads.append(name) or name
+
+    assert cache.get("a", load("a")) == "a" and cache.get("b", load("b")) == "b"
+    assert cache.get("a", load("a")) == "a" and loads == ["a", "b"]  # a hit: not loaded again
+    cache.get("c", load("c"))  # evicts b, the least recently used
+    assert len(cache) == 2
+    cache.get("a", load("a"))
+    cache.get("b", load("b"))
+    assert loads == ["a", "b", "c", "b"]
+    cache.resize(1)
+    assert len(cache) == 1 and cache.get("b", load("b")) == "b" and len(loads) == 4
+    off = ModelCache(0)
+    off.get("a", load("a"))
+    off.get("a", load("a"))
+    assert len(off) == 0 and loads[-2:] == ["a", "a"]

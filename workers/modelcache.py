@@ -1,0 +1,61 @@
+"""Loaded models kept in memory, least recently used out first (`predict`, `score`, the workers).
+
+A model file is content-addressed, so its digest names one loaded model for good: a hit
+skips reading, the digest check and skops (a 200-tree ensemble: a quarter of a second).
+The allow-list is part of the key, so a model loaded under a wider one is not served
+under a narrower one. Sized by `Settings.model_cache_size` (0: no cache).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
+
+
+class ModelCache:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._models: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, load: Callable[[], Any]) -> Any:
+        """The model under `key`, loaded by `load()` on a miss (outside the lock: loads are slow)."""
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+        model = load()
+        with self._lock:
+            if self.size > 0:
+                self._models[key] = model
+                while len(self._models) > self.size:
+                    self._models.popitem(last=False)
+        return model
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def resize(self, size: int) -> None:
+        with self._lock:
+            self.size = size
+            while len(self._models) > max(size, 0):
+                self._models.popitem(last=False)
+
+
+# One per process: the producer's `predict`/`score` and each worker process share it.
+MODELS = ModelCache(64)
+
+
+def cached_served(read: Callable[[str], bytes], model_digest: str, transform_digest: str | None,
+                  allowed_prefixes: list[str] | tuple[str, ...], size: int,
+                  trusted: dict[str, list[str]] | None = None) -> Any:
+    """`load_served` through the process's cache, resized to `size` (the settings' choice)."""
+    from workers.pipeline.train import load_served
+
+    if MODELS.size != size:
+        MODELS.resize(size)
+    key = (model_digest, transform_digest, tuple(allowed_prefixes))
+    return MODELS.get(key, lambda: load_served(read, model_digest, transform_digest, allowed_prefixes,
+                                               trusted))
