@@ -92,14 +92,17 @@ def predict(ref: str, rows: Any, settings: Settings | None = None) -> Any:
 
 
 def predict_frame(ref: str, frame: pd.DataFrame | list[dict[str, Any]], segment_by: str | None = None,
-                  settings: Settings | None = None) -> pd.DataFrame:
+                  settings: Settings | None = None, fallback: str | None = None) -> pd.DataFrame:
     """`frame` (a DataFrame, or rows as dicts of column -> value) with a `prediction` column,
     its rows checked against the model's input schema (`workers.pipeline.schema.SchemaError`
     names a missing or mistyped column).
 
     With `segment_by` (a column), `ref` is a segment family `FAMILY@ALIAS`: each row is
     predicted by its own segment's model (`FAMILY-VALUE`, named in a `model` column); rows
-    of a segment with no model keep an empty prediction, and a warning counts them.
+    of a segment with no model, or whose model is registered but not at the alias, keep an
+    empty prediction, and a warning counts them (and says why). `fallback="latest"` scores
+    the latter with their latest version, and a `served_by` column says which served each
+    row (the alias, or `latest`).
     """
     import warnings
 
@@ -111,12 +114,16 @@ def predict_frame(ref: str, frame: pd.DataFrame | list[dict[str, Any]], segment_
     if not isinstance(frame, pd.DataFrame):
         frame = pd.DataFrame.from_records(frame)
     with _reading(settings) as live:
-        result = run(ref, frame, Runtime.from_settings(live), segment_by)
+        result = run(ref, frame, Runtime.from_settings(live), segment_by, fallback)
     for note in result.notes:
         warnings.warn(note, stacklevel=2)
     if result.unknown:
         warnings.warn(f"{sum(result.unknown.values())} row(s) of segments with no model at {ref} "
                       f"left unpredicted: {result.unknown}", stacklevel=2)
+    for value, unpromoted in result.unpromoted.items():
+        done = "scored with its latest version" if unpromoted.served else "left unpredicted"
+        warnings.warn(f"{unpromoted.rows} row(s) of {segment_by} {value} {done}: {unpromoted.describe()}",
+                      stacklevel=2)
     return result.frame
 
 

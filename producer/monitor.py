@@ -85,6 +85,8 @@ def evaluate(ref: str, frame: pd.DataFrame, runtime: Runtime, segment_by: str | 
     family = ref.partition("@")[0]
     checks += [Check(value, segment_model_name(family, value), n, metric or "", {}, {}, None, False,
                      note=f"no model at {ref}") for value, n in predicted.unknown.items()]
+    checks += [Check(value, u.model, u.rows, metric or "", {}, {}, None, False,
+                     note=f"at {ref}: {u.describe()}") for value, u in predicted.unpromoted.items()]
     recorded = [_record(runtime, evaluation_id, ref, source, tolerance, c) if c.now else c for c in checks]
     return Evaluation(evaluation_id, ref, source, tolerance, recorded)
 

@@ -19,7 +19,7 @@ SchemaError naming the column.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -123,14 +123,3 @@ def predict(ref: str, rows: Any, settings: Settings | None = None, runtime: Runt
     """Load `NAME@alias` or `NAME/version` and predict raw feature rows with it."""
     runtime = runtime or Runtime.from_settings(settings or Settings())
     return load_deployed(ref, runtime).estimator.predict(rows)
-
-
-@dataclass
-class Predicted:
-    """A frame with its predictions: the input's columns, `prediction` and, per segment, the
-    `model` version that made each row's; rows of segments without a model are left empty
-    and counted in `unknown` (segment value -> rows)."""
-
-    frame: pd.DataFrame
-    notes: list[str] = field(default_factory=list)
-    unknown: dict[str, int] = field(default_factory=dict)

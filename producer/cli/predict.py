@@ -8,12 +8,16 @@ from __future__ import annotations
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
 
 from producer.cli.common import MAX_COUNT, MAX_PROCESSES, SECONDS, UserError, err, pass_settings, runtime
 from workers.settings import Settings
+
+if TYPE_CHECKING:
+    from producer.segments import Predicted
 
 
 @click.command()
@@ -24,13 +28,21 @@ from workers.settings import Settings
 @click.option("--segment-by", "segment_by", metavar="COLUMN",
               help="REF is a segment family FAMILY@ALIAS: each row goes to its COLUMN value's model.")
 @click.option("--strict", is_flag=True,
-              help="Exit 1 when some rows' segment has no model (default: report them, exit 0).")
+              help="Exit 1 when some rows are left without a prediction (default: report them, exit 0).")
+@click.option("--fallback", type=click.Choice(["latest"]),
+              help="With --segment-by: score a segment whose model is registered but not at the alias "
+                   "(its gate failed) with its latest version; a `served_by` column says which served "
+                   "each row.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists (never the input itself).")
 @pass_settings
 def predict(settings: Settings, ref: str, input_path: Path, out: Path | None, segment_by: str | None,
-            strict: bool, force: bool) -> None:
+            strict: bool, fallback: str | None, force: bool) -> None:
     """Predict a CSV or Parquet table with a registered model: the input's columns plus
     `prediction` (and, with --segment-by, the `model` that predicted each row).
+
+    With --segment-by, rows are left without a prediction where their segment has no model,
+    or where its model is registered but not at the alias (each such segment is named, with
+    its gate's reason); --fallback latest scores the latter with their latest version.
 
     The rows are checked against the model's input schema first: a missing column or a
     value of the wrong type is an error naming the column (exit 2)."""
@@ -49,7 +61,7 @@ def predict(settings: Settings, ref: str, input_path: Path, out: Path | None, se
         raise UserError(str(exc)) from exc
     with runtime(settings) as rt:
         try:
-            result = predict_frame(ref, frame, rt, segment_by)
+            result = predict_frame(ref, frame, rt, segment_by, fallback)
         except SchemaError as exc:
             raise UserError(f"{input_path}: {exc}") from exc
         except ValueError as exc:
@@ -63,19 +75,43 @@ def predict(settings: Settings, ref: str, input_path: Path, out: Path | None, se
         write_table(result.frame, out)
     for note in result.notes:
         err.print(escape(f"note: {note}"))
-    done = len(frame) - sum(result.unknown.values())
+    done = len(frame) - result.unpredicted
     models = sorted(set(result.frame["model"].dropna())) if segment_by else []
     by = f"{len(models)} segment model(s) of {ref}" if segment_by else ref
     err.print(escape(f"predicted {done} of {len(frame)} row(s) with {by}"
                      + (f" -> {out}" if out is not None else "")))
+    for line in segment_report(result, ref, segment_by or ""):
+        err.print(escape(line))
+    if result.unpredicted and strict:
+        sys.exit(1)
+
+
+def segment_report(result: Predicted, ref: str, segment_by: str, limit: int = 20) -> list[str]:
+    """What segment predict says of the rows it did not serve at the alias: those with no model
+    (counted per value), those whose model is registered but not promoted (each named, with
+    its gate's reason), and those a fallback served."""
+    lines = []
     if result.unknown:
-        shown = ", ".join(f"{v!r}: {n}" for v, n in sorted(result.unknown.items())[:20])
-        more = f" and {len(result.unknown) - 20} more" if len(result.unknown) > 20 else ""
-        err.print(escape(f"warning: {sum(result.unknown.values())} row(s) of {len(result.unknown)} "
-                         f"{segment_by} value(s) with no model at {ref}, left without a prediction "
-                         f"(rows per value: {shown}{more})"))
-        if strict:
-            sys.exit(1)
+        shown = ", ".join(f"{v!r}: {n}" for v, n in sorted(result.unknown.items())[:limit])
+        more = f" and {len(result.unknown) - limit} more" if len(result.unknown) > limit else ""
+        lines.append(f"warning: {sum(result.unknown.values())} row(s) of {len(result.unknown)} {segment_by} "
+                     f"value(s) with no model at {ref}, left without a prediction (rows per value: "
+                     f"{shown}{more})")
+    for served in (False, True):
+        group = {v: u for v, u in result.unpromoted.items() if u.served == served}
+        if not group:
+            continue
+        rows = sum(u.rows for u in group.values())
+        lines.append(f"note: {rows} row(s) of {len(group)} {segment_by} value(s) scored with their latest "
+                     f"version, not promoted at {ref} (served_by 'latest'):" if served else
+                     f"warning: {rows} row(s) of {len(group)} {segment_by} value(s) whose model is "
+                     f"registered but not promoted at {ref}, left without a prediction (--fallback latest "
+                     f"scores them with their latest version):")
+        lines += [f"  {segment_by} {v}: {u.describe()} ({u.rows} row(s))"
+                  for v, u in sorted(group.items())[:limit]]
+        if len(group) > limit:
+            lines.append(f"  and {len(group) - limit} more")
+    return lines
 
 
 def _refuse_overwrite(out: Path, input_path: Path, force: bool) -> None:

@@ -34,7 +34,8 @@ FEATURES = ["Holiday_Flag", "Temperature", "Fuel_Price", "CPI", "Unemployment"]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A family of 3 store models (Ridge on Walmart's numeric columns) and one iris tree."""
+    """A family of 3 store models (Ridge on Walmart's numeric columns), one iris tree, and the
+    store family again behind a gate that store 2 fails."""
     tmp = tmp_path_factory.mktemp("predict")
     data = tmp / "data"
     data.mkdir()
@@ -51,11 +52,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
              "evaluation": {"metrics": ["mae", "r2"], "primary": "mae"}},
             {"name": "flower", "task": "classification", "dataset": {"kind": "sklearn", "name": "iris"},
              "estimator": {"class_path": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 3}}}]}
+        # The same stores behind a gate store 2 fails (its mae about 147,000; 1 and 3: 102,000, 30,000).
+        spec["models"].append({**spec["models"][0], "name": "gated",
+                               "deploy": {"gate": {"metric": "mae", "threshold": 125000}}})
         batch = load_batch(write_spec(tmp, spec), c.settings)
-        assert [m.name for m in batch.models] == ["shop-1", "shop-2", "shop-3", "flower"]
+        assert [m.name for m in batch.models] == ["shop-1", "shop-2", "shop-3", "flower",
+                                                  "gated-1", "gated-2", "gated-3"]
         status = c.submit(spec).wait(timeout=180)
-        assert sum(status.counts.values()) == 4 and not {"failed", "cancelled"} & set(status.counts), \
+        assert sum(status.counts.values()) == 7 and not {"failed", "cancelled"} & set(status.counts), \
             status.rows
+        assert {r.name for r in status.rows if not r.promoted} == {"gated-2"}, status.rows
         yield c
 
 
@@ -335,3 +341,84 @@ def test_deploy_records_each_files_audited_types_and_a_tampered_file_is_still_re
         path.write_bytes(original)
     again = _cli(trained, "predict", "shop@production", "one.csv", "--segment-by", "Store")
     assert again.returncode == 0, again.stderr
+
+
+def test_an_unpromoted_segment_is_named_with_its_gate_and_fallback_latest_scores_it(
+        trained: Cluster) -> None:
+    # Issue 21, item 4: store 2's model is registered but failed its gate; it was lumped with
+    # a store that has no model at all.
+    rows = _mixed_rows(trained.tmp)
+    rows.to_csv(trained.tmp / "gated.csv", index=False)
+    store2 = (rows["Store"] == 2).to_numpy()
+    latest = load_deployed("gated-2/1", trained.runtime)
+    assert "gate failed: mae=" in latest.record["decision"]["reason"]
+
+    done = _cli(trained, "predict", "gated@production", "gated.csv", "--segment-by", "Store",
+                "--out", "g.csv")
+
+    assert done.returncode == 0, done.stderr
+    out = pd.read_csv(trained.tmp / "g.csv")
+    assert out.loc[store2, "prediction"].isna().all() and out.loc[store2, "model"].isna().all()
+    assert set(out.loc[out["Store"].isin([1, 3]), "model"]) == {"gated-1/1", "gated-3/1"}
+    assert "served_by" not in out.columns
+    # Which is which, and why: the store with no model apart from the unpromoted one.
+    assert "predicted 8 of 15 row(s)" in done.stderr
+    assert "3 row(s) of 2 Store value(s) with no model at gated@production" in done.stderr
+    assert ("4 row(s) of 1 Store value(s) whose model is registered but not promoted at gated@production, "
+            "left without a prediction (--fallback latest") in done.stderr, done.stderr
+    reason = latest.record["decision"]["reason"]
+    assert f"  Store 2: gated-2: registered (version 1), not promoted: {reason} (4 row(s))" in done.stderr
+    assert "'2'" not in done.stderr.split("with no model")[1].splitlines()[0]
+    strict = _cli(trained, "predict", "gated@production", "gated.csv", "--segment-by", "Store", "--strict",
+                  "--out", "gs.csv")
+    assert strict.returncode == 1, strict.stderr
+
+    fell = _cli(trained, "predict", "gated@production", "gated.csv", "--segment-by", "Store",
+                "--fallback", "latest", "--out", "f.parquet")
+
+    assert fell.returncode == 0, fell.stderr
+    scored = pd.read_parquet(trained.tmp / "f.parquet")
+    assert list(scored.columns) == [*rows.columns, "prediction", "model", "served_by"]
+    assert set(scored.loc[store2, "model"]) == {"gated-2/1"}
+    assert set(scored.loc[store2, "served_by"]) == {"latest"}
+    np.testing.assert_array_equal(scored.loc[store2, "prediction"].to_numpy(),
+                                  latest.estimator.predict(rows.loc[store2, [*FEATURES, "Date"]]))
+    promoted = scored["Store"].isin(["1", "3"])
+    assert promoted.sum() == 8 and set(scored.loc[promoted, "served_by"]) == {"production"}
+    np.testing.assert_array_equal(scored.loc[promoted, "prediction"].to_numpy(),
+                                  out.loc[promoted, "prediction"].to_numpy())
+    assert scored.loc[~promoted & ~store2, "served_by"].isna().all()
+    assert "predicted 12 of 15 row(s)" in fell.stderr
+    assert ("note: 4 row(s) of 1 Store value(s) scored with their latest version, not promoted at "
+            "gated@production (served_by 'latest'):") in fell.stderr
+    assert "  Store 2: gated-2: registered (version 1), not promoted: gate failed" in fell.stderr
+
+    # The Python API says the same, and takes the same fallback.
+    with pytest.warns(UserWarning, match=r"4 row\(s\) of Store 2 scored with its latest version: gated-2"):
+        api = modelfleet.predict_frame("gated@production", rows, segment_by="Store",
+                                       settings=trained.settings, fallback="latest")
+    np.testing.assert_array_equal(api["prediction"].to_numpy(), scored["prediction"].to_numpy())
+
+    # Only unpromoted segments in the rows: nothing at the alias, exit 2, saying why.
+    rows[store2].to_csv(trained.tmp / "only2.csv", index=False)
+    none = _cli(trained, "predict", "gated@production", "only2.csv", "--segment-by", "Store")
+    assert none.returncode == 2
+    assert ("no Store segment of 'gated' has a model at alias 'production'; 1 registered but not promoted "
+            "(`--fallback latest` scores them with their latest version), e.g. gated-2: registered"
+            in none.stderr), none.stderr
+    # evaluate says the same of it: no check, and why.
+    walmart = pd.read_csv(EXAMPLE_DATA / "walmart_weekly_sales.csv")
+    new = walmart[walmart["Store"].isin([1, 2])].groupby("Store").tail(3)
+    new.to_csv(trained.tmp / "new.csv", index=False)
+    checked = _cli(trained, "evaluate", "gated@production", "new.csv", "--segment-by", "Store", "--json")
+    assert checked.returncode == 0, checked.stderr
+    checks = {c["segment"]: c for c in json.loads(checked.stdout)["checks"]}
+    assert checks["1"]["model"] == "gated-1/1" and checks["1"]["rows"] == 3 and checks["1"]["now"]
+    assert checks["2"]["model"] == "gated-2" and not checks["2"]["now"]
+    assert checks["2"]["note"] == ("at gated@production: gated-2: registered (version 1), not promoted: "
+                                   f"{reason}")
+
+    # --fallback is for segment families at an alias.
+    for args in (["gated-1@production", "only2.csv"], ["gated", "only2.csv", "--segment-by", "Store"]):
+        refused = _cli(trained, "predict", *args, "--fallback", "latest")
+        assert refused.returncode == 2 and "--fallback" in refused.stderr, refused.stderr
