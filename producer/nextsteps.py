@@ -37,9 +37,17 @@ def next_steps(batch: Batch, status: BatchStatus, data_root: Path, workers: int)
     if family is not None:
         spec, name = family
         assert isinstance(spec.dataset, CsvDataset) and spec.dataset.segment_by is not None
-        steps.append(Step(f"modelfleet predict {name}@{spec.deploy.alias} {_data_file(spec, data_root)} "
-                          f"--segment-by {shlex.quote(spec.dataset.segment_by)}",
-                          f"each row by its own {spec.dataset.segment_by}'s model"))
+        command = (f"modelfleet predict {name}@{spec.deploy.alias} {_data_file(spec, data_root)} "
+                   f"--segment-by {shlex.quote(spec.dataset.segment_by)}")
+        steps.append(Step(command, f"each row by its own {spec.dataset.segment_by}'s model"))
+        # Segments whose gate failed are left empty there: say how to score them anyway.
+        unpromoted = [r.name for r in status.rows if r.version and not r.promoted
+                      and r.name.startswith(f"{name}-") and r.name in specs]
+        if unpromoted:
+            shown = ", ".join(unpromoted[:3]) + (", ..." if len(unpromoted) > 3 else "")
+            steps.append(Step(f"{command} --fallback latest",
+                              f"also the {len(unpromoted)} segment(s) not promoted ({shown}), each by its "
+                              "latest version"))
     steps += [
         Step(f"modelfleet report --batch {status.batch_id} --out reports",
              "HTML pages per model (needs pip install -e '.[report]')"),
