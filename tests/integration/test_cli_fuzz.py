@@ -162,7 +162,8 @@ def command_lines(draw: st.DrawFn, fleet: Fleet, out: Path) -> list[str]:
         lambda: ["report", "--batch", t(), "--top", n(), "--jobs", n(), "--out", str(out / "batch")],
         lambda: ["cancel", t()],
         lambda: ["retry", "--no-wait", "--", t()],
-        lambda: ["predict", "--segment-by", t(), "--", t(), str(fleet.iris_csv)],
+        lambda: ["predict", "--segment-by", t(), *draw(st.sampled_from([[], ["--fallback", "latest"]])), "--",
+                 t(), str(fleet.iris_csv)],
         lambda: ["cache", "stats", "--json"],
     ]
     return draw(st.sampled_from(shapes))()
