@@ -43,6 +43,8 @@ class Scored:
     scoring_seconds: float
     total_seconds: float
     per_worker: dict[str, int] = field(default_factory=dict)
+    # By segment: rows per segment value with no model (left without a prediction).
+    unknown: dict[str, int] = field(default_factory=dict)
 
     @property
     def rows_per_second(self) -> float:

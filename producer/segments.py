@@ -23,6 +23,7 @@ from producer.serving import MODEL, PREDICTION, DeployedModel, load_deployed
 from producer.spec import segment_model_name
 from workers.contracts import ChainState, CsvDataset
 from workers.pipeline.schema import SchemaError
+from workers.pipeline.scoring import segment_keys, typed  # as `score --segment-by` on the workers
 from workers.runtime import Runtime
 
 SERVED_BY, LATEST = "served_by", "latest"
@@ -131,7 +132,7 @@ def predict_segments(ref: str, frame: pd.DataFrame, runtime: Runtime, segment_by
                if result.unpromoted else "")
         raise ValueError(f"{ref}: no {segment_by} segment of {family!r} has a model"
                          + (f" at alias {alias!r}" if alias else "") + why)
-    columns = {PREDICTION: _typed(out), MODEL: used, **({SERVED_BY: served} if fallback else {})}
+    columns = {PREDICTION: typed(out), MODEL: used, **({SERVED_BY: served} if fallback else {})}
     result.frame = frame.assign(**columns)
     return result
 
@@ -159,17 +160,3 @@ def _serves(model: DeployedModel | dict[str, Any], segment_by: str, value: str, 
         raise ValueError(f"model {ref} is not a {segment_by} segment of {family!r}")
     return dataset.segment == value
 
-
-def segment_keys(column: pd.Series) -> pd.Series:
-    """A segment column as the text values segments were trained on: 8 and 8.0 read as "8";
-    missing values stay missing."""
-    if pd.api.types.is_float_dtype(column) and bool((column.dropna() % 1 == 0).all()):
-        column = column.astype("Int64")
-    text = column.astype(object)
-    return text.where(text.isna(), text.astype(str))
-
-
-def _typed(values: pd.Series) -> pd.Series:
-    """Numbers back to a numeric column (empty rows NaN); labels stay as they are."""
-    converted = pd.to_numeric(values, errors="coerce")
-    return converted if converted.notna().sum() == values.notna().sum() else values

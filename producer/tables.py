@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +28,28 @@ def read_table(path: Path, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
     if frame.empty:  # a header only: nothing to predict (scikit-learn would say "0 samples")
         raise TableError(f"{path} has no rows")
     return frame
+
+
+def iter_table(path: Path, chunk_rows: int, text_columns: tuple[str, ...] = ()) -> Iterator[pd.DataFrame]:
+    """`read_table`'s frame in chunks of `chunk_rows`, never the whole file in memory: Parquet
+    by record batches, CSV by pandas' chunked reader."""
+    rows = 0
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            chunks: Iterator[pd.DataFrame] = (
+                batch.to_pandas() for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows))
+        else:
+            chunks = iter(pd.read_csv(path, dtype={c: str for c in text_columns} or None,
+                                      chunksize=chunk_rows))
+        for chunk in chunks:
+            rows += len(chunk)
+            yield chunk
+    except (OSError, ValueError, UnicodeDecodeError) as exc:  # pyarrow's errors are among these too
+        raise TableError(f"cannot read {path} as a table: {exc}") from exc
+    if not rows:
+        raise TableError(f"{path} has no rows")
 
 
 def check_writable(path: Path) -> None:

@@ -533,26 +533,54 @@ class DeployedInfo(Strict):
     run_id: str
 
 
-class ScoreChunk(Strict):
-    """One chunk of a scoring job: the model's and the chunk's artifacts, never the data."""
+class ScoreModel(Strict):
+    """A deployed version as a score task loads it: its artifacts, schema and audited types."""
 
+    ref: str
     model_digest: str
+    transform_digest: str | None = None
+    input_schema: list[ColumnSchema] | None = None
+    # The types audited at deploy, by model file digest (the version's `trusted_types`).
+    trusted_types: dict[str, list[str]] | None = None
+
+
+class ScoreChunk(Strict):
+    """One chunk of a scoring job: the model's and the chunk's artifacts, never the data.
+
+    With `segment_by`, each row goes to its segment value's model in `segments` (only the
+    values in this chunk; a value without a model leaves its rows unpredicted)."""
+
+    model_digest: str | None = None
     transform_digest: str | None = None
     input_schema: list[ColumnSchema] | None = None
     chunk_digest: str
     chunk: int = Field(ge=0)
     # The types audited at deploy, by model file digest (the version's `trusted_types`).
     trusted_types: dict[str, list[str]] | None = None
+    segment_by: str | None = None
+    segments: dict[str, ScoreModel] | None = None
+
+    @model_validator(mode="after")
+    def _one_model_or_segments(self) -> ScoreChunk:
+        if (self.model_digest is None) == (self.segment_by is None) or \
+                (self.segment_by is None) != (self.segments is None):
+            raise ValueError("a score chunk names one model_digest, or segment_by with its segments")
+        return self
 
 
 class ScoredChunk(Strict):
-    """A worker's answer: the predictions' artifact (one `prediction` column, the chunk's rows)."""
+    """A worker's answer: the predictions' artifact (one `prediction` column, the chunk's rows;
+    with segments also `model`, the version that predicted each row)."""
 
     chunk: int
     result_digest: str
     rows: int
     seconds: float
     worker: str
+    # Segments: rows per segment value with no model in the message.
+    unknown: dict[str, int] = Field(default_factory=dict)
+    # Segments: rows that do not fit their model's schema (the first such error; no result then).
+    error: str | None = None
 
 
 class ChainState(Strict):

@@ -2,8 +2,9 @@
 
 Thin: the message (workers.contracts.ScoreChunk) names the model's artifacts and
 the chunk's; the task reads both from the artifact store (each verified against
-its digest; the model loaded trusting only allow-listed types), calls the pure
-`score_frame` and stores the predictions as a new artifact, whose digest it returns.
+its digest; the model loaded trusting only allow-listed types, through the process's
+model cache), calls the pure `score_frame` (or `score_segments`: each row by its
+segment's model) and stores the predictions as a new artifact, whose digest it returns.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from workers.contracts import ScoreChunk, ScoredChunk
+from workers.contracts import ColumnSchema, ScoreChunk, ScoredChunk
 from workers.modelcache import cached_served
-from workers.pipeline.scoring import from_parquet, score_frame, to_parquet
+from workers.pipeline.schema import SchemaError
+from workers.pipeline.scoring import Segment, from_parquet, score_frame, score_segments, to_parquet
 from workers.runtime import Runtime
 from workers.settings import SCORE_QUEUE
 from workers.task import TRANSIENT
@@ -38,22 +40,47 @@ class ScoreTask(Task):  # type: ignore[misc]
         assert self._runtime is not None
         return self._runtime
 
-    def model(self, job: ScoreChunk) -> Any:
-        # The process's model cache: every chunk of a job uses the same model.
+    def model(self, model_digest: str, transform_digest: str | None,
+              trusted_types: dict[str, list[str]] | None) -> Any:
+        # The process's model cache: every chunk of a job uses the same models.
         rt = self.runtime
-        return cached_served(rt.store.get, job.model_digest, job.transform_digest,
+        return cached_served(rt.store.get, model_digest, transform_digest,
                              rt.settings.allowed_estimator_prefixes, rt.settings.model_cache_size,
-                             job.trusted_types)
+                             trusted_types)
+
+    def segment(self, job: ScoreChunk, value: str) -> Segment | None:
+        found = (job.segments or {}).get(value)
+        if found is None:
+            return None
+        return found.ref, self.model(found.model_digest, found.transform_digest, found.trusted_types), \
+            _schema(found.input_schema)
+
+
+def _schema(columns: list[ColumnSchema] | None) -> list[dict[str, Any]] | None:
+    return None if columns is None else [c.model_dump(exclude_none=True) for c in columns]
 
 
 @shared_task(name=SCORE_TASK, base=ScoreTask, bind=True)  # type: ignore[misc]
 def score(self: ScoreTask, message: dict[str, Any]) -> dict[str, Any]:
     job = ScoreChunk.model_validate(message)
     started = time.perf_counter()
-    schema = None if job.input_schema is None else [c.model_dump(exclude_none=True) for c in job.input_schema]
     frame = from_parquet(self.runtime.store.get(job.chunk_digest))
-    scored = score_frame(self.model(job), schema, frame)
-    digest = self.runtime.store.put(to_parquet(scored))
-    return ScoredChunk(chunk=job.chunk, result_digest=digest, rows=len(scored),
+    unknown: dict[str, int] = {}
+    if job.segment_by is None:
+        assert job.model_digest is not None  # the contract's validator: one model or segments
+        scored = score_frame(self.model(job.model_digest, job.transform_digest, job.trusted_types),
+                             _schema(job.input_schema), frame)
+    else:
+        try:
+            scored, unknown = score_segments(frame, job.segment_by, lambda v: self.segment(job, v))
+        except SchemaError as exc:  # the producer names the chunk; nothing is stored
+            return _answer(self, job, "", len(frame), started, error=str(exc))
+    return _answer(self, job, self.runtime.store.put(to_parquet(scored)), len(scored), started,
+                   unknown=unknown)
+
+
+def _answer(task: ScoreTask, job: ScoreChunk, digest: str, rows: int, started: float,
+            **fields: Any) -> dict[str, Any]:
+    return ScoredChunk(chunk=job.chunk, result_digest=digest, rows=rows,
                        seconds=time.perf_counter() - started,
-                       worker=self.request.hostname or socket.gethostname()).model_dump()
+                       worker=task.request.hostname or socket.gethostname(), **fields).model_dump()

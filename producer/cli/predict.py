@@ -136,9 +136,12 @@ def _refuse_overwrite(out: Path, input_path: Path, force: bool) -> None:
                    "`modelfleet worker -Q score`).")
 @click.option("--timeout", default=3600.0, show_default=True, type=SECONDS,
               help="Seconds to wait for the chunks.")
+@click.option("--segment-by", "segment_by", metavar="COLUMN",
+              help="REF is a segment family FAMILY@ALIAS: each row goes to its COLUMN value's model "
+                   "(the input is read and sent a chunk at a time).")
 @pass_settings
 def score(settings: Settings, ref: str, input_path: Path, out_dir: Path, chunk_rows: int, n_workers: int,
-          timeout: float) -> None:
+          timeout: float, segment_by: str | None) -> None:
     """Score a large CSV or Parquet table on the workers: one task per chunk on the `score` queue,
     chunks and predictions through the artifact store, joined in order into DIR."""
     from celery.exceptions import TimeoutError as CeleryTimeout
@@ -146,6 +149,7 @@ def score(settings: Settings, ref: str, input_path: Path, out_dir: Path, chunk_r
     from producer.cli.common import broker
     from producer.local import LocalWorkers
     from producer.scoring import NoScoreWorkers, score_table
+    from producer.segment_scoring import score_segments
     from producer.tables import TableError, read_table
     from workers.app import create_app
     from workers.pipeline.schema import SchemaError
@@ -153,7 +157,7 @@ def score(settings: Settings, ref: str, input_path: Path, out_dir: Path, chunk_r
     from workers.settings import SCORE_QUEUE
 
     try:
-        frame = read_table(input_path)
+        frame = None if segment_by else read_table(input_path)
     except TableError as exc:
         raise UserError(str(exc)) from exc
     with broker(settings) as live:
@@ -164,8 +168,13 @@ def score(settings: Settings, ref: str, input_path: Path, out_dir: Path, chunk_r
                     stack.enter_context(LocalWorkers(live, n_workers, live.local_redis_dir.parent / "logs",
                                                      queues=[SCORE_QUEUE], name_prefix="score"))
                 rt = Runtime.from_settings(live)
-                result = score_table(ref, frame, rt, app, out_dir, chunk_rows, timeout,
-                                     check_workers=not n_workers)
+                if frame is None:
+                    assert segment_by is not None
+                    result = score_segments(ref, input_path, segment_by, rt, app, out_dir, chunk_rows,
+                                            timeout, check_workers=not n_workers)
+                else:
+                    result = score_table(ref, frame, rt, app, out_dir, chunk_rows, timeout,
+                                         check_workers=not n_workers)
         except KeyError as exc:
             raise UserError(str(exc.args[0])) from exc
         except SchemaError as exc:
@@ -177,13 +186,21 @@ def score(settings: Settings, ref: str, input_path: Path, out_dir: Path, chunk_r
             err.print(escape(f"error: the chunks did not finish within {timeout:.0f} s; is a worker "
                              f"consuming the {SCORE_QUEUE!r} queue?"))
             raise SystemExit(1) from exc
+        except ValueError as exc:  # by segment: an unreadable table, a wrong family or rows
+            raise UserError(str(exc)) from exc
         finally:
             app.close()
     spread = ", ".join(f"{w}: {n}" for w, n in sorted(result.per_worker.items()))
-    err.print(escape(f"scored {result.rows} row(s) with {result.model} in {result.chunks} chunk(s) "
+    done = f"{result.rows - sum(result.unknown.values())} of " if segment_by else ""
+    err.print(escape(f"scored {done}{result.rows} row(s) with {result.model} in {result.chunks} chunk(s) "
                      f"({spread}): {result.scoring_seconds:.2f} s on the workers, "
                      f"{result.rows_per_second:,.0f} rows/s; {result.total_seconds:.2f} s in all -> "
                      f"{result.path}"))
+    if result.unknown:
+        shown = ", ".join(f"{v!r}: {n}" for v, n in sorted(result.unknown.items())[:20])
+        err.print(escape(f"warning: {sum(result.unknown.values())} row(s) of {len(result.unknown)} "
+                         f"{segment_by} value(s) with no model at {ref}, left without a prediction "
+                         f"(rows per value: {shown}{' ...' if len(result.unknown) > 20 else ''})"))
 
 
 COMMANDS = [predict, score]
