@@ -6,6 +6,11 @@ together: about TARGET_SECONDS of work per message. Models are packed only with
 models of the same cost class (task, estimator class, dataset shape) and the same
 worker queue (`resources.queue`: a pack runs where all its members may), and a
 batch keeps at least MIN_MESSAGES chains, so packing never starves workers.
+
+A pack of small models is also fused: one task runs its members through all four
+stages (workers/task.py), instead of four tasks handing the pack on through the
+broker. The stage queues stay for bigger models, and for models that name a queue
+of their own (their heavy stages run there).
 """
 
 from __future__ import annotations
@@ -25,7 +30,17 @@ MIN_MESSAGES = 16
 # A model of a class nobody has run yet: about what a small linear model costs in all stages.
 UNMEASURED_SECONDS = 0.02
 
+# A model whose whole chain is estimated at no more than this is fused (under `pack: auto`):
+# four hand-offs (publish, deliver, ack, result) cost it more than its stages' work.
+FUSE_SECONDS = 0.25
+
 Pack = int | Literal["auto"]
+
+
+def fused(members: list[ModelSpec], pack: Pack, recorded: Mapping[str, float]) -> bool:
+    """Whether a pack runs its stages in one task: small members, `pack: auto`, no own queue."""
+    return pack == "auto" and all(m.resources.queue is None and estimate_seconds(m, recorded)
+                                  <= FUSE_SECONDS for m in members)
 
 
 def estimate_seconds(model: ModelSpec, recorded: Mapping[str, float]) -> float:

@@ -17,7 +17,7 @@ from kombu.exceptions import OperationalError
 
 from producer.handle import BatchHandle
 from producer.messages import new_task_ids, send_chains
-from producer.packing import Pack, plan_packs
+from producer.packing import Pack, fused, plan_packs
 from producer.provenance import origin
 from producer.spec import Batch
 from workers.app import PRIORITIES
@@ -25,6 +25,7 @@ from workers.backpressure import full_reason
 from workers.contracts import HEAVY_STAGES, SLUG_RULE, ChainState, ModelJob, ModelSpec, is_slug
 from workers.labels import chain_label
 from workers.runtime import Runtime
+from workers.settings import STAGES
 
 # Chains whose messages exist at once while sending (and task ids per Redis write).
 SEND_CHUNK = 2000
@@ -58,6 +59,12 @@ class PlannedChain:
     models: tuple[str, ...]
     # The models' `resources.queue` (one per chain: packs never mix queues), or None.
     queue: str | None = None
+    # One task runs the whole chain (a fused pack of small models: producer/packing.py).
+    fused: bool = False
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return STAGES[:1] if self.fused else STAGES
 
 
 def plan_chains(batch_id: str, models: list[ModelSpec], no_cache: bool = False, pack: Pack = 1,
@@ -66,7 +73,8 @@ def plan_chains(batch_id: str, models: list[ModelSpec], no_cache: bool = False, 
     """One chain per pack of models (`pack: 1`: per model), built lazily: a message
     exists only until it is published."""
     template: dict[str, Any] | None = None
-    for members in plan_packs(models, pack, costs or {}):
+    costs = costs or {}
+    for members in plan_packs(models, pack, costs):
         if template is None:
             template = ChainState(job=ModelJob(batch_id=batch_id, model=members[0], no_cache=no_cache,
                                                max_parallel=max_parallel)).model_dump(mode="json")
@@ -76,8 +84,10 @@ def plan_chains(batch_id: str, models: list[ModelSpec], no_cache: bool = False, 
         states = [{**template, "job": {**template["job"], "model": m.model_dump(mode="json")}}
                   for m in members]
         names = tuple(m.name for m in members)
-        yield PlannedChain(chain_label(batch_id, names), states[0] if len(members) == 1 else {"pack": states},
-                           names, members[0].resources.queue)
+        one_task = fused(members, pack, costs)
+        message = {"pack": states, "fused": True} if one_task else \
+            states[0] if len(members) == 1 else {"pack": states}
+        yield PlannedChain(chain_label(batch_id, names), message, names, members[0].resources.queue, one_task)
 
 
 def masked_url(url: str) -> str:
@@ -146,15 +156,16 @@ def send_planned(app: Celery, runtime: Runtime, batch_id: str, planned: Iterable
     sent = 0
     with app.producer_or_acquire() as producer:
         for part in _chunks(planned, chunk):
-            ids = new_task_ids(len(part))
+            ids = [chain_ids[:len(plan.stages)] for plan, chain_ids in zip(part, new_task_ids(len(part)),
+                                                                             strict=True)]
             runtime.tracker.record_task_ids(batch_id, {name: chain_ids
                                                        for plan, chain_ids in zip(part, ids, strict=True)
                                                        for name in plan.models})
-            routed: dict[str | None, list[int]] = {}
+            routed: dict[tuple[str | None, tuple[str, ...]], list[int]] = {}
             for i, plan in enumerate(part):
-                routed.setdefault(plan.queue, []).append(i)
-            for queue, members in routed.items():
-                send_chains(app, [(part[i].label, part[i].message) for i in members],
+                routed.setdefault((plan.queue, plan.stages), []).append(i)
+            for (queue, stages), members in routed.items():
+                send_chains(app, [(part[i].label, part[i].message) for i in members], stages,
                             task_ids=[ids[i] for i in members], producer=producer, priority=priority,
                             queues=None if queue is None else dict.fromkeys(HEAVY_STAGES, queue))
             sent += len(part)

@@ -32,13 +32,14 @@ from workers.contracts import (
     PreparedInfo,
     SearchSummary,
     TrainedInfo,
+    is_fused,
 )
 from workers.mlflow_sink import sink_for
 from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import cross_validate, plot_data, score
 from workers.pipeline.features import build_model, estimator_prefix
-from workers.pipeline.preprocess import dump_split, load_split, prepare, table_digest_bytes
+from workers.pipeline.preprocess import Split, dump_split, load_split, prepare, table_digest_bytes
 from workers.pipeline.schema import input_schema
 from workers.pipeline.search import around, build_search, run_search
 from workers.pipeline.train import dump_model, fit, load_model, recorded_types
@@ -50,30 +51,39 @@ from workers.usercode import class_paths, code_versions
 from workers.writes import Writes
 
 
-class _RecentModels:
-    """The last few models this process fitted, by the digest of their stored file.
+class _Recent:
+    """The last few objects this process made, by the digest of their stored file.
 
-    When a model's evaluate runs in the process that trained it (always with one
-    worker, often with a few), it takes the fitted object instead of reading and
-    auditing the file again (a 10-tree forest: 6 ms of a small model's 20). Small
-    models only, and few: a big model is rarely worth the memory.
+    When a model's next stage runs in the process that ran this one (always in a fused
+    pack, often with few workers), it takes the object instead of reading (and, for a
+    model, auditing) the file again: a 10-tree forest's load is 6 ms of a small model's
+    20, a small split's Parquet read 2 ms. Small objects only, and few.
     """
 
-    def __init__(self, entries: int = 64, max_bytes: int = 8 << 20) -> None:
-        self.entries, self.max_bytes = entries, max_bytes
-        self._models: OrderedDict[str, Any] = OrderedDict()
+    def __init__(self, entries: int, max_size: int) -> None:
+        self.entries, self.max_size = entries, max_size
+        self._items: OrderedDict[str, Any] = OrderedDict()
 
-    def put(self, digest: str, model: Any, size: int) -> None:
-        if size <= self.max_bytes:
-            self._models[digest] = model
-            while len(self._models) > self.entries:
-                self._models.popitem(last=False)
+    def put(self, digest: str, item: Any, size: int) -> None:
+        if size <= self.max_size:
+            self._items[digest] = item
+            self._items.move_to_end(digest)
+            while len(self._items) > self.entries:
+                self._items.popitem(last=False)
 
-    def get(self, digest: str) -> Any:
-        return self._models.pop(digest, None)  # evaluated once: no need to keep it
+    def get(self, digest: str, keep: bool = False) -> Any:
+        # A model is evaluated once (no need to keep it); a split is read by train and evaluate.
+        return self._items.get(digest) if keep else self._items.pop(digest, None)
 
 
-_JUST_TRAINED = _RecentModels()
+# Sized for a fused pack (producer/packing.py MAX_PACK): every member's split and model
+# stays until its evaluate. Bytes of a model file; cells of a split.
+_JUST_TRAINED = _Recent(entries=128, max_size=8 << 20)
+_JUST_SPLIT = _Recent(entries=128, max_size=1_000_000)
+
+
+def _split(store: Any, digest: str) -> Split:
+    return _JUST_SPLIT.get(digest, keep=True) or load_split(store.get(digest))
 
 
 def _stage(name: str) -> Callable[[Callable[..., Any]], Any]:
@@ -82,7 +92,10 @@ def _stage(name: str) -> Callable[[Callable[..., Any]], Any]:
 
 @_stage("preprocess")
 def preprocess(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
-    return self.run_stage(message, "preprocess", lambda state, writes: _preprocess(self, state, writes))
+    result = self.run_stage(message, "preprocess", lambda state, writes: _preprocess(self, state, writes))
+    if is_fused(message):  # it ran through deploy
+        _offer_to_mlflow(self, result)
+    return result
 
 
 def _preprocess(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
@@ -100,6 +113,7 @@ def _preprocess(self: StageTask, state: ChainState, writes: Writes) -> ChainStat
     def compute() -> tuple[dict[str, Any], list[str]]:
         split = prepare(table, model)
         digest = store.put(dump_split(split))
+        _JUST_SPLIT.put(digest, split, split.X_train.size + split.X_test.size)
         # A lag model serves from its series' last rows: stored beside the split, named in the lineage.
         history = None if split.history is None else store.put_json(split.history)
         # The fitted features travel inside the model's Pipeline now: no separate transform.
@@ -130,7 +144,7 @@ def _train(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
                            time_ordered=model.split.kind == "time") if model.search else None)
 
     def compute() -> tuple[dict[str, Any], list[str]]:
-        split = load_split(rt.store.get(data_digest))
+        split = _split(rt.store, data_digest)
         # One Pipeline, features + estimator: the deployed file takes raw rows.
         pipeline = build_model(model, list(split.X_train.columns), estimator)
         if search is None:
@@ -188,7 +202,7 @@ def _evaluate(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     cv_metrics = state.trained.cv_metrics
 
     def compute() -> tuple[dict[str, Any], list[str]]:
-        split = load_split(rt.store.get(data_digest))
+        split = _split(rt.store, data_digest)
         fitted = _JUST_TRAINED.get(model_digest) or load_model(rt.store.get(model_digest),
                                                                 rt.settings.allowed_estimator_prefixes)
         predictions = fitted.predict(split.X_test)
@@ -211,10 +225,14 @@ def _evaluate(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
 @_stage("deploy")
 def deploy(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
     result = self.run_stage(message, "deploy", lambda state, writes: _deploy(self, state, writes))
+    _offer_to_mlflow(self, result)
+    return result
+
+
+def _offer_to_mlflow(self: StageTask, result: dict[str, Any]) -> None:
     sink = sink_for(self.runtime.settings, self.runtime.store)
     if sink is not None:
         sink.offer(result)  # a queue put: a background thread copies the models into MLflow
-    return result
 
 
 def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:

@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from workers import keys
 from workers.cache import LIBRARY_VERSIONS, LeaseTimeout, cache_key, keep_alive
-from workers.contracts import ChainState, parse_message, to_message
+from workers.contracts import ChainState, is_fused, parse_message, to_message
 from workers.fingerprint import fingerprint
 from workers.journal import flush_all
 from workers.recovery import handed_on, single_chain
@@ -214,20 +214,29 @@ class StageTask(Task):  # type: ignore[misc]
 
     def run_stage(self, message: dict[str, Any], stage: str,
                   step: Callable[[ChainState, Writes], ChainState]) -> dict[str, Any]:
-        """Run `step` for every model the message carries; returns the next stage's message."""
+        """Run `step` for every model the message carries; returns the next stage's message.
+
+        A fused pack (small members, producer/packing.py) runs every stage from this one
+        on, here: stage by stage, as its chain would, without the hand-offs between them.
+        """
         packed = isinstance(message, dict) and "pack" in message
         states = parse_message(message)
         started = time.perf_counter()
         job = states[0].job  # a pack's models share their batch
+        stages = STAGES[STAGES.index(stage):] if is_fused(message) else [stage]
         if job.max_parallel is not None:
             self._take_slot(job.batch_id, job.max_parallel)
         try:
-            running = self.begin(states, stage)
+            done = self.begin(states, stage)
             # While this copy runs, its heartbeat keeps the task's alive key: a redelivered copy
             # of a long, healthy stage then waits for it instead of counting it as poison.
             with keep_alive(self.runtime.redis, keys.alive(self.request.id), self.request.id,
                             self.runtime.settings.lease_ttl):
-                done = self._run_members(running, stage, packed, step)
+                for later, current in enumerate(stages):
+                    if later:
+                        done = self.begin(done, current, first=False)
+                    body = step if current == stage else functools.partial(BODIES[current], self)
+                    done = self._run_members(done, current, packed, body)
         finally:
             if job.max_parallel is not None:
                 self._release_slot(job.batch_id)
@@ -266,6 +275,8 @@ class StageTask(Task):  # type: ignore[misc]
 
     def _run_members(self, states: list[ChainState], stage: str, packed: bool,
                      step: Callable[[ChainState, Writes], ChainState]) -> list[ChainState]:
+        # Each model's records go as soon as it is done (not once per pack): a neighbour that
+        # kills the process later in the pack must not take this model's finished work with it.
         done = []
         for state in states:
             writes = self.runtime.tracker.writes()
@@ -283,13 +294,18 @@ class StageTask(Task):  # type: ignore[misc]
             writes.execute()
         return done
 
-    def begin(self, states: list[ChainState], stage: str) -> list[ChainState]:
-        """Mark the models running; drop cancelled ones; refuse done or poisonous messages."""
+    def begin(self, states: list[ChainState], stage: str, first: bool = True) -> list[ChainState]:
+        """Mark the models running; drop cancelled ones; refuse done or poisonous messages.
+
+        A delivery is counted (and judged poison) at its first stage only: a fused pack's
+        later stages begin in the same delivery.
+        """
         rt = self.runtime
         delivery_key = f"{keys.deliveries(self.request.id)}:{self.request.retries}"
         begin = Writes(rt.redis, rt.tracker.journal)
-        begin.pipe.incr(delivery_key)
+        begin.pipe.incr(delivery_key, 1 if first else 0)
         begin.pipe.expire(delivery_key, 7 * 24 * 3600)
+        max_deliveries = rt.settings.max_deliveries if first else 2**31
         result_key = self.backend.get_key_for_task(self.request.id)
         worker = self.request.hostname or socket.gethostname()
         alive = keys.alive(self.request.id)
@@ -299,7 +315,7 @@ class StageTask(Task):  # type: ignore[misc]
                          [keys.cancelled(job.batch_id), result_key, delivery_key,
                           keys.batch_model(job.batch_id, job.model.name), alive,
                           keys.batch_tasks(job.batch_id), keys.RUNNING, keys.HANDOFFS],
-                         [rt.settings.max_deliveries, stage, worker, time.time(), self.request.id,
+                         [max_deliveries, stage, worker, time.time(), self.request.id,
                           int(rt.settings.lease_ttl * 1000), job.model.name,
                           keys.model_ref(job.batch_id, job.model.name)])
         replies = begin.execute()[2:]

@@ -20,6 +20,7 @@ from tests.support.cluster import FAULTY, Cluster, classifier, cluster, lines, w
 from tests.support.index import index_snapshot
 from workers.reindex import reindex
 from workers.runtime import Runtime
+from workers.settings import STAGES
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -58,6 +59,41 @@ def test_sigkilled_worker_loses_no_model_and_deploys_each_once(tmp_path: Path, p
             trains = [r for r in runs if r["model"] == model and r["stage"] == "train"]
             assert [(r["status"], r["cache_hit"]) for r in trains] == [("succeeded", False)]
         assert len({r["task_id"] for r in runs if r["stage"] == "train"}) == 4 // pack
+
+
+def test_sigkilled_worker_mid_fused_pack_loses_no_model_and_fits_each_once(tmp_path: Path) -> None:
+    # pack: auto with 32 small models of one cost class: 16 fused packs of 2 (at least
+    # MIN_MESSAGES chains), each one task for all four stages; the gate's neighbour is m0.
+    started, release = tmp_path / "started", tmp_path / "release"
+    gate = classifier("gate", FAULTY, started=str(started), wait_for=str(release))
+    names = ["gate", *(f"m{i}" for i in range(31))]
+    # (Distinct params, so each has a train of its own: identical models share one in the cache.)
+    spec = {"name": "fused", "models": [gate, *(classifier(n, FAULTY, message=n) for n in names[1:])]}
+    with cluster(tmp_path) as c:
+        handle = c.submit(spec)
+        # Given the gate model is training inside its fused pack on one worker
+        _, ppid, _ = wait_lines(started, 1)[0]
+        victim = next(p for p in c.workers.procs if p.pid == int(ppid))
+        # When that worker's whole process tree is SIGKILLed
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(10)
+        release.touch()
+        status = handle.wait(timeout=120)
+
+        # Then the pack is redelivered and every model ends promoted, registered once
+        assert status.counts == {"promoted": 32}
+        assert int(wait_lines(started, 2)[1][1]) != victim.pid
+        runs = c.runtime.tracker.runs(batch_id=handle.batch_id)
+        for name in names:
+            assert [v["version"] for v in c.runtime.registry.versions(name)] == [1]
+            mine = [r for r in runs if r["model"] == name and r["status"] == "succeeded"]
+            # ... each fitted once (a redelivered pack finds its done work in the cache)
+            assert [r["cache_hit"] for r in mine if r["stage"] == "train"].count(False) == 1
+            # ... and its four stages ran in one task: the pack was fused, no hand-offs
+            assert {r["stage"] for r in mine} == set(STAGES)
+            assert len({r["task_id"] for r in mine}) == 1
+        # ... 16 tasks in all: the killed pack came back as the same message
+        assert len({r["task_id"] for r in runs}) == 16
 
 
 def test_sigkilled_worker_mid_search_deploys_each_meta_estimator_once(tmp_path: Path) -> None:
@@ -123,8 +159,9 @@ def test_after_a_crash_reindex_rebuilds_the_whole_index_from_the_artifact_root(t
             rebuilt.redis.close()
 
 
-@pytest.mark.parametrize("pack", [1, 3])
-def test_killed_pool_child_is_retried_and_poison_task_fails_bounded(tmp_path: Path, pack: int) -> None:
+# "auto": three small models, each its own fused chain (one task runs all four stages).
+@pytest.mark.parametrize("pack", [1, 3, "auto"])
+def test_killed_pool_child_is_retried_and_poison_task_fails_bounded(tmp_path: Path, pack: int | str) -> None:
     once_started, always_started = tmp_path / "once", tmp_path / "always"
     spec = {"name": "oom", "pack": pack, "models": [
         classifier("dies-once", FAULTY, started=str(once_started), die="once",
@@ -145,7 +182,7 @@ def test_killed_pool_child_is_retried_and_poison_task_fails_bounded(tmp_path: Pa
         # One that kills its pool child every time fails after max_deliveries tries, not forever.
         assert rows["dies-always"].status == "failed" and rows["dies-always"].stage == "train"
         assert "TooManyDeliveries" in rows["dies-always"].error
-        if pack == 1:
+        if pack != 3:
             assert len(lines(always_started)) == c.settings.max_deliveries
         else:
             # The pack kept dying, so it was split and its models went on one by one: the
@@ -165,8 +202,9 @@ def test_killed_pool_child_is_retried_and_poison_task_fails_bounded(tmp_path: Pa
         assert all(p.poll() is None for p in c.workers.procs)
 
 
-@pytest.mark.parametrize("pack", [1, 2])
-def test_transient_errors_retry_and_deterministic_errors_fail_at_once(tmp_path: Path, pack: int) -> None:
+@pytest.mark.parametrize("pack", [1, 2, "auto"])
+def test_transient_errors_retry_and_deterministic_errors_fail_at_once(tmp_path: Path,
+                                                                     pack: int | str) -> None:
     counter = tmp_path / "calls"
     spec = {"name": "errors", "pack": pack, "models": [
         classifier("flaky", FAULTY, fail="connection", fail_times=2, counter=str(counter)),
