@@ -30,7 +30,7 @@ from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
 from kombu import Producer
 
-from workers.app import TASK_NAMES
+from workers.app import QUEUES, TASK_NAMES
 from workers.labels import stage_label
 from workers.settings import STAGES
 
@@ -74,7 +74,7 @@ def send_chains(app: Celery, chains: Iterable[tuple[str, dict[str, Any]]],
             raise ValueError(f"{len(task_ids)} task id lists for {len(chains)} chains")
     amqp = app.amqp
     names = [TASK_NAMES[s] for s in stages]
-    routes = [(queues or {}).get(s, s) for s in stages]
+    routes = [(queues or {}).get(s, QUEUES[s]) for s in stages]
     declared = [amqp.queues[q] for q in routes]
     first_name, first_queue, first_key = names[0], declared[0], routes[0]
     # (stage, queue, task name) of the later stages; the worker pops from the end.

@@ -20,7 +20,7 @@ from producer.messages import new_task_ids, send_chains
 from producer.packing import Pack, fused, plan_packs
 from producer.provenance import origin
 from producer.spec import Batch
-from workers.app import PRIORITIES
+from workers.app import FUSED, PRIORITIES
 from workers.backpressure import full_reason
 from workers.contracts import HEAVY_STAGES, SLUG_RULE, ChainState, ModelJob, ModelSpec, is_slug
 from workers.labels import chain_label
@@ -64,7 +64,7 @@ class PlannedChain:
 
     @property
     def stages(self) -> tuple[str, ...]:
-        return STAGES[:1] if self.fused else STAGES
+        return (FUSED,) if self.fused else STAGES
 
 
 def plan_chains(batch_id: str, models: list[ModelSpec], no_cache: bool = False, pack: Pack = 1,
@@ -84,10 +84,8 @@ def plan_chains(batch_id: str, models: list[ModelSpec], no_cache: bool = False, 
         states = [{**template, "job": {**template["job"], "model": m.model_dump(mode="json")}}
                   for m in members]
         names = tuple(m.name for m in members)
-        one_task = fused(members, pack, costs)
-        message = {"pack": states, "fused": True} if one_task else \
-            states[0] if len(members) == 1 else {"pack": states}
-        yield PlannedChain(chain_label(batch_id, names), message, names, members[0].resources.queue, one_task)
+        yield PlannedChain(chain_label(batch_id, names), states[0] if len(members) == 1 else {"pack": states},
+                           names, members[0].resources.queue, fused(members, pack, costs))
 
 
 def masked_url(url: str) -> str:

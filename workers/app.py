@@ -16,7 +16,11 @@ from workers.connections import sentinel_options
 from workers.settings import STAGES, Settings
 from workers.tls import tls_options
 
-TASK_NAMES = {stage: f"modelfleet.{stage}" for stage in STAGES}
+# A pack of small models run through all four stages by one task (workers/task.py), sent
+# on the first stage's queue: its name is a chain "stage" of its own.
+FUSED = "fused"
+TASK_NAMES = {stage: f"modelfleet.{stage}" for stage in (*STAGES, FUSED)}
+QUEUES = {**{stage: stage for stage in STAGES}, FUSED: STAGES[0]}
 # A batch's `priority` as a message priority. Kombu's Redis transport keeps one list per
 # priority step (0, 3, 6, 9; `train`, then `train\x06\x163`, ...) and a worker's BRPOP
 # names every queue's step-0 list before any step-3 list: 0 is the highest. A message
@@ -98,7 +102,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         result_expires=7 * 24 * 3600,
         task_queues=[Queue(stage) for stage in STAGES],
         task_default_queue=STAGES[0],
-        task_routes={name: {"queue": stage} for stage, name in TASK_NAMES.items()},
+        task_routes={name: {"queue": QUEUES[stage]} for stage, name in TASK_NAMES.items()},
         task_time_limit=settings.stage_time_limit,
         worker_concurrency=settings.worker_concurrency,
         # Transient errors (I/O, connection) are retried with backoff; see stages.py.

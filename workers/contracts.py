@@ -605,13 +605,6 @@ class PackState(Strict):
     """
 
     pack: list[ChainState] = Field(min_length=1)
-    # Small members: one task runs all the stages (workers/task.py), no hand-off between them.
-    fused: bool = False
-
-
-def is_fused(message: object) -> bool:
-    """Whether the message is a fused pack: one task runs its members through every stage."""
-    return isinstance(message, dict) and "pack" in message and message.get("fused") is True
 
 
 def parse_message(message: object) -> list[ChainState]:

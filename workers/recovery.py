@@ -247,8 +247,9 @@ class Sweeper:
         """Models with no progress for stall_timeout: look for their message; resend if it is gone."""
         done: Counter[str] = Counter()
         plans = {ref: self.resume_point(ref, states[ref]) for ref in refs}
+        # (A fused pack's message waits on the first stage's queue, whatever stage its model is at.)
         lists = {lst for plan in plans.values() if plan
-                 for lst in queue_lists(plan[1].job.model.queue_for(plan[0]))}
+                 for stage in {plan[0], STAGES[0]} for lst in queue_lists(plan[1].job.model.queue_for(stage))}
         with self._broker() as (channel, client):
             pending = {states[ref].get("pending", "") for ref in refs} - {""}
             # The queues first, then the messages workers hold: one taken from a queue meanwhile

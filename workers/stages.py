@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 # Imported once in the worker's main process, before it forks its pool children: the data
@@ -23,19 +24,20 @@ import sklearn.linear_model  # noqa: F401
 import sklearn.tree  # noqa: F401
 from celery import shared_task
 
+from workers.app import FUSED
 from workers.cache import LIBRARY_VERSIONS, cache_key
 from workers.contracts import (
     ChainState,
+    CsvDataset,
     DeployedInfo,
     EvaluatedInfo,
     ModelSpec,
     PreparedInfo,
     SearchSummary,
     TrainedInfo,
-    is_fused,
 )
 from workers.mlflow_sink import sink_for
-from workers.pipeline.data import load_dataset
+from workers.pipeline.data import Table, load_dataset, resolve_csv_path
 from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import cross_validate, plot_data, score
 from workers.pipeline.features import build_model, estimator_prefix
@@ -82,6 +84,26 @@ _JUST_TRAINED = _Recent(entries=128, max_size=8 << 20)
 _JUST_SPLIT = _Recent(entries=128, max_size=1_000_000)
 
 
+_LOADED = _Recent(entries=16, max_size=2_000_000)  # tables (cells) with their digest
+
+
+def _table(model: ModelSpec, data_root: Path) -> tuple[Table, str]:
+    """The model's table and its content digest, once per process for the same data: the ten
+    models of one store read and hash its rows once. A file is keyed by its size and
+    modification time, so an edited file is read again."""
+    stamp: tuple[int, ...] = ()
+    if isinstance(model.dataset, CsvDataset):
+        stat = resolve_csv_path(data_root, model.dataset.path).stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+    key = f"{model.task}|{model.dataset.model_dump_json()}|{stamp}"
+    if (known := _LOADED.get(key, keep=True)) is not None:
+        return known  # type: ignore[no-any-return]
+    table = load_dataset(model.dataset, model.task, data_root)
+    loaded = table, digest_bytes(table_digest_bytes(table))
+    _LOADED.put(key, loaded, table.frame.size)
+    return loaded
+
+
 def _split(store: Any, digest: str) -> Split:
     return _JUST_SPLIT.get(digest, keep=True) or load_split(store.get(digest))
 
@@ -92,9 +114,15 @@ def _stage(name: str) -> Callable[[Callable[..., Any]], Any]:
 
 @_stage("preprocess")
 def preprocess(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
-    result = self.run_stage(message, "preprocess", lambda state, writes: _preprocess(self, state, writes))
-    if is_fused(message):  # it ran through deploy
-        _offer_to_mlflow(self, result)
+    return self.run_stage(message, "preprocess", lambda state, writes: _preprocess(self, state, writes))
+
+
+@_stage(FUSED)
+def fused(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
+    """A pack of small models through all four stages, in this task (producer/packing.py)."""
+    result = self.run_stage(message, "preprocess", lambda state, writes: _preprocess(self, state, writes),
+                            fused=True)
+    _offer_to_mlflow(self, result)
     return result
 
 
@@ -104,11 +132,10 @@ def _preprocess(self: StageTask, state: ChainState, writes: Writes) -> ChainStat
               "features": model.features.model_dump(mode="json"),
               "split": model.split.model_dump(mode="json")}
     try:
-        table = load_dataset(model.dataset, model.task, self.runtime.settings.data_root)
+        table, dataset_digest = _table(model, self.runtime.settings.data_root)
     except Exception as exc:  # a bad data file is a failed run too, before any cache key exists
         self.record_failure(self.run_base(state, "preprocess", params, [], None), exc)
         raise
-    dataset_digest = digest_bytes(table_digest_bytes(table))
 
     def compute() -> tuple[dict[str, Any], list[str]]:
         split = prepare(table, model)

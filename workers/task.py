@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from workers import keys
 from workers.cache import LIBRARY_VERSIONS, LeaseTimeout, cache_key, keep_alive
-from workers.contracts import ChainState, is_fused, parse_message, to_message
+from workers.contracts import ChainState, parse_message, to_message
 from workers.fingerprint import fingerprint
 from workers.journal import flush_all
 from workers.recovery import handed_on, single_chain
@@ -213,17 +213,17 @@ class StageTask(Task):  # type: ignore[misc]
         return self._runtime
 
     def run_stage(self, message: dict[str, Any], stage: str,
-                  step: Callable[[ChainState, Writes], ChainState]) -> dict[str, Any]:
+                  step: Callable[[ChainState, Writes], ChainState], fused: bool = False) -> dict[str, Any]:
         """Run `step` for every model the message carries; returns the next stage's message.
 
-        A fused pack (small members, producer/packing.py) runs every stage from this one
-        on, here: stage by stage, as its chain would, without the hand-offs between them.
+        `fused` (small models, producer/packing.py): run every stage from this one on,
+        here, stage by stage as the chain would, without the hand-offs between them.
         """
         packed = isinstance(message, dict) and "pack" in message
         states = parse_message(message)
         started = time.perf_counter()
         job = states[0].job  # a pack's models share their batch
-        stages = STAGES[STAGES.index(stage):] if is_fused(message) else [stage]
+        stages = STAGES[STAGES.index(stage):] if fused else (stage,)
         if job.max_parallel is not None:
             self._take_slot(job.batch_id, job.max_parallel)
         try:

@@ -81,8 +81,12 @@ def test_flower_api_sees_the_batch_its_workers_and_queues(tmp_path: Path, platfo
     batch = load(tmp_path, {"name": f"flower-{uniq}", "models": models}, platform.settings)
     handle, status = run_batch(batch, platform.app, platform.runtime)
     assert status.counts == {"promoted": 3}
-    runs = {r["task_id"]: r for r in platform.runtime.tracker.runs(batch_id=handle.batch_id)}
-    assert len(runs) == 4 * 3
+    every_run = platform.runtime.tracker.runs(batch_id=handle.batch_id)
+    assert len(every_run) == 4 * 3
+    # Small models: each chain is one fused task that ran the model's four stages.
+    runs = {r["task_id"]: r for r in every_run}
+    stages = {tid: {r["stage"] for r in every_run if r["task_id"] == tid} for tid in runs}
+    assert len(runs) == 3 and all(s == set(STAGES) for s in stages.values())
 
     # then Flower lists every task of the batch, succeeded, with the worker that ran it.
     def batch_tasks() -> dict[str, Any]:
@@ -95,10 +99,11 @@ def test_flower_api_sees_the_batch_its_workers_and_queues(tmp_path: Path, platfo
 
     wait_for(all_succeeded, 60, "Flower to see every task of the batch succeed", interval=0.5)
     tasks = batch_tasks()
-    assert len(tasks) == 4 * 3
+    assert len(tasks) == 3
     for task_id, run in runs.items():
         assert tasks[task_id]["worker"] == run["worker"]
-        assert tasks[task_id]["name"] == f"modelfleet.{run['stage']}"
+        assert tasks[task_id]["name"] == "modelfleet.fused"
+        assert tasks[task_id]["args"].startswith("fused model=")
         # Every task was seen sent: the first stage by the producer's task-sent events.
         assert tasks[task_id]["sent"], (run["stage"], tasks[task_id])
     assert {t["worker"] for t in tasks.values()} <= set(platform.workers.names)
