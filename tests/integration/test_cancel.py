@@ -60,6 +60,7 @@ def test_cancel_revokes_queued_models_and_leaves_other_batches_alone(tmp_path: P
         assert not any(r["model"] in report["revoked"] for r in runs)
         # The worker dropped the revoked tasks unopened.
         first = json.loads(c.runtime.redis.hget(keys.batch_tasks(handle.batch_id), report["revoked"][-1]))
-        assert f"Discarding revoked task: modelfleet.preprocess[{first[0]}]" in c.logs()
+        first_task = "modelfleet.fused" if len(first) == 1 else "modelfleet.preprocess"
+        assert f"Discarding revoked task: {first_task}[{first[0]}]" in c.logs()
         # The rest of the platform is unaffected.
         assert other_status.counts == {"promoted": 2}

@@ -156,7 +156,9 @@ def test_batch_runs_on_workers_in_separate_network_namespaces(tmp_path: Path, ho
                        "estimator": {"class_path": "sklearn.ensemble.RandomForestClassifier",
                                      "params": {"n_estimators": 20 + i, "random_state": 0}}}
                       for d in ("iris", "wine") for i in range(4)]
-            batch = load(tmp_path, {"name": f"multihost-{uniq}", "models": models}, settings)
+            # pack: 1, four tasks a model: small models would otherwise be fused into one task,
+            # run where the preprocess queue is served (docs/design.md).
+            batch = load(tmp_path, {"name": f"multihost-{uniq}", "pack": 1, "models": models}, settings)
             app = create_app(settings)
             try:
                 runtime = Runtime.from_settings(settings)
