@@ -44,7 +44,7 @@ from workers.pipeline.features import build_model, estimator_prefix
 from workers.pipeline.preprocess import Split, dump_split, load_split, prepare, table_digest_bytes
 from workers.pipeline.schema import input_schema
 from workers.pipeline.search import around, build_search, run_search
-from workers.pipeline.train import dump_model, fit, load_model, recorded_types
+from workers.pipeline.train import dump_model_and_types, fit, load_model, recorded_types
 from workers.registry import decide, decided
 from workers.runtime import Runtime
 from workers.store import digest_bytes
@@ -82,6 +82,8 @@ class _Recent:
 # stays until its evaluate. Bytes of a model file; cells of a split.
 _JUST_TRAINED = _Recent(entries=128, max_size=8 << 20)
 _JUST_SPLIT = _Recent(entries=128, max_size=1_000_000)
+# The types each model file written here names (workers/pipeline/train.py), until its deploy.
+_JUST_NAMED = _Recent(entries=128, max_size=1)
 
 
 _LOADED = _Recent(entries=16, max_size=2_000_000)  # tables (cells) with their digest
@@ -182,9 +184,10 @@ def _train(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
         # With a search, CV scores the chosen candidate (a fresh clone per fold).
         cv = {} if model.cv is None else cross_validate(
             fitted, split.X_train, split.y_train, model.cv, model.preprocess.seed, model.metric_names)
-        data = dump_model(fitted)
+        data, named = dump_model_and_types(fitted)
         digest = rt.store.put(data)
         _JUST_TRAINED.put(digest, fitted, len(data))
+        _JUST_NAMED.put(digest, named, 0)
         return {"model_digest": digest, "cv_metrics": cv, **({"search": report} if report else {})}, \
             [digest]
 
@@ -294,8 +297,9 @@ def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
 
 def _audited(rt: Runtime, state: ChainState) -> dict[str, list[str]]:
     assert state.trained is not None and state.prepared is not None
-    return recorded_types(rt.store.get, [state.trained.model_digest, state.prepared.transform_digest],
-                          rt.settings.allowed_estimator_prefixes)
+    digests = [state.trained.model_digest, state.prepared.transform_digest]
+    return recorded_types(rt.store.get, digests, rt.settings.allowed_estimator_prefixes,
+                          {d: _JUST_NAMED.get(d) for d in digests if d is not None})
 
 
 def _promote_once(rt: Runtime, state: ChainState, record: dict[str, Any]) -> tuple[bool, str]:

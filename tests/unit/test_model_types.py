@@ -13,7 +13,14 @@ from sklearn.preprocessing import StandardScaler
 
 from workers.modelcache import ModelCache
 from workers.pipeline.errors import PipelineError
-from workers.pipeline.train import audited_types, dump_model, load_model, load_served, recorded_types
+from workers.pipeline.train import (
+    audited_types,
+    dump_model,
+    dump_model_and_types,
+    load_model,
+    load_served,
+    recorded_types,
+)
 from workers.store import digest_bytes
 
 ALLOWED = ["sklearn."]
@@ -76,6 +83,25 @@ def test_recorded_types_are_by_digest_and_skip_refused_files(model_file: bytes) 
         {digest: sio.get_untrusted_types(data=model_file)}
     # A file with types outside the allow-list gets no entry: every load audits and refuses it.
     assert recorded_types(files.__getitem__, [digest], ["nothing."]) == {}
+
+
+def test_the_types_named_as_a_file_is_written_cover_the_audit_and_load_it(audits: list[int]) -> None:
+    fitted = Pipeline([("scale", StandardScaler()),
+                       ("gb", GradientBoostingRegressor(n_estimators=3, random_state=0))]).fit(X, X[:, 0])
+    data, named = dump_model_and_types(fitted)
+    assert data == dump_model(fitted) and named is not None
+    assert set(sio.get_untrusted_types(data=data)) <= set(named)
+    audits.clear()
+    files = {digest_bytes(data): data}
+    digest = next(iter(files))
+    # At deploy, the named list stands in for the audit ...
+    assert recorded_types(files.__getitem__, [digest], ALLOWED, {digest: named}) == {digest: named}
+    assert audits == []
+    np.testing.assert_array_equal(load_model(data, ALLOWED, trusted=named).predict(X), fitted.predict(X))
+    assert audits == []
+    # ... unless a named type is outside the allow-list: then the file is audited (and refused).
+    assert recorded_types(files.__getitem__, [digest], ["sklearn.pipeline."], {digest: named}) == {}
+    assert len(audits) == 1
 
 
 def test_load_served_reads_each_digest_and_uses_its_own_list(model_file: bytes, audits: list[int]) -> None:
