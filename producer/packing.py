@@ -5,7 +5,9 @@ whole chain of work can cost less. So models whose recorded cost is small ride
 together: about TARGET_SECONDS of work per message. Models are packed only with
 models of the same cost class (task, estimator class, dataset shape) and the same
 worker queue (`resources.queue`: a pack runs where all its members may), and a
-batch keeps at least MIN_MESSAGES chains, so packing never starves workers.
+batch keeps enough chains for the live slots of the workers that run them
+(CHAINS_PER_SLOT each; workers register their slots, workers/slots.py), so packing
+never starves workers; MIN_MESSAGES where no worker of that queue is registered.
 
 A pack of small models is also fused: one task runs its members through all four
 stages (workers/task.py), instead of four tasks handing the pack on through the
@@ -19,13 +21,20 @@ import math
 from collections.abc import Mapping
 from typing import Literal
 
+from workers.app import FUSED, QUEUES
 from workers.contracts import ModelSpec, SyntheticDataset
 
 # Work per message that makes Celery's per-message cost a few percent of it.
 TARGET_SECONDS = 0.3
 MAX_PACK = 64
-# A batch is split into at least this many chains (when it has that many models),
-# so up to this many workers all get work.
+# The models of a queue are split into at least this many chains per live slot of the
+# workers consuming it (when there are that many models). One each would leave the batch
+# waiting on its slowest pack (cost estimates are rough, hosts differ); with four, a slot
+# that finishes early takes another and the tail is about a quarter of a slot's share.
+# More would shrink packs below TARGET_SECONDS, paying the per-message cost again.
+CHAINS_PER_SLOT = 4
+# ... and at least this many where no worker of the queue is registered (a batch submitted
+# before its workers start, or a queue autoscaled from zero), so that many workers get work.
 MIN_MESSAGES = 16
 # A model of a class nobody has run yet: about what a small linear model costs in all stages.
 UNMEASURED_SECONDS = 0.02
@@ -43,6 +52,16 @@ def fused(members: list[ModelSpec], pack: Pack, recorded: Mapping[str, float]) -
                                   <= FUSE_SECONDS for m in members)
 
 
+def min_chains(slots: int | None) -> int:
+    """Chains a queue's models are split into at least, for `slots` live slots (None or 0: unknown)."""
+    return CHAINS_PER_SLOT * slots if slots else MIN_MESSAGES
+
+
+def work_queue(model: ModelSpec, fuse: bool) -> str:
+    """Where a chain's work runs: a fused pack's one task on its queue, else the train stage's."""
+    return QUEUES[FUSED] if fuse else model.queue_for("train")
+
+
 def estimate_seconds(model: ModelSpec, recorded: Mapping[str, float]) -> float:
     """A model's work in all its stages: what its class took before, else a rough guess."""
     if (seconds := recorded.get(model.cost_class)) is not None:
@@ -57,19 +76,30 @@ def estimate_seconds(model: ModelSpec, recorded: Mapping[str, float]) -> float:
     return guess
 
 
-def plan_packs(models: list[ModelSpec], pack: Pack, recorded: Mapping[str, float]) -> list[list[ModelSpec]]:
-    """Split models into packs: `pack` models each, or sized by their estimated cost ("auto")."""
+def plan_packs(models: list[ModelSpec], pack: Pack, recorded: Mapping[str, float],
+               slots: Mapping[str, int] | None = None) -> list[list[ModelSpec]]:
+    """Split models into packs: `pack` models each, or sized by their estimated cost ("auto"),
+    enough of them for `slots` (queue -> live slots of the workers consuming it)."""
     if pack != "auto":
         by_queue: dict[str | None, list[ModelSpec]] = {}
         for model in models:
             by_queue.setdefault(model.resources.queue, []).append(model)
         return [group[i:i + pack] for group in by_queue.values() for i in range(0, len(group), pack)]
-    most = max(1, math.ceil(len(models) / MIN_MESSAGES))
+    slots = slots or {}
     classes: dict[tuple[str, str | None], list[ModelSpec]] = {}
     for model in models:
         classes.setdefault((model.cost_class, model.resources.queue), []).append(model)
+    # A class's packs run on one queue (a class is fused or not as a whole): each queue's
+    # models are split for the slots that consume it.
+    where = {key: work_queue(members[0], fused(members[:1], pack, recorded))
+             for key, members in classes.items()}
+    per_queue: dict[str, int] = {}
+    for key, members in classes.items():
+        per_queue[where[key]] = per_queue.get(where[key], 0) + len(members)
     packs: list[list[ModelSpec]] = []
-    for members in classes.values():
+    for key, members in classes.items():
+        queue = where[key]
+        most = max(1, math.ceil(per_queue[queue] / min_chains(slots.get(queue))))
         size = int(TARGET_SECONDS / estimate_seconds(members[0], recorded) + 1e-9)
         size = max(1, min(size, MAX_PACK, most))
         # As many packs as that size needs, evened out (sizes differ by at most one).

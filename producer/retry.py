@@ -8,7 +8,14 @@ from collections import Counter
 from celery import Celery
 
 from producer.handle import BatchHandle
-from producer.submit import check_broker, check_writable, cyclic_gc_paused, plan_chains, send_planned
+from producer.submit import (
+    check_broker,
+    check_writable,
+    cyclic_gc_paused,
+    live_slots,
+    plan_chains,
+    send_planned,
+)
 from workers.app import PRIORITIES
 from workers.contracts import ModelSpec
 from workers.runtime import Runtime
@@ -59,6 +66,6 @@ def retry(batch_id: str, app: Celery, runtime: Runtime) -> tuple[BatchHandle, li
     with cyclic_gc_paused():
         send_planned(app, runtime, batch_id,
                      plan_chains(batch_id, models, bool(record.get("no_cache")), record.get("pack", "auto"),
-                                 tracker.model_costs(), record.get("max_parallel")),
+                                 tracker.model_costs(), record.get("max_parallel"), live_slots(runtime)),
                      priority=PRIORITIES[record.get("priority") or "normal"])
     return BatchHandle(batch_id, runtime), names

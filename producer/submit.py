@@ -26,6 +26,7 @@ from workers.contracts import HEAVY_STAGES, SLUG_RULE, ChainState, ModelJob, Mod
 from workers.labels import chain_label
 from workers.runtime import Runtime
 from workers.settings import STAGES
+from workers.slots import live_workers, slots_by_queue
 
 # Chains whose messages exist at once while sending (and task ids per Redis write).
 SEND_CHUNK = 2000
@@ -68,13 +69,13 @@ class PlannedChain:
 
 
 def plan_chains(batch_id: str, models: list[ModelSpec], no_cache: bool = False, pack: Pack = 1,
-                costs: Mapping[str, float] | None = None,
-                max_parallel: int | None = None) -> Iterator[PlannedChain]:
+                costs: Mapping[str, float] | None = None, max_parallel: int | None = None,
+                slots: Mapping[str, int] | None = None) -> Iterator[PlannedChain]:
     """One chain per pack of models (`pack: 1`: per model), built lazily: a message
-    exists only until it is published."""
+    exists only until it is published. `slots`: queue -> live slots (live_slots)."""
     template: dict[str, Any] | None = None
     costs = costs or {}
-    for members in plan_packs(models, pack, costs):
+    for members in plan_packs(models, pack, costs, slots):
         if template is None:
             template = ChainState(job=ModelJob(batch_id=batch_id, model=members[0], no_cache=no_cache,
                                                max_parallel=max_parallel)).model_dump(mode="json")
@@ -86,6 +87,11 @@ def plan_chains(batch_id: str, models: list[ModelSpec], no_cache: bool = False, 
         names = tuple(m.name for m in members)
         yield PlannedChain(chain_label(batch_id, names), states[0] if len(members) == 1 else {"pack": states},
                            names, members[0].resources.queue, fused(members, pack, costs))
+
+
+def live_slots(runtime: Runtime) -> dict[str, int]:
+    """Queue -> slots of the workers registered now (workers/slots.py): what `pack: auto` sizes for."""
+    return slots_by_queue(live_workers(runtime.redis))
 
 
 def masked_url(url: str) -> str:
@@ -137,7 +143,8 @@ def submit(batch: Batch, app: Celery, runtime: Runtime, no_cache: bool = False,
             specs={m.name: m.model_dump_json() for m in batch.models})
         costs = runtime.tracker.model_costs()  # what packing sizes from
         send_planned(app, runtime, batch_id,
-                     plan_chains(batch_id, batch.models, no_cache, batch.pack, costs, batch.max_parallel),
+                     plan_chains(batch_id, batch.models, no_cache, batch.pack, costs, batch.max_parallel,
+                                 live_slots(runtime)),
                      priority=PRIORITIES[batch.priority])
     return BatchHandle(batch_id, runtime)
 

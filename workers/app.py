@@ -38,7 +38,7 @@ def queue_lists(queue: str) -> list[str]:
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or Settings()
     app = Celery("modelfleet", broker=settings.broker(), backend=settings.backend(),
-                 include=["workers.stages", "workers.scoring", "workers.warm"])
+                 include=["workers.stages", "workers.scoring", "workers.warm", "workers.slots"])
     app.conf.update(
         # JSON only: a pickled message is refused by the worker, never deserialised.
         task_serializer="json",

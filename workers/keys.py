@@ -108,3 +108,11 @@ def aliases_rev(name: str) -> str:
 # Malformed task messages the workers refused (newest first, capped), and counts per task name.
 DEAD_LETTERS = f"{PREFIX}:dead_letters"
 DEAD_LETTER_COUNTS = f"{PREFIX}:dead_letters:count"
+
+# Live worker slots (workers/slots.py): WORKERS indexes the names of registered workers;
+# worker_slots(name) holds one's slots and queues, and lapses unless its worker renews it.
+WORKERS = f"{PREFIX}:workers"
+
+
+def worker_slots(worker: str) -> str:
+    return f"{PREFIX}:worker:{worker}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from producer.packing import MAX_PACK, MIN_MESSAGES, TARGET_SECONDS, plan_packs
+from producer.packing import CHAINS_PER_SLOT, MAX_PACK, MIN_MESSAGES, TARGET_SECONDS, plan_packs
 from producer.submit import plan_chains
 from workers.contracts import ModelSpec, PackState, parse_message
 
@@ -72,3 +72,46 @@ def test_packs_never_mix_models_of_different_queues() -> None:
     planned = list(plan_chains("b", models, pack=4))
     assert {p.queue for p in planned} == {"large", None}
     assert all(p.queue == ("large" if int(p.models[0][1:]) % 3 == 0 else None) for p in planned)
+
+
+def test_auto_keeps_chains_for_the_live_slots_of_the_queue_the_packs_run_on() -> None:
+    models = [_model(f"m{i}") for i in range(200)]
+    cls = models[0].cost_class
+    recorded = {cls: 0.001}  # packs of MAX_PACK by cost alone: the slots decide the count
+
+    def count(slots: dict[str, int] | None) -> int:
+        packs = plan_packs(models, "auto", recorded, slots)
+        assert sorted(m.name for p in packs for m in p) == sorted(m.name for m in models)
+        return len(packs)
+
+    # no worker registered: today's minimum
+    assert count(None) == count({}) == MIN_MESSAGES
+    # small fused packs run on the preprocess queue: its slots count, CHAINS_PER_SLOT each
+    assert count({"preprocess": 1}) == CHAINS_PER_SLOT == 4
+    assert count({"preprocess": 3}) == 12
+    assert count({"preprocess": 10}) == 40  # more slots than MIN_MESSAGES / 4: more chains
+    assert count({"preprocess": 100}) == 200  # never more chains than models
+    # slots of a queue these packs do not run on leave the fallback
+    assert count({"train": 10, "large": 5}) == MIN_MESSAGES
+    # slots never make a pack bigger than its cost allows
+    assert len(plan_packs(models, "auto", {cls: 0.05}, {"preprocess": 1})) == -(-200 // 6)
+    # fixed pack sizes ignore the slots
+    assert len(plan_packs(models, 10, recorded, {"preprocess": 1})) == 20
+
+
+def test_each_queue_is_split_for_its_own_slots() -> None:
+    small = [_model(f"s{i}") for i in range(40)]
+    own = [ModelSpec.model_validate({**_model(f"g{i}").model_dump(), "resources": {"queue": "large"}})
+           for i in range(40)]
+    recorded = {small[0].cost_class: 0.001, own[0].cost_class: 0.001}
+
+    def counts(slots: dict[str, int]) -> tuple[int, int]:
+        packs = plan_packs(small + own, "auto", recorded, slots)
+        on_large = sum(p[0].resources.queue == "large" for p in packs)
+        return len(packs) - on_large, on_large
+
+    # small default-queue packs are fused, on the preprocess queue; the others' work runs on
+    # their own queue (only their light stages on the stage queues)
+    assert counts({"preprocess": 8, "large": 1}) == (20, 4)  # 8 x 4 = 32 chains: packs of 2
+    assert counts({"preprocess": 8, "train": 50}) == (20, 14)  # nobody consumes large: 16
+    assert counts({"preprocess": 1, "large": 2}) == (4, 8)
