@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.markup import escape
@@ -42,6 +43,7 @@ from workers.app import PRIORITIES, create_app
 from workers.backpressure import full_reason
 from workers.runtime import Runtime
 from workers.settings import Settings
+from workers.slots import live_workers
 
 
 def load(spec: Path, settings: Settings, priority: Priority | None = None) -> Batch:
@@ -160,6 +162,7 @@ def status(settings: Settings, batch_id: str, as_json: bool) -> None:
             st = batch_status(rt, batch_id)
         except KeyError as exc:
             raise UserError(str(exc.args[0])) from exc
+        fleet = None if st.done else live_workers(rt.redis)  # who would run what is left
         if (full := full_reason(rt.redis)) is not None:  # why nothing moves
             err.print(Text.assemble(("warning:", "bold yellow"), " ", full), highlight=False)
     if as_json:
@@ -173,6 +176,16 @@ def status(settings: Settings, batch_id: str, as_json: bool) -> None:
     console.print("stages done: " + ", ".join(f"{s} {n}" for s, n in st.stages_done.items()))
     if st.eta is not None:
         console.print(f"ETA {st.eta:.0f}s")
+    if fleet is not None:
+        click.echo(workers_line(fleet))
+
+
+def workers_line(fleet: list[dict[str, Any]]) -> str:
+    """The live workers' registered slots (workers/slots.py), for a batch still running."""
+    if not fleet:
+        return "workers: none registered (queued models wait for a worker)"
+    return f"workers: {sum(w['slots'] for w in fleet)} slots: " + "; ".join(
+        f"{w['worker']} {w['slots']} ({', '.join(w['queues'])})" for w in fleet)
 
 
 @click.command()

@@ -13,6 +13,7 @@ from producer.local import stop_process, wait_for
 from producer.packing import CHAINS_PER_SLOT, MIN_MESSAGES
 from producer.submit import live_slots
 from tests.support.cluster import Cluster, classifier, cluster
+from tests.support.processes import run_cli
 from workers import keys
 from workers.settings import STAGES
 from workers.slots import live_workers
@@ -46,6 +47,14 @@ def test_workers_register_their_slots_and_batches_follow_them(tmp_path: Path) ->
         handle = c.submit(_batch("iris"))
         assert _chains(c, handle.batch_id) == 6 * CHAINS_PER_SLOT == 24 != MIN_MESSAGES
         assert handle.wait(timeout=180).counts == {"promoted": MODELS}
+        # ... and `status` of a batch not done (its model's train waits on a queue nobody
+        # consumes) shows the workers that could run it
+        waits = {**classifier("stuck"), "resources": {"queue": "nobody"}}
+        stuck = c.submit({"name": "stuck", "models": [waits]})
+        out = run_cli(["status", stuck.batch_id], c.settings, tmp_path)
+        assert out.returncode == 0, out.stderr
+        queues = ", ".join(sorted(STAGES))
+        assert f"workers: 6 slots: {first} 3 ({queues}); {second} 3 ({queues})\n" in out.stdout
 
         # When one worker is SIGKILLed: its record lapses (within lease_ttl), nobody deletes it
         victim = c.workers.procs[1]
@@ -67,3 +76,5 @@ def test_workers_register_their_slots_and_batches_follow_them(tmp_path: Path) ->
         # ... and a batch sent with no worker registered falls back to MIN_MESSAGES chains
         handle = c.submit(_batch("breast_cancer"))
         assert live_slots(c.runtime) == {} and _chains(c, handle.batch_id) == MIN_MESSAGES
+        out = run_cli(["status", handle.batch_id], c.settings, tmp_path)
+        assert "workers: none registered (queued models wait for a worker)" in out.stdout
