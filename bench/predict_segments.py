@@ -8,7 +8,9 @@ artifact root with 2 local workers), then times, each in a fresh process:
 
 - `modelfleet predict store@production IN --segment-by Store --out OUT` (STORES x 4 rows);
 - the floor: a process that imports pandas, scikit-learn and skops and loads the same
-  STORES models from joblib files (no registry, no digest check, no audit).
+  STORES models from joblib files (no registry, no digest check, no audit);
+- with `--score`: `modelfleet score --segment-by` of the same rows, twice, on one fresh
+  score worker (the second job finds the models in the worker's cache).
 
 Both are wall times of the whole process (interpreter start included), the best of
 REPEATS, given with the machine's load. Not part of the test suite.
@@ -40,7 +42,7 @@ from producer.spec import load_batch  # noqa: E402
 from producer.submit import submit  # noqa: E402
 from workers.app import create_app  # noqa: E402
 from workers.runtime import Runtime  # noqa: E402
-from workers.settings import Settings  # noqa: E402
+from workers.settings import SCORE_QUEUE, Settings  # noqa: E402
 
 FEATURES = [f"x{i}" for i in range(6)]
 FLOOR = """
@@ -76,12 +78,26 @@ def timed(cmd: list[str], env: dict[str, str], cwd: Path, repeats: int) -> tuple
     return best, best_cpu
 
 
+def score_twice(settings: Settings, env: dict[str, str], tmp: Path) -> dict[str, float]:
+    """`score --segment-by` of the same rows twice on one fresh score worker: the first job
+    loads the 45 models, the second finds them in the worker's model cache."""
+    out: dict[str, float] = {}
+    with LocalWorkers(settings, 1, tmp / "logs", queues=[SCORE_QUEUE], name_prefix="score"):
+        for run in ("score_cold_s", "score_warm_s"):
+            out[run] = round(timed([sys.executable, "-m", "producer", "score", "store@production", "in.csv",
+                                    "--segment-by", "Store", "--out", "scored", "--chunk-rows", "50"],
+                                   env, tmp, 1)[0], 2)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stores", type=int, default=45)
     parser.add_argument("--trees", type=int, default=200)
     parser.add_argument("--train-rows", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--score", action="store_true",
+                        help="Also time `score --segment-by` of the same rows twice on one score worker.")
     parser.add_argument("--workdir", type=Path,
                         help="Keep the trained models here and reuse them on the next run (Redis is "
                              "append-only): before/after figures on the same models.")
@@ -122,11 +138,12 @@ def main() -> None:
             predicted = timed([sys.executable, "-m", "producer", "predict", "store@production", "in.csv",
                              "--segment-by", "Store", "--out", "out.csv", "--force"], env, tmp, args.repeats)
             assert pd.read_csv(tmp / "out.csv")["prediction"].notna().all()
+            scored = score_twice(settings, env, tmp) if args.score else {}
     (predict, predict_cpu), (floor, floor_cpu) = predicted, floored
     row = {"stores": args.stores, "trees": args.trees, "rows": 4 * args.stores,
            "predict_s": round(predict, 2), "floor_s": round(floor, 2), "ratio": round(predict / floor, 2),
            "predict_cpu_s": round(predict_cpu, 2), "floor_cpu_s": round(floor_cpu, 2),
-           "cpu_ratio": round(predict_cpu / floor_cpu, 2), "machine": describe()}
+           "cpu_ratio": round(predict_cpu / floor_cpu, 2), **scored, "machine": describe()}
     print(json.dumps(row))
     print(f"segment predict {predict:.2f} s ({predict_cpu:.2f} s CPU), load floor {floor:.2f} s "
           f"({floor_cpu:.2f} s CPU): {predict / floor:.2f}x wall, {predict_cpu / floor_cpu:.2f}x CPU")
