@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
@@ -16,18 +17,29 @@ from workers.runtime import Runtime
 class BatchHandle:
     batch_id: str
     runtime: Runtime
+    # The batch's record, read once: a poll reads only its models' states.
+    _record: dict[str, Any] | None = field(default=None, repr=False)
 
     def status(self) -> BatchStatus:
         return batch_status(self.runtime, self.batch_id)
 
+    def progress(self) -> BatchStatus:
+        """The status as a poll needs it: counts and stages done, rows without metrics."""
+        if self._record is None:
+            self._record = self.runtime.tracker.get_batch(self.batch_id)
+        return batch_status(self.runtime, self.batch_id, progress_only=True, record=self._record)
+
     def wait(self, timeout: float | None = None, poll: float = 0.5,
              on_progress: Callable[[BatchStatus], None] | None = None) -> BatchStatus:
-        """Poll the tracking records until every model is deployed, failed or cancelled."""
+        """Poll the tracking records until every model is deployed, failed or cancelled; the
+        progress a poll reads is a few fields a model, the status returned is the whole one."""
         deadline = None if timeout is None else time.monotonic() + timeout
         unreachable_since: float | None = None
         while True:
             try:
-                status = self.status()
+                status = self.progress()
+                if status.done:
+                    status = self.status()
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                 # Redis is failing over or restarting: the batch goes on; keep polling a while.
                 now = time.monotonic()

@@ -52,11 +52,20 @@ class BatchStatus:
         return asdict(self)
 
 
-def batch_status(runtime: Runtime, batch_id: str) -> BatchStatus:
-    record = runtime.tracker.get_batch(batch_id)
+# What counting a batch's progress needs of each model's state (BatchStatus' counts,
+# stages_done, done and eta; not the rows' metrics and reasons).
+PROGRESS_FIELDS = ("status", "stage", "updated", *(f"done_{s}" for s in STAGES))
+
+
+def batch_status(runtime: Runtime, batch_id: str, progress_only: bool = False,
+                 record: dict[str, Any] | None = None) -> BatchStatus:
+    """The batch's status; `progress_only` reads only PROGRESS_FIELDS of each model (a poll
+    while it runs: its rows lack metrics, reasons and errors)."""
+    record = record or runtime.tracker.get_batch(batch_id)
     if record is None:
         raise KeyError(f"no batch {batch_id!r}")
-    return summarize(record, runtime.tracker.model_states(batch_id, record["models"]))
+    fields = PROGRESS_FIELDS if progress_only else None
+    return summarize(record, runtime.tracker.model_states(batch_id, record["models"], fields))
 
 
 def summarize(record: dict[str, Any], states: dict[str, dict[str, str]]) -> BatchStatus:

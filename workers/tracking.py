@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -188,12 +188,21 @@ class Tracker:
                 "kind": "state", "batch_id": batch_id, "model": name, "state": state})
             writes.execute()
 
-    def model_states(self, batch_id: str, models: list[str]) -> dict[str, dict[str, str]]:
+    def model_states(self, batch_id: str, models: list[str],
+                     fields: Sequence[str] | None = None) -> dict[str, dict[str, str]]:
+        """Each model's state hash; with `fields`, only those (what a progress poll reads:
+        a fifth of the bytes of the whole state, metrics and hand-off included)."""
         pipe = self.r.pipeline(transaction=False)
         for name in models:
-            pipe.hgetall(keys.batch_model(batch_id, name))
-        return {name: dict(raw)
-                for name, raw in zip(models, pipe.execute(), strict=True)}
+            if fields is None:
+                pipe.hgetall(keys.batch_model(batch_id, name))
+            else:
+                pipe.hmget(keys.batch_model(batch_id, name), list(fields))
+        replies = pipe.execute()
+        if fields is None:
+            return {name: dict(raw) for name, raw in zip(models, replies, strict=True)}
+        return {name: {f: v for f, v in zip(fields, raw, strict=True) if v is not None}
+                for name, raw in zip(models, replies, strict=True)}
 
     def status_counts(self, models_of: Mapping[str, list[str]]) -> dict[str, dict[str, int]]:
         """Per batch, how many of its models are in each status: one pipeline for all of them."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from producer.status import batch_status
 from tests.conftest import load, run_batch, write_spec
 from tests.support.processes import run_cli
 from workers.app import queue_lists
@@ -57,6 +58,10 @@ def test_failing_model_fails_alone(tmp_path: Path, settings: Settings, workers: 
     failed = next(r for r in status.rows if r.status == "failed")
     assert failed.name == f"bad-{uniq}" and failed.stage == "evaluate"
     assert "n_neighbors" in failed.error or "n_samples" in failed.error
+    # What a poll reads (a few fields a model) counts the same as the whole status.
+    polled = batch_status(runtime, status.batch_id, progress_only=True)
+    assert (polled.counts, polled.stages_done, polled.done) == (status.counts, status.stages_done, True)
+    assert polled.rows[0].metrics == {} and any(r.metrics for r in status.rows)
 
 
 def test_walmart_one_model_per_store(tmp_path: Path, settings: Settings, workers: Any, app: Any,
