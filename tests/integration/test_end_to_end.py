@@ -126,3 +126,17 @@ def test_cli_submit_wait_and_status(tmp_path: Path, settings: Settings, workers:
     batch_id = result.stdout.split("submitted batch ")[1].split()[0]
     status = run_cli(["status", batch_id, "--json"], settings, tmp_path)
     assert status.returncode == 0 and '"promoted": 1' in status.stdout
+
+
+def test_cli_submit_wait_shows_a_big_batchs_best_and_says_where_the_rest_are(
+        tmp_path: Path, settings: Settings, workers: Any, uniq: str) -> None:
+    models = [classifier(f"big{i}-{uniq}", "iris", "sklearn.tree.DecisionTreeClassifier",
+                         max_depth=1 + i % 4, random_state=i) for i in range(101)]
+    path = write_spec(tmp_path, {"name": f"big-{uniq}", "models": models})
+    result = run_cli(["submit", str(path), "--wait", "--timeout", "240"], settings, tmp_path)
+    assert result.returncode == 0, result.stderr
+    batch_id = result.stdout.split("submitted batch ")[1].split()[0]
+    assert "50 of 101 models" in result.stdout
+    assert f"every model: modelfleet leaderboard {batch_id}" in result.stdout
+    shown = [f"big{i}-{uniq}" for i in range(101) if f"big{i}-{uniq} " in result.stdout]
+    assert len(shown) == 50
