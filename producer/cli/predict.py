@@ -155,6 +155,7 @@ def score(settings: Settings, ref: str, input_path: Path, out_dir: Path, chunk_r
     from workers.pipeline.schema import SchemaError
     from workers.runtime import Runtime
     from workers.settings import SCORE_QUEUE
+    from workers.store import IntegrityError
 
     try:
         frame = None if segment_by else read_table(input_path)
@@ -188,6 +189,9 @@ def score(settings: Settings, ref: str, input_path: Path, out_dir: Path, chunk_r
             raise SystemExit(1) from exc
         except ValueError as exc:  # by segment: an unreadable table, a wrong family or rows
             raise UserError(str(exc)) from exc
+        except IntegrityError as exc:  # a worker found a model file modified in the store
+            err.print(escape(f"error: {ref}: {exc}"))
+            raise SystemExit(1) from exc
         finally:
             app.close()
     spread = ", ".join(f"{w}: {n}" for w, n in sorted(result.per_worker.items()))

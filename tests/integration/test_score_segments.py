@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,16 +24,17 @@ from workers.settings import SCORE_QUEUE
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 STORES = ["1", "2", "3"]
+TAMPERED = "4"  # trained too; only the tampering test scores its rows (no worker has it cached)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A family of 3 store models (Ridge on Walmart's numeric columns) and a worker on `score`."""
+    """A family of 4 store models (Ridge on Walmart's numeric columns) and a worker on `score`."""
     tmp = tmp_path_factory.mktemp("score-segments")
     data = tmp / "data"
     data.mkdir()
     walmart = pd.read_csv(EXAMPLE_DATA / "walmart_weekly_sales.csv")
-    walmart[walmart["Store"].astype(str).isin(STORES)].to_csv(data / "stores.csv", index=False)
+    walmart[walmart["Store"].astype(str).isin([*STORES, TAMPERED])].to_csv(data / "stores.csv", index=False)
     with cluster(tmp, workers=1, data_root=data) as c:
         spec = {"name": "segscore", "models": [
             {"name": "shop", "task": "regression",
@@ -42,7 +44,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
              "estimator": {"class_path": "sklearn.linear_model.Ridge"},
              "evaluation": {"metrics": ["mae"], "primary": "mae"}}]}
         status = c.submit(spec).wait(timeout=180)
-        assert status.counts == {"promoted": 3}, status.rows
+        assert status.counts == {"promoted": 4}, status.rows
         with LocalWorkers(c.settings, 1, tmp / "logs", queues=[SCORE_QUEUE], name_prefix="score"):
             yield c
 
@@ -143,3 +145,27 @@ def test_a_row_that_does_not_fit_its_model_names_the_chunk_and_model(trained: Cl
     assert not (trained.tmp / "bad").exists()
     nothing = _cli(trained, "score", "nosuch@production", "bad.csv", "--segment-by", "Store", "--out", "n")
     assert nothing.returncode == 2 and "no Store segment of 'nosuch' has a model" in nothing.stderr
+
+
+def test_a_model_file_modified_in_the_store_is_refused_by_the_worker(trained: Cluster) -> None:
+    from workers.contracts import ChainState
+
+    record = trained.runtime.registry.resolve(f"shop-{TAMPERED}@production")
+    lineage = ChainState.model_validate(record["lineage"])
+    assert lineage.trained is not None and record["trusted_types"]
+    store = trained.runtime.store
+    path = Path(trained.settings.artifact_root) / store.key(lineage.trained.model_digest)
+    other = ChainState.model_validate(trained.runtime.registry.resolve("shop-1@production")["lineage"])
+    assert other.trained is not None
+    walmart = pd.read_csv(EXAMPLE_DATA / "walmart_weekly_sales.csv")
+    walmart[walmart["Store"] == int(TAMPERED)].head(3).drop(columns="Weekly_Sales").to_csv(
+        trained.tmp / "four.csv", index=False)
+    original = path.read_bytes()
+    try:
+        # Another store's model file, of the very types recorded for this digest.
+        path.write_bytes(store.get(other.trained.model_digest))
+        done = _cli(trained, "score", "shop@production", "four.csv", "--segment-by", "Store", "--out", "t")
+        assert done.returncode == 1, done.stderr
+        assert "modified in the artifact store" in done.stderr and not (trained.tmp / "t").exists()
+    finally:
+        path.write_bytes(original)
