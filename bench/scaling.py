@@ -4,6 +4,7 @@ Celery peer and modelfleet (one chain per model, `pack: 1`, and packed, `pack: a
     python bench/scaling.py            # full run, about 25 minutes; writes bench/results/
     python bench/scaling.py --quick    # small sizes, a few minutes, writes bench/results/quick/
     python bench/scaling.py --quick --only peer        # one part: cpu io noop peer tiny small450 producer
+    python bench/scaling.py --only small450 --ks 8     # its rows at these k only (small450: 8 workers)
     python bench/scaling.py --report-only bench/results/scaling.json   # redo the .md and .png
 
 Run it on a quiet machine: every figure is a wall time. Not part of the test suite.
@@ -25,7 +26,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
+from dataclasses import asdict, dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -263,6 +264,8 @@ def main() -> None:
                              "k workers x 1 rows alone")
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS,
                         help="which parallel methods to run (peer: the no-op workload only)")
+    parser.add_argument("--ks", nargs="+", type=int,
+                        help="run these k only, for every chosen workload (small450: its workers)")
     parser.add_argument("--no-pack", action="store_true",
                         help="no `pack: auto` rows even where the spec takes the key")
     parser.add_argument("--producer-sizes", nargs="+", type=int,
@@ -281,7 +284,8 @@ def main() -> None:
     methods = set(args.methods)
     if "peer" in parts:  # the peer next to modelfleet's k workers x 1, nothing else
         parts, methods = (parts - {"peer"}) | {"noop"}, methods & {"peer", "procs"}
-    chosen = [w for w in workloads(args.quick) if w.name in parts]
+    chosen = [replace(w, ks=tuple(args.ks)) if args.ks else w
+              for w in workloads(args.quick) if w.name in parts]
     started = time.time()
     raw: dict[str, Any] = {
         "command": shlex.join(["python", "bench/scaling.py", *sys.argv[1:]]),
