@@ -83,7 +83,8 @@ def workloads(quick: bool) -> list[Workload]:
     tiny = segmented("tiny", "tiny (45 Walmart stores, Ridge)", (1, 2), RIDGE,
                      "one Ridge per store (`segment_by: Store`): milliseconds of fit, the platform "
                      "case of many small models")
-    small = segmented("small450", "450 small per-store models, `modelfleet submit --wait` on 2 workers", (2,),
+    small = segmented("small450", "450 small per-store models, `modelfleet submit --wait` on k workers",
+                      (2,),
                       SMALL, "45 stores x (5 Ridge alphas + 5 RandomForestRegressor(n_estimators=10, "
                       "max_depth=4)); the loop reads the CSV once, fits and joblib.dumps each model "
                       "(no split, scaling or metrics); modelfleet is the CLI, its start included, "
