@@ -13,7 +13,8 @@ artifact root with 2 local workers), then times, each in a fresh process:
   score worker (the second job finds the models in the worker's cache).
 
 Both are wall times of the whole process (interpreter start included), the best of
-REPEATS, given with the machine's load. Not part of the test suite.
+REPEATS, given with the machine's load, also in bench/results/predict_segments.json. Not
+part of the test suite.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ def main() -> None:
     parser.add_argument("--trees", type=int, default=200)
     parser.add_argument("--train-rows", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "predict_segments.json",
+                        help="where the run's row is written (JSON)")
     parser.add_argument("--score", action="store_true",
                         help="Also time `score --segment-by` of the same rows twice on one score worker.")
     parser.add_argument("--workdir", type=Path,
@@ -143,8 +146,11 @@ def main() -> None:
     row = {"stores": args.stores, "trees": args.trees, "rows": 4 * args.stores,
            "predict_s": round(predict, 2), "floor_s": round(floor, 2), "ratio": round(predict / floor, 2),
            "predict_cpu_s": round(predict_cpu, 2), "floor_cpu_s": round(floor_cpu, 2),
-           "cpu_ratio": round(predict_cpu / floor_cpu, 2), **scored, "machine": describe()}
+           "cpu_ratio": round(predict_cpu / floor_cpu, 2), **scored, "repeats": args.repeats,
+           "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": describe()}
     print(json.dumps(row))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(row, indent=1) + "\n")
     print(f"segment predict {predict:.2f} s ({predict_cpu:.2f} s CPU), load floor {floor:.2f} s "
           f"({floor_cpu:.2f} s CPU): {predict / floor:.2f}x wall, {predict_cpu / floor_cpu:.2f}x CPU")
 
