@@ -27,6 +27,7 @@ from workers.pipeline.schema import SchemaError, check_frame
 from workers.pipeline.scoring import from_parquet, to_parquet
 from workers.runtime import Runtime
 from workers.settings import SCORE_QUEUE
+from workers.slots import live_workers
 
 SCORE_TASK = f"modelfleet.{SCORE_QUEUE}"  # as workers/scoring.py names it
 OUTPUT = "predictions.parquet"
@@ -55,8 +56,17 @@ class NoScoreWorkers(RuntimeError):
     """No worker consumes the score queue: the chunks would only wait."""
 
 
-def score_workers(app: Any, timeout: float = 2.0) -> list[str]:
-    """The workers that consume the `score` queue now (none: a job would only wait)."""
+def score_workers(app: Any, runtime: Runtime | None = None, timeout: float = 2.0) -> list[str]:
+    """The workers that consume the `score` queue now (none: a job would only wait).
+
+    First from the workers' own registrations (workers/slots.py: one Redis read); only
+    when none of those consumes the queue, by asking every worker (an inspect broadcast
+    that waits out its whole timeout, 2 s of every `score`)."""
+    if runtime is not None:
+        registered = [str(w["worker"]) for w in live_workers(runtime.redis)
+                      if SCORE_QUEUE in w.get("queues", [])]
+        if registered:
+            return sorted(registered)
     replies = app.control.inspect(timeout=timeout).active_queues() or {}
     return sorted(w for w, queues in replies.items() if any(q["name"] == SCORE_QUEUE for q in queues))
 
@@ -85,7 +95,7 @@ def score_table(ref: str, frame: pd.DataFrame, runtime: Runtime, app: Any, out_d
             rows = check_frame(frame, [c.model_dump(exclude_none=True) for c in schema])[0]
         except SchemaError as exc:
             raise exc.of(model) from None
-    if check_workers and not score_workers(app):
+    if check_workers and not score_workers(app, runtime):
         raise NoScoreWorkers(f"no worker consumes the {SCORE_QUEUE!r} queue")
     store = runtime.store
     chunks = [store.put(to_parquet(rows.iloc[i:i + chunk_rows])) for i in range(0, len(rows), chunk_rows)]

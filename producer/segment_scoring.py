@@ -79,7 +79,7 @@ def score_segments(ref: str, input_path: Path, segment_by: str, runtime: Runtime
     """Score `input_path` by segment on the workers (see the module's docstring)."""
     started = time.perf_counter()
     family, alias = family_parts(ref)
-    if check_workers and not score_workers(app):
+    if check_workers and not score_workers(app, runtime):
         raise NoScoreWorkers(f"no worker consumes the {SCORE_QUEUE!r} queue")
     store = runtime.store
     models: dict[str, ScoreModel | None] = {}

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from producer.local import LocalWorkers, wait_for
+from producer.scoring import score_workers
 from producer.segment_scoring import score_segments
 from producer.segments import predict_frame
 from tests.conftest import EXAMPLE_DATA
@@ -169,3 +170,10 @@ def test_a_model_file_modified_in_the_store_is_refused_by_the_worker(trained: Cl
         assert "modified in the artifact store" in done.stderr and not (trained.tmp / "t").exists()
     finally:
         path.write_bytes(original)
+
+
+def test_score_finds_its_workers_from_their_registrations(trained: Cluster) -> None:
+    # The score worker registered its queue (workers/slots.py): no broadcast to ask (app None
+    # would fail there); the cluster's stage workers are not score workers.
+    found = score_workers(None, trained.runtime)
+    assert len(found) == 1 and found[0].startswith("score")
