@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from producer.scoring import OUTPUT, SCORE_TASK, NoScoreWorkers, Scored, score_workers
+from producer.segments import family_parts
 from producer.spec import segment_model_name
 from producer.tables import iter_table
 from workers.contracts import ChainState, CsvDataset, ScoreChunk, ScoredChunk, ScoreModel
@@ -34,18 +35,6 @@ from workers.settings import SCORE_QUEUE
 
 class SegmentScoreError(ValueError):
     """A chunk's rows that do not fit their model, or a family with no model for any row."""
-
-
-def family_parts(ref: str) -> tuple[str, str]:
-    """`FAMILY@ALIAS` or `FAMILY` (each segment's latest) -> (family, alias or "")."""
-    if "/" in ref:
-        raise ValueError(f"{ref}: a segment family is FAMILY@ALIAS or FAMILY (each segment's "
-                         "latest), not one version")
-    family, at, alias = ref.partition("@")
-    if at and not alias:
-        raise ValueError(f"{ref}: the alias after '@' is empty (FAMILY@ALIAS, or FAMILY for each "
-                         "segment's latest version)")
-    return family, alias
 
 
 def segment_model(runtime: Runtime, family: str, alias: str, segment_by: str,

@@ -75,6 +75,18 @@ def predict_frame(ref: str, frame: pd.DataFrame, runtime: Runtime, segment_by: s
     return predict_segments(ref, frame, runtime, segment_by, fallback)
 
 
+def family_parts(ref: str) -> tuple[str, str]:
+    """`FAMILY@ALIAS` or `FAMILY` (each segment's latest) -> (family, alias or "")."""
+    if "/" in ref:
+        raise ValueError(f"{ref}: a segment family is FAMILY@ALIAS or FAMILY (each segment's "
+                         "latest), not one version")
+    family, at, alias = ref.partition("@")
+    if at and not alias:
+        raise ValueError(f"{ref}: the alias after '@' is empty (FAMILY@ALIAS, or FAMILY for each "
+                         "segment's latest version)")
+    return family, alias
+
+
 def predict_segments(ref: str, frame: pd.DataFrame, runtime: Runtime, segment_by: str,
                      fallback: str | None = None) -> Predicted:
     """Each row with its own segment's model of the family `ref` (`FAMILY@ALIAS`, or `FAMILY`
@@ -83,13 +95,7 @@ def predict_segments(ref: str, frame: pd.DataFrame, runtime: Runtime, segment_by
     if segment_by not in frame.columns:
         raise SchemaError(segment_by, f"missing from the input, needed by --segment-by; it has "
                           f"{[str(c) for c in frame.columns]}")
-    if "/" in ref:
-        raise ValueError(f"{ref}: a segment family is FAMILY@ALIAS or FAMILY (each segment's "
-                         "latest), not one version")
-    family, at, alias = ref.partition("@")
-    if at and not alias:
-        raise ValueError(f"{ref}: the alias after '@' is empty (FAMILY@ALIAS, or FAMILY for each "
-                         "segment's latest version)")
+    family, alias = family_parts(ref)
     if fallback is not None and fallback not in FALLBACKS:
         raise ValueError(f"--fallback {fallback!r}: the one fallback is {LATEST!r}")
     if fallback is not None and not alias:
