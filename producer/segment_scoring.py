@@ -24,10 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from producer.scoring import OUTPUT, SCORE_TASK, NoScoreWorkers, Scored, score_workers
-from producer.segments import family_parts
+from producer.segments import family_parts, is_segment
 from producer.spec import segment_model_name
 from producer.tables import iter_table
-from workers.contracts import ChainState, CsvDataset, ScoreChunk, ScoredChunk, ScoreModel
+from workers.contracts import ChainState, ScoreChunk, ScoredChunk, ScoreModel
 from workers.pipeline.scoring import MODEL, PREDICTION, segment_keys, to_parquet
 from workers.runtime import Runtime
 from workers.settings import SCORE_QUEUE
@@ -47,10 +47,7 @@ def segment_model(runtime: Runtime, family: str, alias: str, segment_by: str,
         return None
     ref = f"{record['name']}/{record['version']}"
     lineage = ChainState.model_validate(record["lineage"])
-    dataset = lineage.job.model.dataset
-    if not isinstance(dataset, CsvDataset) or dataset.segment_by != segment_by:
-        raise ValueError(f"model {ref} is not a {segment_by} segment of {family!r}")
-    if dataset.segment != value:  # another value's model by name ("-1" and "1" are shop-1)
+    if not is_segment(ref, lineage, segment_by, value, family):
         return None
     if lineage.trained is None or lineage.prepared is None:
         raise ValueError(f"{ref}: version record has no trained model in its lineage")

@@ -154,13 +154,17 @@ def _segment_model(name: str, alias: str, runtime: Runtime) -> DeployedModel | d
 
 
 def _serves(model: DeployedModel | dict[str, Any], segment_by: str, value: str, family: str) -> bool:
-    """Whether the model (loaded, or a version's record) is the family's `segment_by`=`value`
-    segment; ValueError where it is not segmented by that column at all (the family, or the
-    column, is not what the user thinks)."""
+    """is_segment for a loaded model or a version's record."""
     if isinstance(model, DeployedModel):
-        ref, lineage = model.ref, model.lineage
-    else:
-        ref, lineage = f"{model['name']}/{model['version']}", ChainState.model_validate(model["lineage"])
+        return is_segment(model.ref, model.lineage, segment_by, value, family)
+    return is_segment(f"{model['name']}/{model['version']}", ChainState.model_validate(model["lineage"]),
+                      segment_by, value, family)
+
+
+def is_segment(ref: str, lineage: ChainState, segment_by: str, value: str, family: str) -> bool:
+    """Whether version `ref` is the family's `segment_by`=`value` segment (not another value's
+    model by name: "-1" and "1" are both shop-1); ValueError where it is not segmented by that
+    column at all (the family, or the column, is not what the user thinks)."""
     dataset = lineage.job.model.dataset
     if not isinstance(dataset, CsvDataset) or dataset.segment_by != segment_by:
         raise ValueError(f"model {ref} is not a {segment_by} segment of {family!r}")

@@ -278,7 +278,8 @@ def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
             "batch_id": job.batch_id, "metrics": ev.metrics, "primary_metric":
             job.model.primary_metric, "tags": job.model.tags, "lineage": state.model_dump(mode="json"),
             "libraries": LIBRARY_VERSIONS, "stage_versions": stage_code_versions(),
-            # Audited once here: predict and score load with this list after the digest check.
+            # Recorded once here (named as the file was written, else audited): predict and
+            # score load with this list after the digest check.
             "trusted_types": _audited(rt, state)},
             content_key=_content_key(state))
         promoted, reason = _promote_once(rt, state, record)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -25,6 +26,18 @@ from workers.settings import STAGES
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def _kill_the_fitting_worker(c: Cluster, started: Path, release: Path) -> tuple[Any, float]:
+    """SIGKILL the whole process tree of the worker whose fit wrote the first line to
+    `started` (and blocks on `release`), then let later fits through; (its process, when)."""
+    _, ppid, _ = wait_lines(started, 1)[0]
+    victim = next(p for p in c.workers.procs if p.pid == int(ppid))
+    os.killpg(victim.pid, signal.SIGKILL)
+    killed_at = time.time()
+    victim.wait(10)
+    release.touch()
+    return victim, killed_at
+
+
 # pack 1: one chain per model; pack 4: the four models ride one chain (a pack).
 @pytest.mark.parametrize("pack", [1, 4])
 def test_sigkilled_worker_loses_no_model_and_deploys_each_once(tmp_path: Path, pack: int) -> None:
@@ -34,14 +47,9 @@ def test_sigkilled_worker_loses_no_model_and_deploys_each_once(tmp_path: Path, p
             "models": [gate, *(classifier(f"m{i}", max_depth=i + 1) for i in range(3))]}
     with cluster(tmp_path) as c:
         handle = c.submit(spec)
-        # Given the gate model is training on one worker
-        pid, ppid, _ = wait_lines(started, 1)[0]
-        victim = next(p for p in c.workers.procs if p.pid == int(ppid))
-        # When that worker's whole process tree is SIGKILLed
-        os.killpg(victim.pid, signal.SIGKILL)
-        killed_at = time.time()
-        victim.wait(10)
-        release.touch()
+        # Given the gate model is training on one worker, when that worker's whole process
+        # tree is SIGKILLed
+        victim, killed_at = _kill_the_fitting_worker(c, started, release)
         status = handle.wait(timeout=120)
         # Then the other worker picks the task up after the visibility timeout
         second = wait_lines(started, 2)[1]
@@ -72,13 +80,9 @@ def test_sigkilled_worker_mid_fused_pack_loses_no_model_and_fits_each_once(tmp_p
     spec = {"name": "fused", "models": [gate, *(classifier(n, FAULTY, message=n) for n in names[1:])]}
     with cluster(tmp_path) as c:
         handle = c.submit(spec)
-        # Given the gate model is training inside its fused pack on one worker
-        _, ppid, _ = wait_lines(started, 1)[0]
-        victim = next(p for p in c.workers.procs if p.pid == int(ppid))
-        # When that worker's whole process tree is SIGKILLed
-        os.killpg(victim.pid, signal.SIGKILL)
-        victim.wait(10)
-        release.touch()
+        # Given the gate model is training inside its fused pack on one worker, when that
+        # worker's whole process tree is SIGKILLed
+        victim, _ = _kill_the_fitting_worker(c, started, release)
         status = handle.wait(timeout=120)
 
         # Then the pack is redelivered and every model ends promoted, registered once
@@ -109,13 +113,9 @@ def test_sigkilled_worker_mid_search_deploys_each_meta_estimator_once(tmp_path: 
         ["scale", {"class_path": "sklearn.preprocessing.StandardScaler"}], ["model", tree]])
     with cluster(tmp_path) as c:
         handle = c.submit({"name": "killed-search", "pack": 1, "models": [searched, gscv, pipe]})
-        # Given the search is in its first fit on one worker
-        _, ppid, _ = wait_lines(started, 1)[0]
-        victim = next(p for p in c.workers.procs if p.pid == int(ppid))
-        # When that worker's whole process tree is SIGKILLed
-        os.killpg(victim.pid, signal.SIGKILL)
-        victim.wait(10)
-        release.touch()
+        # Given the search is in its first fit on one worker, when that worker's whole
+        # process tree is SIGKILLed
+        victim, _ = _kill_the_fitting_worker(c, started, release)
         status = handle.wait(timeout=120)
 
         # Then the other worker ran the whole search once, and every model deployed once.
