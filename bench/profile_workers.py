@@ -2,6 +2,7 @@
 
     pip install py-spy
     python bench/profile_workers.py [--workers K] [--pack auto|N] [--out DIR]
+    python bench/profile_workers.py --workload noop --pack 1   # the four-task chain's own cost
 
 Starts a fresh redis-server and K workers (bench/fleet.py), runs one warm-up batch
 (a fresh worker's first tasks cost more), then profiles the next batch with
@@ -53,15 +54,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--pack", default="auto")
+    parser.add_argument("--workload", default="small450", choices=["small450", "noop"],
+                        help="noop: the no-op workload (platform overhead only; with --pack 1, per chain)")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="profile-")))
     args = parser.parse_args()
     pack = args.pack if args.pack == "auto" else int(args.pack)
-    small = next(w for w in workloads(True) if w.name == "small450")
+    # small450 is the same in both sizes; the full no-op batch (256 models) gives enough samples.
+    small = next(w for w in workloads(args.workload == "small450") if w.name == args.workload)
     settings = Settings(allowed_estimator_prefixes=["sklearn.", "bench.workloads."])
     args.out.mkdir(parents=True, exist_ok=True)
     with fleet(settings, args.out / "fleet", args.workers, 1) as live:
-        spec = args.out / "small450.yaml"
+        spec = args.out / f"{small.name}.yaml"
         for tag in ("warm", "profiled"):
             spec.write_text(yaml.safe_dump(small.spec(tag, pack), sort_keys=False))
             spies = [] if tag == "warm" else [

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from bench.report import markdown, targets
+from bench.report import markdown, targets, targets18
 from bench.workload_specs import workloads
 from producer.spec import load_batch
 from tests.conftest import REPO
@@ -57,3 +57,24 @@ def test_targets_compare_modelfleet_with_the_peer_and_the_loop() -> None:
     assert found["I/O-bound, k = 16"][1] is None
     md = markdown(raw, None)
     assert "modelfleet, k workers x 1, pack: 1" in md and "| 2 | 200 | 50 | 0.25x | 500 | 2.50x |" in md
+
+
+def test_the_per_chain_cpu_target_takes_the_loops_stage_work_off_modelfleets_cpu() -> None:
+    """Issue 18 measures the platform's own CPU: modelfleet's minus the loop's (the same
+    stage bodies), over the peer's per chain; the whole CPU's ratio is shown beside it."""
+    def cpu(run: dict[str, Any], workers: float) -> dict[str, Any]:
+        for rep in run["repeats"]:
+            rep.update(cpu_workers=workers, cpu_redis=0.0)
+        return run
+
+    raw = {"machine": {"cores": 2}, "producer": [],
+           "runs": [cpu(_run("noop", "loop", 1, [1.5], 100), 1.5),
+                    cpu(_run("noop", "peer", 1, [1.0], 100), 1.0),
+                    cpu(_run("noop", "procs", 1, [3.0], 100, pack=1), 2.6),
+                    cpu(_run("noop", "peer", 2, [0.6], 100), 1.0),
+                    cpu(_run("noop", "procs", 2, [2.0], 100, pack=1), 2.9)]}
+    found = {what.split(":")[0]: (figure, met) for what, _, figure, met in targets18(raw)}
+    figure, met = found["no-op, one chain per model (`pack"]
+    assert figure == ("k = 1: 1.10x (11.0 vs 10.0 ms; in all 26.0 ms, 2.60x); "
+                      "k = 2: 1.40x (14.0 vs 10.0 ms; in all 29.0 ms, 2.90x)")
+    assert met is False  # judged on the worst k
