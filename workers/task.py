@@ -78,7 +78,9 @@ TRANSIENT = (ConnectionError, TimeoutError, RootFull, redis.exceptions.Connectio
 # ARGV: max deliveries, stage, worker, now, task id (the alive token), alive ttl (ms), model
 # name, model ref. Marks the model running unless its batch was cancelled, the task already
 # succeeded (a redelivered copy), the model already failed (a pack retried for a neighbour's
-# transient error skips it), the task is not in the model's recorded chain ('stale': a late
+# transient error skips it) or deployed (a copy of an earlier stage that began after its chain
+# had deployed the model, before Celery stored the task's result: Celery sends a chain's next
+# task first), the task is not in the model's recorded chain ('stale': a late
 # copy of a chain the sweeper or a poisoned pack's split replaced) or the message was
 # delivered too often: then 'wait' while an earlier copy still runs (its heartbeat keeps the
 # alive key), else 'poison'. Atomic, so `cancel` (flag first, then states) never misses a
@@ -88,9 +90,11 @@ _BEGIN = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'cancelled' end
 local result = redis.call('GET', KEYS[2])
 if result and cjson.decode(result)['status'] == 'SUCCESS' then return 'done' end
-if redis.call('HGET', KEYS[4], 'status') == 'failed' then return 'failed' end
+local status = redis.call('HGET', KEYS[4], 'status')
+if status == 'failed' then return 'failed' end
 local chain = redis.call('HGET', KEYS[6], ARGV[7])
 if chain and not string.find(chain, '"' .. ARGV[5] .. '"', 1, true) then return 'stale' end
+if status == 'promoted' or status == 'registered' or status == 'deployed' then return 'deployed' end
 if tonumber(redis.call('GET', KEYS[3]) or '0') > tonumber(ARGV[1]) then
   if redis.call('EXISTS', KEYS[5]) == 1 then return 'wait' end
   return 'poison'
@@ -333,6 +337,9 @@ class StageTask(Task):  # type: ignore[misc]
                 rt.tracker.set_model_state(job.batch_id, job.model.name, status="cancelled")
                 continue
             if reply == "failed":  # stays failed until `modelfleet retry` resets it
+                continue
+            if reply == "deployed":  # a late copy: it would mark a deployed model running again
+                log.info("%s: skipped %s, already deployed", stage, job.model.name)
                 continue
             if reply == "stale":  # the model goes on in a newer chain (workers/recovery.py)
                 log.info("%s: skipped %s, resent in a newer chain", stage, job.model.name)

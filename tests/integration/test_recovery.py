@@ -228,3 +228,27 @@ def test_dead_worker_whose_message_is_lost_too_is_resent_from_its_last_completed
         assert [(r["stage"], r["status"]) for r in runs] == [
             (stage, "succeeded") for stage in ("preprocess", "train", "evaluate", "deploy")]
         assert not runs[1]["cache_hit"]
+
+
+def test_a_stage_copy_that_begins_after_its_model_deployed_leaves_it_deployed(tmp_path: Path) -> None:
+    # Celery sends a chain's next task before it stores the task's own result: a redelivered
+    # copy of a stage may begin after the chain deployed the model yet find no result of its
+    # task. Seen in CI as a model left 'running' (a fused pack's copy, visibility timeout 2 s).
+    spec = {"name": "late", "pack": 1, "models": [classifier("late-tree")]}
+    with cluster(tmp_path, workers=1, **PRODUCTION) as c:
+        handle = c.submit(spec)
+        assert handle.wait(timeout=60).counts == {"promoted": 1}
+        r = c.runtime.redis
+        before = c.runtime.tracker.model_states(handle.batch_id, ["late-tree"])
+        runs = c.runtime.tracker.runs(batch_id=handle.batch_id)
+        _, train, evaluate, _ = json.loads(r.hget(keys.batch_tasks(handle.batch_id), "late-tree"))
+        message = c.app.backend.get_task_meta(train)["result"]
+        # Given evaluate's result not stored yet (as in that window), when a copy of it arrives
+        c.app.backend.forget(evaluate)
+        c.app.send_task("modelfleet.evaluate", args=(message,), task_id=evaluate)
+        # Then the copy skips the model: its state, runs and versions stay as they were
+        wait_for(lambda: "skipped late-tree, already deployed" in c.logs(), 30, "the late copy skipped")
+        assert c.runtime.tracker.model_states(handle.batch_id, ["late-tree"]) == before
+        assert c.runtime.tracker.runs(batch_id=handle.batch_id) == runs
+        assert _versions(c, "late-tree") == [1]
+        assert handle.status().counts == {"promoted": 1}
