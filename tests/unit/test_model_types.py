@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 import skops.io as sio
-from sklearn.ensemble import GradientBoostingRegressor
+from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -137,3 +137,24 @@ def test_the_model_cache_keeps_the_most_recently_used() -> None:
     off.get("a", load("a"))
     off.get("a", load("a"))
     assert len(off) == 0 and loads[-2:] == ["a", "a"]
+
+
+@pytest.mark.parametrize("fitted", [
+    Pipeline([("scale", StandardScaler()),
+              ("gb", GradientBoostingRegressor(n_estimators=3, random_state=0))]).fit(X, X[:, 0]),
+    RandomForestRegressor(n_estimators=3, max_depth=2, random_state=0).fit(X, X[:, 0]),
+])
+def test_the_types_read_off_the_schema_text_are_the_walks(fitted: Any) -> None:
+    import json
+    import zipfile
+    from io import BytesIO
+
+    from workers.pipeline.train import _types_in, _types_named
+
+    data, named = dump_model_and_types(fitted)
+    schema = zipfile.ZipFile(BytesIO(data)).read("schema.json").decode()
+    walked = _types_named(json.loads(schema))
+    assert named == sorted(walked) and "sklearn.tree._tree.Tree" in walked
+    # A dict key "__class__" (a value a team's estimator may hold) leaves the text unpaired.
+    odd = {"__class__": "dict", "__module__": "builtins", "content": {"__class__": {"x": 1}}}
+    assert _types_in(json.dumps(odd), odd) == {"builtins.dict"}

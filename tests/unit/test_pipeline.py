@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.conftest import EXAMPLE_DATA
@@ -15,7 +17,7 @@ from workers.pipeline.errors import PipelineError
 from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import compute_metrics
 from workers.pipeline.features import build_model
-from workers.pipeline.preprocess import dump_split, load_split, prepare
+from workers.pipeline.preprocess import Split, dump_split, load_split, prepare
 from workers.pipeline.train import dump_model, fit, load_model
 
 ALLOWED = ["sklearn."]
@@ -48,10 +50,31 @@ def test_split_round_trips_without_pickle() -> None:
                  preprocess={"test_size": 0.2})
     split = prepare(load_dataset(model.dataset, model.task, Path(".")), model)
     data = dump_split(split)
-    assert data[:4] == b"PAR1"  # a Parquet file: typed columns, no pickle
+    assert data[:6] == b"ARROW1"  # an Arrow IPC file: typed columns, no pickle
     again = load_split(data)
     assert again.X_train.shape == (80, 20) and np.array_equal(again.y_test, split.y_test)
     assert again.X_test.equals(split.X_test)
+
+
+def test_a_split_with_dates_text_and_labels_round_trips_and_an_older_parquet_one_loads() -> None:
+    frame = pd.DataFrame({"day": pd.date_range("2026-01-01", periods=6), "city": list("abcabc"),
+                          "n": [1, 2, 3, 4, 5, 6]})
+    split = Split(frame.iloc[:4], frame.iloc[4:].reset_index(drop=True),
+                  np.array(["x", "y", "x", "y"], dtype=object), np.array(["y", "x"], dtype=object))
+    for data in (dump_split(split), _as_parquet(split)):  # a store written before the Arrow format
+        again = load_split(data)
+        assert again.X_train.equals(split.X_train) and again.X_test.equals(split.X_test)
+        assert list(again.y_train) == ["x", "y", "x", "y"] and again.y_test.dtype == object
+
+
+def _as_parquet(split: Split) -> bytes:
+    """A split as the Parquet-writing versions stored it."""
+    frame = pd.concat([split.X_train, split.X_test], ignore_index=True)
+    frame["__target__"] = np.concatenate([split.y_train, split.y_test])
+    frame["__test__"] = [False] * len(split.y_train) + [True] * len(split.y_test)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
 
 
 def test_synthetic_is_seeded() -> None:

@@ -2,7 +2,7 @@
 
 Nothing is fitted here: the imputers, scalers and encoders are fitted in train,
 inside the model's Pipeline, on the training rows only. The split is stored as
-Parquet (plain typed columns, no pickle) so train and evaluate see the raw
+an Arrow IPC file (plain typed columns, no pickle) so train and evaluate see the raw
 columns, dates and text included, as a served model will.
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from sklearn.model_selection import train_test_split
 
 from workers.contracts import CsvDataset, ModelSpec
@@ -129,20 +130,30 @@ def _can_stratify(y: np.ndarray, test_size: float) -> bool:
 
 
 def dump_split(split: Split) -> bytes:
-    """Both parts as one Parquet file: typed columns, loadable without pickle."""
+    """Both parts as one Arrow IPC file: typed columns, loadable without pickle.
+
+    Arrow's own file format, not Parquet: a small model's split is written and read at
+    about half the cost (no encoding pages, statistics or compression to build), and
+    pyarrow maps it back to the same pandas dtypes.
+    """
     reserved = [c for c in split.X_train.columns if str(c) in (_TARGET, _TEST)]
     if reserved:
         raise PipelineError("dataset", f"column names {reserved} are reserved")
-    frame = pd.concat([split.X_train, split.X_test], ignore_index=True)
-    frame[_TARGET] = np.concatenate([split.y_train, split.y_test])
-    frame[_TEST] = np.r_[np.zeros(len(split.y_train), bool), np.ones(len(split.y_test), bool)]
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    return buf.getvalue()
+    table = pa.Table.from_pandas(pd.concat([split.X_train, split.X_test], ignore_index=True),
+                                 preserve_index=False)
+    table = table.append_column(_TARGET, pa.array(np.concatenate([split.y_train, split.y_test])))
+    table = table.append_column(_TEST, pa.array(np.r_[np.zeros(len(split.y_train), bool),
+                                                     np.ones(len(split.y_test), bool)]))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
 
 
 def load_split(data: bytes) -> Split:
-    frame = pd.read_parquet(io.BytesIO(data))
+    # Splits stored before the Arrow format are Parquet files (they begin with PAR1).
+    frame = (pd.read_parquet(io.BytesIO(data)) if data[:4] == b"PAR1"
+             else pa.ipc.open_file(pa.py_buffer(data)).read_all().to_pandas())
     # dump_split writes the training rows first: two slices, no boolean mask over every column.
     n_train = int((~frame.pop(_TEST).to_numpy(dtype=bool)).sum())
     y = frame.pop(_TARGET).to_numpy()

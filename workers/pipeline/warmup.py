@@ -19,7 +19,7 @@ from workers.pipeline.data import load_dataset
 from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import compute_metrics
 from workers.pipeline.features import build_model
-from workers.pipeline.preprocess import prepare
+from workers.pipeline.preprocess import dump_split, load_split, prepare
 from workers.pipeline.schema import input_schema
 from workers.pipeline.train import dump_model, fit, load_model
 
@@ -40,9 +40,10 @@ def rehearse() -> None:
         model = ModelSpec.model_validate({**raw, "dataset": {
             "kind": "synthetic", "n_samples": 40, "n_features": 3, "n_informative": 2}})
         split = prepare(load_dataset(model.dataset, model.task, Path(".")), model)
-        buffer = io.BytesIO()
-        split.X_train.to_parquet(buffer, index=False)  # the split artifacts' format, both ways
-        X_train = pd.read_parquet(io.BytesIO(buffer.getvalue()))
+        X_train = load_split(dump_split(split)).X_train  # the split artifacts' format, both ways
+        buffer = io.BytesIO()  # and Parquet's (data files, score chunks)
+        split.X_train.to_parquet(buffer, index=False)
+        pd.read_parquet(io.BytesIO(buffer.getvalue()))
         input_schema(X_train)
         estimator = build_estimator(model.estimator, model.task, ["sklearn."])
         fitted = fit(build_model(model, list(X_train.columns), estimator), X_train, split.y_train)
