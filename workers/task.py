@@ -40,6 +40,7 @@ from workers.recovery import handed_on, single_chain
 from workers.runtime import Runtime
 from workers.settings import STAGES
 from workers.store import LocalRoot, RootFull
+from workers.tracking import DEPLOYED
 from workers.writes import Writes
 
 log = get_task_logger(__name__)
@@ -94,7 +95,7 @@ local status = redis.call('HGET', KEYS[4], 'status')
 if status == 'failed' then return 'failed' end
 local chain = redis.call('HGET', KEYS[6], ARGV[7])
 if chain and not string.find(chain, '"' .. ARGV[5] .. '"', 1, true) then return 'stale' end
-if status == 'promoted' or status == 'registered' or status == 'deployed' then return 'deployed' end
+if IS_DEPLOYED then return 'deployed' end
 if tonumber(redis.call('GET', KEYS[3]) or '0') > tonumber(ARGV[1]) then
   if redis.call('EXISTS', KEYS[5]) == 1 then return 'wait' end
   return 'poison'
@@ -107,7 +108,7 @@ redis.call('HINCRBY', KEYS[4], 'rev', 1)
 redis.call('ZADD', KEYS[7], ARGV[4], ARGV[8])
 redis.call('ZREM', KEYS[8], ARGV[8])
 return redis.call('HGETALL', KEYS[4])
-"""
+""".replace("IS_DEPLOYED", " or ".join(f"status == '{s}'" for s in sorted(DEPLOYED)))  # tracking's list
 
 
 # KEYS: the batch's slots. ARGV: max_parallel, task id, lease ttl (ms), the alive-key prefix.
