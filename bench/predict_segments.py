@@ -6,7 +6,8 @@
 Trains one model per store (GradientBoostingRegressor, TREES trees, on a fresh Redis and
 artifact root with 2 local workers), then times, each in a fresh process:
 
-- `modelfleet predict store@production IN --segment-by Store --out OUT` (STORES x 4 rows);
+- `modelfleet predict store@production IN --segment-by Store --out OUT` (STORES x 4 rows),
+  cold (this machine's load cache of loaded models emptied before each) and warm (read from it);
 - the floor: a process that imports pandas, scikit-learn and skops and loads the same
   STORES models from joblib files (no registry, no digest check, no audit);
 - with `--score`: `modelfleet score --segment-by` of the same rows, twice, on one fresh
@@ -23,10 +24,12 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,11 +67,13 @@ def stores_csv(path: Path, stores: int, rows: int) -> None:
     pd.concat(parts).to_csv(path, index=False)
 
 
-def timed(cmd: list[str], env: dict[str, str], cwd: Path, repeats: int) -> tuple[float, float]:
-    """The best wall time and the best CPU time (user + system) of the process, over `repeats`:
-    on a shared machine the CPU time is the steadier figure."""
+def timed(cmd: list[str], env: dict[str, str], cwd: Path, repeats: int,
+          prepare: Callable[[], None] = lambda: None) -> tuple[float, float]:
+    """The best wall time and the best CPU time (user + system) of the process, over `repeats`
+    (each after `prepare()`): on a shared machine the CPU time is the steadier figure."""
     best, best_cpu = float("inf"), float("inf")
     for _ in range(repeats):
+        prepare()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
@@ -138,21 +143,30 @@ def main() -> None:
             env = {**os.environ, **settings.to_env(),
                    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
             floored = timed([sys.executable, "-c", FLOOR, *paths], env, tmp, args.repeats)
-            predicted = timed([sys.executable, "-m", "producer", "predict", "store@production", "in.csv",
-                             "--segment-by", "Store", "--out", "out.csv", "--force"], env, tmp, args.repeats)
+            predict = [sys.executable, "-m", "producer", "predict", "store@production", "in.csv",
+                       "--segment-by", "Store", "--out", "out.csv", "--force"]
+            # Cold: this machine's load cache empty (the first predict of these versions here);
+            # warm: the next predicts, which read the loaded models from it (workers/loadcache.py).
+            loaded = tmp / "loaded"
+            env["MODELFLEET_MODEL_LOAD_CACHE"] = str(loaded)
+            cold = timed(predict, env, tmp, args.repeats, lambda: shutil.rmtree(loaded, ignore_errors=True))
+            predicted = timed(predict, env, tmp, args.repeats)
             assert pd.read_csv(tmp / "out.csv")["prediction"].notna().all()
             scored = score_twice(settings, env, tmp) if args.score else {}
-    (predict, predict_cpu), (floor, floor_cpu) = predicted, floored
+    (predict, predict_cpu), (floor, floor_cpu), (cold_s, cold_cpu) = predicted, floored, cold
     row = {"stores": args.stores, "trees": args.trees, "rows": 4 * args.stores,
            "predict_s": round(predict, 2), "floor_s": round(floor, 2), "ratio": round(predict / floor, 2),
            "predict_cpu_s": round(predict_cpu, 2), "floor_cpu_s": round(floor_cpu, 2),
-           "cpu_ratio": round(predict_cpu / floor_cpu, 2), **scored, "repeats": args.repeats,
+           "cpu_ratio": round(predict_cpu / floor_cpu, 2),
+           "predict_cold_s": round(cold_s, 2), "predict_cold_cpu_s": round(cold_cpu, 2),
+           "cold_cpu_ratio": round(cold_cpu / floor_cpu, 2), **scored, "repeats": args.repeats,
            "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": describe()}
     print(json.dumps(row))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(row, indent=1) + "\n")
     print(f"segment predict {predict:.2f} s ({predict_cpu:.2f} s CPU), load floor {floor:.2f} s "
-          f"({floor_cpu:.2f} s CPU): {predict / floor:.2f}x wall, {predict_cpu / floor_cpu:.2f}x CPU")
+          f"({floor_cpu:.2f} s CPU): {predict / floor:.2f}x wall, {predict_cpu / floor_cpu:.2f}x CPU; "
+          f"cold (empty load cache) {cold_s:.2f} s ({cold_cpu:.2f} s CPU, {cold_cpu / floor_cpu:.2f}x)")
 
 
 if __name__ == "__main__":

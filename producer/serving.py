@@ -100,8 +100,7 @@ def load_deployed(ref: str, runtime: Runtime) -> DeployedModel:
     # audited at deploy (keyed by that digest) spare skops' second pass.
     settings = runtime.settings
     estimator = cached_served(runtime.store.get, lineage.trained.model_digest,
-                              lineage.prepared.transform_digest, settings.allowed_estimator_prefixes,
-                              settings.model_cache_size, record.get("trusted_types"))
+                              lineage.prepared.transform_digest, settings, record.get("trusted_types"))
     return DeployedModel(record["name"], int(record["version"]), record, estimator,
                          served_history(lineage, runtime))
 

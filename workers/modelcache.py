@@ -11,7 +11,12 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from workers.loadcache import load_cache
+
+if TYPE_CHECKING:
+    from workers.settings import Settings
 
 
 class ModelCache:
@@ -49,13 +54,27 @@ MODELS = ModelCache(64)
 
 
 def cached_served(read: Callable[[str], bytes], model_digest: str, transform_digest: str | None,
-                  allowed_prefixes: list[str] | tuple[str, ...], size: int,
-                  trusted: dict[str, list[str]] | None = None) -> Any:
-    """`load_served` through the process's cache, resized to `size` (the settings' choice)."""
+                  settings: Settings, trusted: dict[str, list[str]] | None = None) -> Any:
+    """`load_served` through the process's cache (resized to the settings' size), and on a miss
+    through this machine's signed load cache (workers/loadcache.py) where the settings keep one."""
     from workers.pipeline.train import load_served
 
-    if MODELS.size != size:
-        MODELS.resize(size)
-    key = (model_digest, transform_digest, tuple(allowed_prefixes))
-    return MODELS.get(key, lambda: load_served(read, model_digest, transform_digest, allowed_prefixes,
-                                               trusted))
+    if MODELS.size != settings.model_cache_size:
+        MODELS.resize(settings.model_cache_size)
+    allowed = settings.allowed_estimator_prefixes
+    key = (model_digest, transform_digest, tuple(allowed))
+
+    disk = load_cache(settings.model_load_cache, settings.model_load_cache_mb)
+
+    def load() -> Any:
+        # The store's files are read and digest-checked on every load, kept on disk or not: a
+        # damaged or replaced file is refused whatever this machine kept. The disk cache spares
+        # only skops' work.
+        files = {d: read(d) for d in (model_digest, transform_digest) if d is not None}
+
+        def skops_load() -> Any:
+            return load_served(files.__getitem__, model_digest, transform_digest, allowed, trusted)
+
+        return skops_load() if disk is None else disk.get(key, skops_load)
+
+    return MODELS.get(key, load)

@@ -44,9 +44,7 @@ class ScoreTask(Task):  # type: ignore[misc]
               trusted_types: dict[str, list[str]] | None) -> Any:
         # The process's model cache: every chunk of a job uses the same models.
         rt = self.runtime
-        return cached_served(rt.store.get, model_digest, transform_digest,
-                             rt.settings.allowed_estimator_prefixes, rt.settings.model_cache_size,
-                             trusted_types)
+        return cached_served(rt.store.get, model_digest, transform_digest, rt.settings, trusted_types)
 
     def segment(self, job: ScoreChunk, value: str) -> Segment | None:
         found = (job.segments or {}).get(value)

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     allowed_estimator_prefixes: list[str] = Field(default_factory=lambda: ["sklearn."])
     # Loaded models kept per process (`predict`, `score`, workers), by file digest; 0: none.
     model_cache_size: Annotated[int, Field(ge=0, le=100_000)] = 64
+    # Loaded models kept on this machine between processes, as pickles signed with a key
+    # private to this OS user (workers/loadcache.py), up to this many MiB; empty or 0: none.
+    model_load_cache: Path | None = Path(".modelfleet/loaded")
+    model_load_cache_mb: Annotated[int, Field(ge=0, le=1 << 30)] = 2048
     max_models_per_batch: Count = 10_000
     # Hostile specs: the largest spec file read, and the longest string anywhere in it
     # (keys, values, matrix labels, CSV segment values), in characters.
@@ -162,7 +166,8 @@ class Settings(BaseSettings):
             raise ValueError(f"artifact_root {text!r}: use a directory or s3://BUCKET[/PREFIX]")
         return text
 
-    @field_validator("s3_endpoint_url", "s3_region", "check_cache_dir", "user", mode="before")
+    @field_validator("s3_endpoint_url", "s3_region", "check_cache_dir", "model_load_cache", "user",
+                     mode="before")
     @classmethod
     def _unset_if_empty(cls, value: object) -> object:
         # An empty variable: none (S3: boto3 decides; the user: the OS user).
@@ -214,6 +219,8 @@ class Settings(BaseSettings):
         for name, value in self.model_dump(mode="json").items():
             field_value = getattr(self, name)
             if field_value is None:
+                if type(self).model_fields[name].default is not None:
+                    env[f"MODELFLEET_{name.upper()}"] = ""  # "none" where the default is some
                 continue
             if isinstance(field_value, SecretStr):
                 value = field_value.get_secret_value()

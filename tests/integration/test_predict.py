@@ -23,6 +23,7 @@ from producer.serving import load_deployed
 from producer.spec import load_batch
 from tests.conftest import EXAMPLE_DATA, write_spec
 from tests.support.cluster import Cluster, cluster
+from workers.loadcache import load_cache
 from workers.pipeline.schema import SchemaError
 
 # Each CLI call imports pandas and scikit-learn (seconds on a busy machine): slow.
@@ -331,6 +332,9 @@ def test_deploy_records_each_files_audited_types_and_a_tampered_file_is_still_re
     original = path.read_bytes()
     rows = _mixed_rows(trained.tmp)
     rows[rows["Store"] == 1].to_csv(trained.tmp / "one.csv", index=False)
+    # Loaded once, so this machine's load cache holds the model: it must not serve it past a bad file.
+    assert _cli(trained, "predict", "shop@production", "one.csv", "--segment-by", "Store").returncode == 0
+    assert list((trained.tmp / ".modelfleet" / "loaded").glob("*.pkl"))
     try:
         # Another model file of the same types under this digest: the recorded list would load
         # it, but its bytes no longer match their name.
@@ -343,6 +347,43 @@ def test_deploy_records_each_files_audited_types_and_a_tampered_file_is_still_re
         path.write_bytes(original)
     again = _cli(trained, "predict", "shop@production", "one.csv", "--segment-by", "Store")
     assert again.returncode == 0, again.stderr
+
+
+def test_a_repeated_predict_reads_its_models_from_the_machines_load_cache(trained: Cluster) -> None:
+    rows = _mixed_rows(trained.tmp)
+    rows.to_csv(trained.tmp / "cached.csv", index=False)
+    loaded = trained.tmp / ".modelfleet" / "loaded"
+    first = _cli(trained, "predict", "gated@production", "cached.csv", "--segment-by", "Store",
+                 "--out", "first.csv")
+    assert first.returncode == 0, first.stderr
+    # Store 2 failed its gate: gated-1 and gated-3 were loaded, each under its files' digests.
+    cache = load_cache(loaded, trained.settings.model_load_cache_mb)
+    assert cache is not None
+    entries = {}
+    for store in ("1", "3"):
+        lineage = load_deployed(f"gated-{store}@production", trained.runtime).lineage
+        assert lineage.trained is not None and lineage.prepared is not None
+        path = cache.entry((lineage.trained.model_digest, lineage.prepared.transform_digest,
+                            tuple(trained.settings.allowed_estimator_prefixes)))
+        entries[path] = path.stat().st_ino
+    for path in entries:
+        os.utime(path, (1, 1))
+    again = _cli(trained, "predict", "gated@production", "cached.csv", "--segment-by", "Store",
+                 "--out", "again.csv")
+    assert again.returncode == 0, again.stderr
+    expected = pd.read_csv(trained.tmp / "first.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(trained.tmp / "again.csv"), expected)
+    # Read, not rewritten: each entry the same file, marked used.
+    used = {p: p.stat() for p in entries}
+    assert {p: s.st_ino for p, s in used.items()} == entries
+    assert all(s.st_mtime > 1 for s in used.values())
+    # With the cache off, the same predictions from skops' load.
+    off = subprocess.run([sys.executable, "-m", "producer", "predict", "gated@production", "cached.csv",
+                          "--segment-by", "Store", "--out", "off.csv"], cwd=trained.tmp, capture_output=True,
+                         env={**os.environ, **trained.settings.to_env(), "MODELFLEET_MODEL_LOAD_CACHE": ""},
+                         text=True, timeout=120)
+    assert off.returncode == 0, off.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(trained.tmp / "off.csv"), expected)
 
 
 def test_an_unpromoted_segment_is_named_with_its_gate_and_fallback_latest_scores_it(
