@@ -113,7 +113,9 @@ def test_a_sigkilled_workers_slot_lapses_long_before_its_message_returns(tmp_pat
     gate = {**classifier("gate", FAULTY, started=str(started), wait_for=str(tmp_path / "never")),
             "resources": {"queue": "gate-q"}}
     others = [classifier(f"other-{i}", max_depth=i % 4 + 1, random_state=i) for i in range(8)]
-    with cluster(tmp_path, workers=1, visibility_timeout=30, cap_retry_delay=0.2) as c, \
+    # The gate asks for the slot often (every 0.05-0.1 s), so it takes it while others still
+    # wait: at 0.2 s it sometimes got the slot only after all eight had finished (CI, stop 25).
+    with cluster(tmp_path, workers=1, visibility_timeout=30, cap_retry_delay=0.05) as c, \
             LocalWorkers(c.settings, 1, tmp_path / "gate-logs", queues=["gate-q"], name_prefix="gatew") as gw:
         handle = c.submit({"name": "killcap", "pack": 1, "max_parallel": 1, "models": [gate, *others]})
         wait_lines(started, 1)
