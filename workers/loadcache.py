@@ -11,7 +11,8 @@ code as this user.
 
 The key of an entry is the model's and transform's file digests, the allow-list and the
 versions of Python and the libraries that made the objects: an upgrade starts afresh.
-Bounded by size, least recently used (file mtime) out first.
+Bounded by size (each process measures the directory again after writing a sixteenth of it,
+so it may be over by that much a writer), least recently used (file mtime) out first.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class LoadCache:
         self.max_bytes = max_bytes
         self._key: bytes | None = None
         self._off = max_bytes <= 0
+        # Bytes this process wrote since it last measured the directory: it measures again
+        # past a sixteenth of the size (each write scanning thousands of entries would not do).
+        self._unmeasured: int | None = None
 
     def get(self, key: Hashable, load: Callable[[], Any]) -> Any:
         secret = self._secret()
@@ -69,6 +73,13 @@ class LoadCache:
         model = load()
         self._write(path, secret, model)
         return model
+
+    def put(self, key: Hashable, model: Any) -> None:
+        """Keep `model` under `key` unless an entry is there (a worker, as it trains a big model)."""
+        secret = self._secret()
+        path = self.entry(key)
+        if secret is not None and not path.exists():
+            self._write(path, secret, model)
 
     def entry(self, key: Hashable) -> Path:
         """The file that holds `key`'s model for these library versions."""
@@ -123,7 +134,10 @@ class LoadCache:
             with os.fdopen(fd, "wb") as out:
                 out.write(hmac.new(secret, body, hashlib.sha256).digest() + body)
             os.replace(tmp, path)  # a concurrent reader sees a whole file or none
-            self._prune()
+            self._unmeasured = None if self._unmeasured is None else self._unmeasured + len(body)
+            if self._unmeasured is None or self._unmeasured > self.max_bytes // 16:
+                self._prune()
+                self._unmeasured = 0
         except OSError as exc:
             log.info("model load cache: not kept (%s)", exc)
             with contextlib.suppress(OSError):

@@ -37,6 +37,7 @@ from workers.contracts import (
     TrainedInfo,
 )
 from workers.mlflow_sink import sink_for
+from workers.modelcache import keep_trained
 from workers.pipeline.data import Table, load_dataset, resolve_csv_path
 from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import cross_validate, plot_data, score
@@ -187,6 +188,7 @@ def _train(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
         data, named = dump_model_and_types(fitted)
         digest = rt.store.put(data)
         _JUST_TRAINED.put(digest, fitted, len(data))
+        keep_trained(rt.settings, digest, fitted, len(data))
         _JUST_NAMED.put(digest, named, 0)
         return {"model_digest": digest, "cv_metrics": cv, **({"search": report} if report else {})}, \
             [digest]

@@ -42,7 +42,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     data.mkdir()
     walmart = pd.read_csv(EXAMPLE_DATA / "walmart_weekly_sales.csv")
     walmart[walmart["Store"].astype(str).isin(STORES)].to_csv(data / "stores.csv", index=False)
-    with cluster(tmp, workers=1, data_root=data) as c:
+    # The load cache where the CLI (run in tmp) finds it by default, the workers' too.
+    with cluster(tmp, workers=1, data_root=data, model_load_cache=tmp / ".modelfleet" / "loaded") as c:
         spec = {"name": "predict", "models": [
             {"name": "shop", "task": "regression",
              "dataset": {"kind": "csv", "path": "stores.csv", "target": "Weekly_Sales",
@@ -52,15 +53,19 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
              "estimator": {"class_path": "sklearn.linear_model.Ridge"},
              "evaluation": {"metrics": ["mae", "r2"], "primary": "mae"}},
             {"name": "flower", "task": "classification", "dataset": {"kind": "sklearn", "name": "iris"},
-             "estimator": {"class_path": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 3}}}]}
+             "estimator": {"class_path": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 3}}},
+            # A model file over KEEP_TRAINED_BYTES (~500 KiB): kept loaded as it is trained.
+            {"name": "boosted", "task": "regression", "dataset": {"kind": "sklearn", "name": "diabetes"},
+             "estimator": {"class_path": "sklearn.ensemble.GradientBoostingRegressor",
+                           "params": {"n_estimators": 40, "random_state": 0}}}]}
         # The same stores behind a gate store 2 fails (its mae about 147,000; 1 and 3: 102,000, 30,000).
         spec["models"].append({**spec["models"][0], "name": "gated",
                                "deploy": {"gate": {"metric": "mae", "threshold": 125000}}})
         batch = load_batch(write_spec(tmp, spec), c.settings)
-        assert [m.name for m in batch.models] == ["shop-1", "shop-2", "shop-3", "flower",
+        assert [m.name for m in batch.models] == ["shop-1", "shop-2", "shop-3", "flower", "boosted",
                                                   "gated-1", "gated-2", "gated-3"]
         status = c.submit(spec).wait(timeout=180)
-        assert sum(status.counts.values()) == 7 and not {"failed", "cancelled"} & set(status.counts), \
+        assert sum(status.counts.values()) == 8 and not {"failed", "cancelled"} & set(status.counts), \
             status.rows
         assert {r.name for r in status.rows if not r.promoted} == {"gated-2"}, status.rows
         yield c
@@ -384,6 +389,31 @@ def test_a_repeated_predict_reads_its_models_from_the_machines_load_cache(traine
                          text=True, timeout=120)
     assert off.returncode == 0, off.stderr
     pd.testing.assert_frame_equal(pd.read_csv(trained.tmp / "off.csv"), expected)
+
+
+def test_a_big_model_is_in_the_machines_load_cache_from_its_training_on(trained: Cluster) -> None:
+    from sklearn.datasets import load_diabetes
+
+    from workers.modelcache import KEEP_TRAINED_BYTES
+
+    deployed = load_deployed("boosted@production", trained.runtime)
+    assert deployed.lineage.trained is not None
+    digest = deployed.lineage.trained.model_digest
+    assert len(trained.runtime.store.get(digest)) >= KEEP_TRAINED_BYTES
+    cache = load_cache(trained.settings.model_load_cache, trained.settings.model_load_cache_mb)
+    assert cache is not None
+    entry = cache.entry((digest, None, tuple(trained.settings.allowed_estimator_prefixes)))
+    written = entry.stat()  # by the worker that trained it
+    os.utime(entry, (1, 1))
+    X = load_diabetes(as_frame=True).data.head(5)
+    X.to_csv(trained.tmp / "diabetes.csv", index=False)
+    done = _cli(trained, "predict", "boosted@production", "diabetes.csv", "--out", "boosted.csv")
+    assert done.returncode == 0, done.stderr
+    # The first predict read the worker's entry (the same file, marked used), and its
+    # predictions are the deployed model's.
+    assert entry.stat().st_ino == written.st_ino and entry.stat().st_mtime > 1
+    np.testing.assert_allclose(pd.read_csv(trained.tmp / "boosted.csv")["prediction"],
+                               deployed.estimator.predict(X))
 
 
 def test_an_unpromoted_segment_is_named_with_its_gate_and_fallback_latest_scores_it(

@@ -111,3 +111,46 @@ def test_the_settings_turn_it_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert load_cache(tmp_path, 0) is None
     assert load_cache(tmp_path, 10) is load_cache(tmp_path, 10)
     assert loadcache._versions().count("|") == 5
+
+
+def test_a_big_model_kept_as_it_is_trained_is_served_without_skops(tmp_path: Path, model_file: bytes,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import skops.io as sio
+
+    from workers.modelcache import KEEP_TRAINED_BYTES, MODELS, cached_served, keep_trained
+
+    settings = Settings(model_load_cache=tmp_path / "loaded", model_cache_size=0)
+    fitted = load_model(model_file, ["sklearn."])
+    digest = "a" * 64
+    keep_trained(settings, digest, fitted, KEEP_TRAINED_BYTES - 1)
+    assert not entries(tmp_path / "loaded")  # a small model's file: not worth a pickle
+    keep_trained(settings, digest, fitted, KEEP_TRAINED_BYTES)
+    assert len(entries(tmp_path / "loaded")) == 1
+    reads: list[str] = []
+
+    def read(name: str) -> bytes:
+        reads.append(name)  # the store's verified read: still done on a hit
+        return model_file
+
+    def no_skops(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("skops load on a load-cache hit")
+
+    monkeypatch.setattr(sio, "loads", no_skops)
+    served = cached_served(read, digest, None, settings)
+    assert reads == [digest] and len(MODELS) == 0
+    np.testing.assert_array_equal(served.predict(X), fitted.predict(X))
+
+
+def test_a_process_measures_the_directory_again_only_after_writing_a_sixteenth(
+        tmp_path: Path, model_file: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    scans: list[int] = []
+    real = LoadCache._prune
+    monkeypatch.setattr(LoadCache, "_prune", lambda self: (scans.append(1), real(self)))
+    fitted = load_model(model_file, ["sklearn."])
+    size = len(pickle.dumps(fitted, protocol=pickle.HIGHEST_PROTOCOL))
+    cache = LoadCache(tmp_path / "loaded", 16 * 4 * size)  # a sixteenth: four entries
+    for i in range(11):
+        cache.put((i,), fitted)
+    cache.put((0,), fitted)  # there already: not written again
+    assert len(entries(tmp_path / "loaded")) == 11
+    assert len(scans) == 3  # the first write, then each time more than four more were written
