@@ -25,7 +25,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import kombu.exceptions
 import redis
+import redis.exceptions
 
 from workers.settings import STAGES, Settings
 
@@ -484,7 +486,12 @@ class LocalWorkers:
             for proc in self.procs:
                 if proc.poll() is not None:
                     raise RuntimeError(f"a worker exited with {proc.returncode}; see {self.log_dir}")
-            replies = app.control.ping(destination=sorted(pending), timeout=0.5) or []
+            try:
+                replies = app.control.ping(destination=sorted(pending), timeout=0.5) or []
+            except (OSError, redis.exceptions.RedisError, kombu.exceptions.OperationalError):
+                # A broadcast's connection dropped while the workers start (seen once in CI:
+                # "Connection closed by server"): not an answer yet; the next ping reconnects.
+                return False
             for reply in replies:
                 pending.difference_update(reply)
             return not pending
