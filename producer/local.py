@@ -27,7 +27,6 @@ from typing import Self
 
 import kombu.exceptions
 import redis
-import redis.exceptions
 
 from workers.settings import STAGES, Settings
 

@@ -32,6 +32,8 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
+from workers.store import atomic_write
+
 log = logging.getLogger(__name__)
 
 _TAG = 32  # bytes of HMAC-SHA256 in front of each pickle
@@ -59,8 +61,9 @@ class LoadCache:
         self._key: bytes | None = None
         self._off = max_bytes <= 0
         # Bytes this process wrote since it last measured the directory: it measures again
-        # past a sixteenth of the size (each write scanning thousands of entries would not do).
-        self._unmeasured: int | None = None
+        # past a sixteenth of the size (each write scanning thousands of entries would not do),
+        # and at its first write.
+        self._unmeasured = max_bytes
 
     def get(self, key: Hashable, load: Callable[[], Any]) -> Any:
         secret = self._secret()
@@ -128,20 +131,16 @@ class LoadCache:
             return
         if len(body) > self.max_bytes:
             return
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(hmac.new(secret, body, hashlib.sha256).digest() + body)
-            os.replace(tmp, path)  # a concurrent reader sees a whole file or none
-            self._unmeasured = None if self._unmeasured is None else self._unmeasured + len(body)
-            if self._unmeasured is None or self._unmeasured > self.max_bytes // 16:
-                self._prune()
-                self._unmeasured = 0
+            # A 0600 temp file renamed into place: a concurrent reader sees a whole entry or none.
+            atomic_write(path, [hmac.new(secret, body, hashlib.sha256).digest(), body])
         except OSError as exc:
             log.info("model load cache: not kept (%s)", exc)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            return
+        self._unmeasured += len(body)
+        if self._unmeasured > self.max_bytes // 16:
+            self._prune()
+            self._unmeasured = 0
 
     def _prune(self) -> None:
         """Delete the least recently used entries until the cache fits its size."""

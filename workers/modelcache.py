@@ -62,15 +62,14 @@ def cached_served(read: Callable[[str], bytes], model_digest: str, transform_dig
     if MODELS.size != settings.model_cache_size:
         MODELS.resize(settings.model_cache_size)
     allowed = settings.allowed_estimator_prefixes
-    key = (model_digest, transform_digest, tuple(allowed))
-
-    disk = load_cache(settings.model_load_cache, settings.model_load_cache_mb)
+    key = served_key(model_digest, transform_digest, allowed)
 
     def load() -> Any:
         # The store's files are read and digest-checked on every load, kept on disk or not: a
         # damaged or replaced file is refused whatever this machine kept. The disk cache spares
         # only skops' work.
         files = {d: read(d) for d in (model_digest, transform_digest) if d is not None}
+        disk = load_cache(settings.model_load_cache, settings.model_load_cache_mb)
 
         def skops_load() -> Any:
             return load_served(files.__getitem__, model_digest, transform_digest, allowed, trusted)
@@ -78,6 +77,12 @@ def cached_served(read: Callable[[str], bytes], model_digest: str, transform_dig
         return skops_load() if disk is None else disk.get(key, skops_load)
 
     return MODELS.get(key, load)
+
+
+def served_key(model_digest: str, transform_digest: str | None, allowed: list[str]) -> tuple[Any, ...]:
+    """What one loaded model is kept under, in memory and on disk: its files and the allow-list
+    (a model loaded under a wider list is not served under a narrower one)."""
+    return model_digest, transform_digest, tuple(allowed)
 
 
 # A model file at least this big is also kept in the machine's load cache as it is trained, so a
@@ -90,6 +95,8 @@ KEEP_TRAINED_BYTES = 256 << 10
 def keep_trained(settings: Settings, model_digest: str, fitted: Any, file_bytes: int) -> None:
     """Put a just-trained big model into this machine's load cache, as `cached_served` keys it
     (a model trained today has no separate transform file)."""
+    if file_bytes < KEEP_TRAINED_BYTES:
+        return
     disk = load_cache(settings.model_load_cache, settings.model_load_cache_mb)
-    if disk is not None and file_bytes >= KEEP_TRAINED_BYTES:
-        disk.put((model_digest, None, tuple(settings.allowed_estimator_prefixes)), fitted)
+    if disk is not None:
+        disk.put(served_key(model_digest, None, settings.allowed_estimator_prefixes), fitted)

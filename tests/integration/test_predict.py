@@ -24,6 +24,7 @@ from producer.spec import load_batch
 from tests.conftest import EXAMPLE_DATA, write_spec
 from tests.support.cluster import Cluster, cluster
 from workers.loadcache import load_cache
+from workers.modelcache import served_key
 from workers.pipeline.schema import SchemaError
 
 # Each CLI call imports pandas and scikit-learn (seconds on a busy machine): slow.
@@ -368,8 +369,8 @@ def test_a_repeated_predict_reads_its_models_from_the_machines_load_cache(traine
     for store in ("1", "3"):
         lineage = load_deployed(f"gated-{store}@production", trained.runtime).lineage
         assert lineage.trained is not None and lineage.prepared is not None
-        path = cache.entry((lineage.trained.model_digest, lineage.prepared.transform_digest,
-                            tuple(trained.settings.allowed_estimator_prefixes)))
+        path = cache.entry(served_key(lineage.trained.model_digest, lineage.prepared.transform_digest,
+                                      trained.settings.allowed_estimator_prefixes))
         entries[path] = path.stat().st_ino
     for path in entries:
         os.utime(path, (1, 1))
@@ -402,7 +403,7 @@ def test_a_big_model_is_in_the_machines_load_cache_from_its_training_on(trained:
     assert len(trained.runtime.store.get(digest)) >= KEEP_TRAINED_BYTES
     cache = load_cache(trained.settings.model_load_cache, trained.settings.model_load_cache_mb)
     assert cache is not None
-    entry = cache.entry((digest, None, tuple(trained.settings.allowed_estimator_prefixes)))
+    entry = cache.entry(served_key(digest, None, trained.settings.allowed_estimator_prefixes))
     written = entry.stat()  # by the worker that trained it
     os.utime(entry, (1, 1))
     X = load_diabetes(as_frame=True).data.head(5)
