@@ -63,20 +63,32 @@ class _Recent:
     20, a small split's Parquet read 2 ms. Small objects only, and few.
     """
 
-    def __init__(self, entries: int, max_size: int) -> None:
+    def __init__(self, entries: int, max_size: int, total_size: int | None = None) -> None:
         self.entries, self.max_size = entries, max_size
-        self._items: OrderedDict[str, Any] = OrderedDict()
+        self.total_size = total_size if total_size is not None else entries * max_size
+        self._items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._total = 0
 
     def put(self, digest: str, item: Any, size: int) -> None:
-        if size <= self.max_size:
-            self._items[digest] = item
-            self._items.move_to_end(digest)
-            while len(self._items) > self.entries:
-                self._items.popitem(last=False)
+        if size > self.max_size:
+            return
+        if (earlier := self._items.pop(digest, None)) is not None:
+            self._total -= earlier[1]
+        self._items[digest] = (item, size)
+        self._total += size
+        while len(self._items) > self.entries or self._total > self.total_size:
+            self._total -= self._items.popitem(last=False)[1][1]
 
     def get(self, digest: str, keep: bool = False) -> Any:
         # A model is evaluated once (no need to keep it); a split is read by train and evaluate.
-        return self._items.get(digest) if keep else self._items.pop(digest, None)
+        found = self._items.get(digest) if keep else self._items.pop(digest, None)
+        if found is None:
+            return None
+        if keep:
+            self._items.move_to_end(digest)  # used again: the last to go
+        else:
+            self._total -= found[1]
+        return found[0]
 
 
 # Sized for a fused pack (producer/packing.py MAX_PACK): every member's split and model
@@ -87,7 +99,10 @@ _JUST_SPLIT = _Recent(entries=128, max_size=1_000_000)
 _JUST_NAMED = _Recent(entries=128, max_size=1)
 
 
-_LOADED = _Recent(entries=16, max_size=2_000_000)  # tables (cells) with their digest
+# Tables (cells) with their digest. Bounded by cells, not by count: a pack holds models of many
+# segments in turn (a matrix lists every store for one estimator, then the next), and a count of
+# 16 had each of small450's 45 store tables read and hashed again for every model.
+_LOADED = _Recent(entries=4096, max_size=2_000_000, total_size=4_000_000)
 
 
 def _table(model: ModelSpec, data_root: Path) -> tuple[Table, str]:
