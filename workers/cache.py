@@ -100,6 +100,7 @@ class StepCache:
         """
         own = writes is None
         writes = writes if writes is not None else Writes(self.r, self.journal)
+        writes.before_lease(keys.lease(key))
         value, lease = self._hit_or_lease(key, stage, use_cache)
         if value is not None:
             writes.pipe.hincrby(keys.CACHE_STATS, "hits", 1)
@@ -115,6 +116,7 @@ class StepCache:
             writes.pipe.hincrby(keys.CACHE_STATS, "misses", 1)
             # If the lease expired under us the result is stored anyway.
             writes.script(lease.lua_release, [lease.name], [lease.local.token])
+            writes.releases.add(lease.name)
         if own:
             writes.execute()
         return value, lease is None

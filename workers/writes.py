@@ -18,7 +18,7 @@ from workers.journal import Journal
 
 
 class Writes:
-    def __init__(self, client: redis.Redis, journal: Journal) -> None:
+    def __init__(self, client: redis.Redis, journal: Journal, earlier: Writes | None = None) -> None:
         self.client = client
         self.pipe = client.pipeline(transaction=False)
         self.journal = journal
@@ -27,6 +27,28 @@ class Writes:
         self._from_reply: list[tuple[int, Callable[[Any], dict[str, Any]]]] = []
         # (pipeline index, fallback): scripts sent by sha, redone through their Script on NOSCRIPT.
         self._scripts: list[tuple[int, Callable[[], Any]]] = []
+        # Cache leases whose release these writes carry (workers/cache.py).
+        self.releases: set[str] = set()
+        # Earlier models' writes of the same pack and stage, not sent yet (see `take`).
+        self.earlier = earlier
+
+    def __len__(self) -> int:
+        return len(self.pipe.command_stack) + len(self.records)
+
+    def take(self, other: Writes) -> None:
+        """Queue `other`'s commands and records after these: sent with them, in one trip."""
+        offset = len(self.pipe.command_stack)
+        self.pipe.command_stack.extend(other.pipe.command_stack)
+        self.records += other.records
+        self._from_reply += [(offset + i, make) for i, make in other._from_reply]
+        self._scripts += [(offset + i, redo) for i, redo in other._scripts]
+        self.releases |= other.releases
+
+    def before_lease(self, name: str) -> None:
+        """About to take lease `name`: if earlier writes still hold it, send them first
+        (a pack's two models with one preprocess key would otherwise wait on themselves)."""
+        if self.earlier is not None and name in self.earlier.releases:
+            self.earlier.execute()
 
     def record(self, record: dict[str, Any] | str) -> None:
         """A journal record: a dict, or a line already encoded (journal.encoded)."""
@@ -42,20 +64,26 @@ class Writes:
         self._scripts.append((len(self.pipe) - 1, lambda: script(keys=keys, args=args, client=self.client)))
 
     def execute(self) -> list[Any]:
+        """Send everything queued (then empty, ready for more); the replies, in order."""
         stack = list(self.pipe.command_stack)
+        records, from_reply, scripts = self.records, self._from_reply, self._scripts
+        self.records, self._from_reply, self._scripts, self.releases = [], [], [], set()
+        if not stack:
+            self.journal.append(records)
+            return []
         replies = self.pipe.execute(raise_on_error=False)
         if any(is_full(reply) for reply in replies):
             # Redis is full (maxmemory): wait until it takes writes, then send them all again
             # (what it applied the first time, deletes and expiries, is safe to repeat).
             replies = until_accepted(lambda: self._send(stack), "a step's records")
-        for index, redo in self._scripts:
+        for index, redo in scripts:
             # A restarted Redis has forgotten our scripts: load and run that one again.
             if isinstance(replies[index], NoScriptError):
                 replies[index] = redo()
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        self.journal.append(self.records + [make(replies[i]) for i, make in self._from_reply])
+        self.journal.append(records + [make(replies[i]) for i, make in from_reply])
         return list(replies)
 
     def _send(self, stack: list[Any]) -> list[Any]:

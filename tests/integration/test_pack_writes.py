@@ -1,0 +1,63 @@
+"""A pack's records go to Redis in one trip per stage: merged writes keep their replies and
+scripts in order, and two members of one pack that share a cached step do not wait on each other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import load, run_batch
+from workers.runtime import Runtime
+from workers.settings import STAGES, Settings
+from workers.writes import Writes
+
+pytestmark = pytest.mark.integration
+
+
+def test_writes_taken_into_one_trip_keep_each_reply_and_redo_each_forgotten_script(
+        runtime: Runtime, uniq: str) -> None:
+    echo = runtime.redis.register_script("return ARGV[1]")
+    kind = f"pack-writes-{uniq}"
+    together = runtime.tracker.writes()
+    for member in ("a", "b"):
+        writes = Writes(runtime.redis, runtime.tracker.journal, earlier=together)
+        key = f"test:{uniq}:{member}"
+        writes.pipe.hset(key, "member", member)
+        writes.pipe.hgetall(key)
+        writes.record_reply(lambda reply, key=key: {"kind": kind, "key": key, "reply": reply})
+        writes.script(echo, [key], [f"echo-{member}"])
+        writes.record({"kind": kind, "key": key, "queued": True})
+        together.take(writes)
+    runtime.redis.script_flush()  # as after a Redis restart: both scripts must be redone
+
+    replies = together.execute()
+
+    assert replies[1] == {"member": "a"} and replies[2] == "echo-a"
+    assert replies[4] == {"member": "b"} and replies[5] == "echo-b"
+    journaled = [r for r in runtime.tracker.journal.replay(kind)]
+    assert [(r["key"].rsplit(":", 1)[1], r.get("reply")) for r in journaled] == [
+        ("a", None), ("b", None), ("a", {"member": "a"}), ("b", {"member": "b"})]
+    assert len(together) == 0 and together.execute() == []  # sent once, then empty
+
+
+def test_a_packs_members_with_one_preprocess_step_compute_it_once_without_waiting_on_themselves(
+        tmp_path: Path, settings: Settings, workers: Any, app: Any, runtime: Runtime, uniq: str) -> None:
+    # Four trees on the same rows with the same split: one preprocess cache key. The first
+    # member's lease is released by records not sent yet when the second one asks for it.
+    models = [{"name": f"depth{d}-{uniq}", "task": "classification",
+               "dataset": {"kind": "sklearn", "name": "iris"},
+               "estimator": {"class_path": "sklearn.tree.DecisionTreeClassifier",
+                             "params": {"max_depth": d, "random_state": 0}}} for d in (1, 2, 3, 4)]
+    batch = load(tmp_path, {"name": f"shared-{uniq}", "pack": 4, "models": models}, settings)
+
+    handle, status = run_batch(batch, app, runtime, timeout=120)
+
+    assert status.counts == {"promoted": 4}
+    runs = runtime.tracker.runs(batch_id=handle.batch_id)
+    preprocess = [r for r in runs if r["stage"] == "preprocess" and r["status"] == "succeeded"]
+    assert sorted(r["cache_hit"] for r in preprocess) == [False, True, True, True]
+    # ... one task per stage for the whole pack
+    assert {stage: len({r["task_id"] for r in runs if r["stage"] == stage}) for stage in STAGES} == \
+        dict.fromkeys(STAGES, 1)
