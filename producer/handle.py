@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from typing import Any
 import redis
 
 from producer.status import BatchStatus, batch_status
+from workers import keys
 from workers.runtime import Runtime
 
 
@@ -32,29 +34,84 @@ class BatchHandle:
     def wait(self, timeout: float | None = None, poll: float = 0.5,
              on_progress: Callable[[BatchStatus], None] | None = None) -> BatchStatus:
         """Poll the tracking records until every model is deployed, failed or cancelled; the
-        progress a poll reads is a few fields a model, the status returned is the whole one."""
+        progress a poll reads is a few fields a model, the status returned is the whole one.
+
+        Between polls it listens for models that finish (workers publish them), so the last
+        one is seen within FINISHED_GAP instead of up to `poll` later.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         unreachable_since: float | None = None
-        while True:
-            try:
-                status = self.progress()
+        with _Finished(self.runtime.redis, self.batch_id) as finished:
+            while True:
+                try:
+                    status = self.progress()
+                    if status.done:
+                        status = self.status()
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                    # Redis is failing over or restarting: the batch goes on; keep polling a while.
+                    now = time.monotonic()
+                    unreachable_since = unreachable_since or now
+                    if (now - unreachable_since > self.runtime.settings.failover_wait
+                            or (deadline is not None and now > deadline)):
+                        raise
+                    time.sleep(poll)
+                    continue
+                unreachable_since = None
+                if on_progress is not None:
+                    on_progress(status)
                 if status.done:
-                    status = self.status()
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                # Redis is failing over or restarting: the batch goes on; keep polling a while.
-                now = time.monotonic()
-                unreachable_since = unreachable_since or now
-                if (now - unreachable_since > self.runtime.settings.failover_wait
-                        or (deadline is not None and now > deadline)):
-                    raise
-                time.sleep(poll)
-                continue
-            unreachable_since = None
-            if on_progress is not None:
-                on_progress(status)
-            if status.done:
-                return status
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"batch {self.batch_id} not done after {timeout}s: "
-                                   f"{status.counts}")
+                    return status
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"batch {self.batch_id} not done after {timeout}s: "
+                                       f"{status.counts}")
+                finished.pause(poll)
+
+
+# After a model finishes, the next poll waits at least this long: a batch whose models finish
+# every few milliseconds is read a few times a second, not once per model.
+FINISHED_GAP = 0.05
+
+
+class _Finished:
+    """The batch's finished-model notices (workers/tracking.py publishes them); a plain sleep
+    wherever the subscription fails (Redis restarting, failing over)."""
+
+    def __init__(self, client: redis.Redis, batch_id: str) -> None:
+        self.channel = keys.batch_finished(batch_id)
+        self.client = client
+        self.pubsub: Any = None
+
+    def __enter__(self) -> _Finished:
+        try:
+            self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            self.pubsub.subscribe(self.channel)  # before the first poll: no notice is missed
+        except redis.exceptions.RedisError:
+            self.close()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.pubsub is not None:
+            with contextlib.suppress(Exception):
+                self.pubsub.close()
+            self.pubsub = None
+
+    def pause(self, poll: float) -> None:
+        """Return once a model finished (at least FINISHED_GAP after the last return), or after `poll`."""
+        started = time.monotonic()
+        if self.pubsub is None:
             time.sleep(poll)
+            return
+        try:
+            while (left := poll - (time.monotonic() - started)) > 0:
+                if self.pubsub.get_message(timeout=left) is not None:
+                    break
+            time.sleep(max(0.0, FINISHED_GAP - (time.monotonic() - started)))
+            for _ in range(10_000):  # the notices of this gap: one poll reads them all
+                if self.pubsub.get_message(timeout=0) is None:
+                    break
+        except redis.exceptions.RedisError:
+            self.close()
+            time.sleep(max(0.0, poll - (time.monotonic() - started)))

@@ -11,6 +11,11 @@ def batch_model(batch_id: str, model: str) -> str:
     return f"{PREFIX}:batch:{batch_id}:model:{model}"
 
 
+def batch_finished(batch_id: str) -> str:
+    """Pub/sub channel: a model's name each time it reaches a final state (wakes `wait`)."""
+    return f"{PREFIX}:batch:{batch_id}:finished"
+
+
 def batch_specs(batch_id: str) -> str:
     """Hash model name -> ModelSpec JSON as submitted, so `retry` can resend a model."""
     return f"{PREFIX}:batch:{batch_id}:specs"

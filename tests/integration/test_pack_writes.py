@@ -3,11 +3,13 @@ scripts in order, and two members of one pack that share a cached step do not wa
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from producer.handle import _Finished
 from tests.conftest import load, run_batch
 from workers.runtime import Runtime
 from workers.settings import STAGES, Settings
@@ -44,10 +46,12 @@ def test_writes_taken_into_one_trip_keep_each_reply_and_redo_each_forgotten_scri
 
 def test_a_packs_members_with_one_preprocess_step_compute_it_once_without_waiting_on_themselves(
         tmp_path: Path, settings: Settings, workers: Any, app: Any, runtime: Runtime, uniq: str) -> None:
-    # Four trees on the same rows with the same split: one preprocess cache key. The first
-    # member's lease is released by records not sent yet when the second one asks for it.
+    # Four trees on the same rows with the same split: one preprocess cache key (a seed of this
+    # test's own: no other test's batch cached it). The first member's lease is released by
+    # records not sent yet when the second one asks for it.
     models = [{"name": f"depth{d}-{uniq}", "task": "classification",
                "dataset": {"kind": "sklearn", "name": "iris"},
+               "preprocess": {"seed": int(uniq, 16)},
                "estimator": {"class_path": "sklearn.tree.DecisionTreeClassifier",
                              "params": {"max_depth": d, "random_state": 0}}} for d in (1, 2, 3, 4)]
     batch = load(tmp_path, {"name": f"shared-{uniq}", "pack": 4, "models": models}, settings)
@@ -61,3 +65,15 @@ def test_a_packs_members_with_one_preprocess_step_compute_it_once_without_waitin
     # ... one task per stage for the whole pack
     assert {stage: len({r["task_id"] for r in runs if r["stage"] == stage}) for stage in STAGES} == \
         dict.fromkeys(STAGES, 1)
+
+
+def test_a_model_reaching_a_final_state_wakes_a_waiting_handle_at_once(runtime: Runtime, uniq: str) -> None:
+    batch_id = f"finished-{uniq}"
+    with _Finished(runtime.redis, batch_id) as finished:
+        runtime.tracker.set_model_state(batch_id, "m-running", status="running")  # not final: no notice
+        runtime.tracker.set_model_state(batch_id, "m-done", status="failed", error="boom")
+        started = time.monotonic()
+        finished.pause(poll=60)  # returns on the notice, not after the poll
+        assert time.monotonic() - started < 30
+        assert finished.pubsub is not None  # still subscribed: the next pause listens too
+    assert finished.pubsub is None
