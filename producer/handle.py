@@ -99,7 +99,7 @@ class _Finished:
             self.pubsub = None
 
     def pause(self, poll: float) -> None:
-        """Return once a model finished (at least FINISHED_GAP after the last return), or after `poll`."""
+        """Return once a model finished (but not before FINISHED_GAP), or after `poll`."""
         started = time.monotonic()
         if self.pubsub is None:
             time.sleep(poll)

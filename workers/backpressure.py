@@ -12,9 +12,10 @@ applied the first time are deletes, expiries and reads, which are safe to repeat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import redis
@@ -31,6 +32,19 @@ def is_full(error: object) -> bool:
     """Whether a Redis reply or exception is the refusal of a full Redis (also from a script)."""
     return isinstance(error, redis.exceptions.OutOfMemoryError) or (
         isinstance(error, redis.exceptions.ResponseError) and "OOM command not allowed" in str(error))
+
+
+@contextlib.contextmanager
+def full_is_transient() -> Iterator[None]:
+    """Raise a full Redis's refusal inside a Lua script (a ResponseError: "Error running script
+    ... OOM command not allowed") as redis-py's OutOfMemoryError, which a stage retries like a
+    plain command's refusal instead of failing its model."""
+    try:
+        yield
+    except redis.exceptions.ResponseError as exc:
+        if is_full(exc) and not isinstance(exc, redis.exceptions.OutOfMemoryError):
+            raise redis.exceptions.OutOfMemoryError(str(exc)) from exc
+        raise
 
 
 def until_accepted(send: Callable[[], T], what: str) -> T:

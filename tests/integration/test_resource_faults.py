@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer.local import wait_for
+from producer.local import RedisServer, wait_for
 from tests.conftest import REPO, write_spec
 from tests.support.cluster import FAULTY, Cluster, classifier, cluster, wait_lines
 from tests.support.full import fill, small_tmpfs
 from workers import keys
+from workers.backpressure import full_is_transient, is_full
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -115,3 +116,23 @@ def test_a_full_redis_mid_batch_makes_workers_wait_and_the_batch_finishes_once_m
         retried = _cli(c, "retry", handle.batch_id, "--wait", "--timeout", "120")
         assert retried.returncode == 1 and "retrying 1 model(s)" in retried.stdout, retried.stdout
         assert handle.wait(timeout=60).counts == {"promoted": 4, "failed": 1}
+
+
+def test_a_full_redis_refusing_a_script_is_raised_as_the_transient_out_of_memory_error(
+        tmp_path: Path) -> None:
+    # The slot script (max_parallel) and the registry's scripts write inside Lua: a full Redis
+    # refuses them with a ResponseError, which a stage would take for its model's failure.
+    with RedisServer(tmp_path / "redis") as server:
+        r = redis.Redis.from_url(server.url)
+        writes = r.register_script("return redis.call('SET', KEYS[1], ARGV[1])")
+        r.config_set("maxmemory", 1)
+        try:
+            with pytest.raises(redis.exceptions.ResponseError) as plain:
+                writes(keys=["k"], args=["v"])
+            with pytest.raises(redis.exceptions.OutOfMemoryError), full_is_transient():
+                writes(keys=["k"], args=["v"])
+            with pytest.raises(redis.exceptions.ResponseError) as other, full_is_transient():
+                r.execute_command("HSET", "no-field")  # any other refusal goes up as it was
+        finally:
+            r.config_set("maxmemory", 0)
+        assert is_full(plain.value) and not isinstance(other.value, redis.exceptions.OutOfMemoryError)
