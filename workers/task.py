@@ -69,9 +69,10 @@ def stage_code_versions() -> dict[str, str]:
 def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
-# A pack's finished members' records are sent at least this often (seconds): what a SIGKILL
-# mid-pack can cost its neighbours in redone work, against one round trip per member and stage.
-RECORDS_EVERY = 0.25
+# A fused pack's finished members' records are sent at least this often (seconds): what a
+# SIGKILL mid-pack can cost its neighbours in redone work, and how long a finished member's
+# cache lease may wait for its release, against one round trip per member and stage.
+RECORDS_EVERY = 0.1
 # Worth another try: the broker or disk hiccupped, or another worker held a lease too long.
 # A full Redis (maxmemory) too: the retry waits in the worker until Redis takes writes again.
 TRANSIENT = (ConnectionError, TimeoutError, RootFull, redis.exceptions.ConnectionError,
@@ -245,7 +246,7 @@ class StageTask(Task):  # type: ignore[misc]
                     if later:
                         done = self.begin(done, current, first=False)
                     body = step if current == stage else functools.partial(BODIES[current], self)
-                    done = self._run_members(done, current, packed, body)
+                    done = self._run_members(done, current, packed, body, RECORDS_EVERY if fused else 0.0)
         finally:
             if job.max_parallel is not None:
                 self._release_slot(job.batch_id)
@@ -285,11 +286,13 @@ class StageTask(Task):  # type: ignore[misc]
             log.warning("could not release a slot of %s: %s", batch_id, exc)
 
     def _run_members(self, states: list[ChainState], stage: str, packed: bool,
-                     step: Callable[[ChainState, Writes], ChainState]) -> list[ChainState]:
-        # The members' records go in one trip per pack-stage (Redis, which every worker shares,
-        # spent 1.3-1.6 ms a small model, now 1.1-1.2), but at least every RECORDS_EVERY seconds:
-        # a member that kills the process takes at most that much of its neighbours' finished
-        # work with it (computed again on redelivery and recorded once).
+                     step: Callable[[ChainState, Writes], ChainState], every: float) -> list[ChainState]:
+        # A fused pack's members (small by estimate) send their records together, at least
+        # every `every` seconds (Redis, which every worker shares, spent 1.3-1.6 ms a small
+        # model, now 1.1-1.2): a member that kills the process takes at most that much of its
+        # neighbours' finished work with it (computed again on redelivery, recorded once), and
+        # a finished member's cache lease is released that late at most. Other packs' members
+        # may be big: each one's records go as soon as it is done (every = 0).
         done: list[ChainState] = []
         pending = self.runtime.tracker.writes()
         sent = time.monotonic()
@@ -312,7 +315,7 @@ class StageTask(Task):  # type: ignore[misc]
                     log.warning("%s failed for %s: %s", stage, state.job.model.name, error_text(exc))
                     continue
                 pending.take(writes)  # a failed member's queued writes are dropped, as before
-                if time.monotonic() - sent >= RECORDS_EVERY:
+                if time.monotonic() - sent >= every:
                     pending.execute()
                     sent = time.monotonic()
         finally:

@@ -44,27 +44,29 @@ def test_writes_taken_into_one_trip_keep_each_reply_and_redo_each_forgotten_scri
     assert len(together) == 0 and together.execute() == []  # sent once, then empty
 
 
-def test_a_packs_members_with_one_preprocess_step_compute_it_once_without_waiting_on_themselves(
+def test_a_fused_packs_members_with_one_preprocess_step_compute_it_once_without_waiting_on_themselves(
         tmp_path: Path, settings: Settings, workers: Any, app: Any, runtime: Runtime, uniq: str) -> None:
-    # Four trees on the same rows with the same split: one preprocess cache key (a seed of this
-    # test's own: no other test's batch cached it). The first member's lease is released by
-    # records not sent yet when the second one asks for it.
-    models = [{"name": f"depth{d}-{uniq}", "task": "classification",
+    # 32 small trees on the same rows with the same split: one preprocess cache key (a seed of
+    # this test's own: no other test's batch cached it). Under `pack: auto` they ride fused packs
+    # of 4 (4 chains for each of the 2 live slots), whose records are sent together: the first
+    # member's lease is released by records not sent yet when the second one asks for it.
+    models = [{"name": f"tree{d}-{uniq}", "task": "classification",
                "dataset": {"kind": "sklearn", "name": "iris"},
                "preprocess": {"seed": int(uniq, 16)},
                "estimator": {"class_path": "sklearn.tree.DecisionTreeClassifier",
-                             "params": {"max_depth": d, "random_state": 0}}} for d in (1, 2, 3, 4)]
-    batch = load(tmp_path, {"name": f"shared-{uniq}", "pack": 4, "models": models}, settings)
+                             "params": {"max_depth": 3, "random_state": d}}} for d in range(32)]
+    batch = load(tmp_path, {"name": f"shared-{uniq}", "pack": "auto", "models": models}, settings)
 
     handle, status = run_batch(batch, app, runtime, timeout=120)
 
-    assert status.counts == {"promoted": 4}
-    runs = runtime.tracker.runs(batch_id=handle.batch_id)
-    preprocess = [r for r in runs if r["stage"] == "preprocess" and r["status"] == "succeeded"]
-    assert sorted(r["cache_hit"] for r in preprocess) == [False, True, True, True]
-    # ... one task per stage for the whole pack
-    assert {stage: len({r["task_id"] for r in runs if r["stage"] == stage}) for stage in STAGES} == \
-        dict.fromkeys(STAGES, 1)
+    assert status.counts == {"promoted": 32}
+    runs = [r for r in runtime.tracker.runs(batch_id=handle.batch_id) if r["status"] == "succeeded"]
+    preprocess = [r for r in runs if r["stage"] == "preprocess"]
+    assert sorted(r["cache_hit"] for r in preprocess) == [False] + [True] * 31
+    # ... in fused packs: each task ran all four stages of its models, several models a task
+    tasks = {r["task_id"] for r in runs}
+    assert len(tasks) < 32
+    assert all({r["stage"] for r in runs if r["task_id"] == t} == set(STAGES) for t in tasks)
 
 
 def test_a_model_reaching_a_final_state_wakes_a_waiting_handle_at_once(runtime: Runtime, uniq: str) -> None:
