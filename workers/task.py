@@ -289,7 +289,7 @@ class StageTask(Task):  # type: ignore[misc]
                      step: Callable[[ChainState, Writes], ChainState], every: float) -> list[ChainState]:
         # A fused pack's members (small by estimate) send their records together, at least
         # every `every` seconds (Redis, which every worker shares, spent 1.3-1.6 ms a small
-        # model, now 1.1-1.2): a member that kills the process takes at most that much of its
+        # model, now 1.0-1.2): a member that kills the process takes at most that much of its
         # neighbours' finished work with it (computed again on redelivery, recorded once), and
         # a finished member's cache lease is released that late at most. Other packs' members
         # may be big: each one's records go as soon as it is done (every = 0).
