@@ -32,7 +32,7 @@ from celery.utils.log import get_task_logger
 from threadpoolctl import threadpool_limits
 
 from workers import keys
-from workers.backpressure import full_is_transient, is_full
+from workers.backpressure import full_is_transient
 from workers.cache import LIBRARY_VERSIONS, LeaseTimeout, cache_key, keep_alive
 from workers.contracts import ChainState, parse_message, to_message
 from workers.fingerprint import fingerprint
@@ -300,14 +300,11 @@ class StageTask(Task):  # type: ignore[misc]
             for state in states:
                 writes = Writes(pending.client, pending.journal, earlier=pending)
                 try:
-                    done.append(step(state, writes))
+                    with full_is_transient():  # a full Redis refusing a script (the registry's)
+                        done.append(step(state, writes))
                 except TRANSIENT:
                     raise  # the whole message is retried; finished members are cache hits then
                 except Exception as exc:
-                    if is_full(exc):
-                        # A full Redis's refusal inside a script (the registry's) is a ResponseError, not
-                        # redis-py's OutOfMemoryError: transient all the same, never the model's fault.
-                        raise redis.exceptions.OutOfMemoryError(str(exc)) from exc
                     if not packed:
                         raise  # on_failure marks the model failed
                     self.runtime.tracker.set_model_state(state.job.batch_id, state.job.model.name,
