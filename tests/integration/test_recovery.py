@@ -80,9 +80,10 @@ def test_sigkilled_busy_worker_is_recovered_long_before_the_visibility_timeout(
             assert [r["status"] for r in runs
                     if r["model"] == model and r["stage"] == "deploy"] == ["succeeded"]
         # ... the same message went back (a pack stays one), and no copy is left to come back
-        # after the visibility timeout: Redis holds no unacked message.
+        # after the visibility timeout: Redis holds no unacked message (the last task is acked
+        # just after its final state, which is what woke the handle).
         assert len({r["task_id"] for r in runs if r["stage"] == "train"}) == 4 // pack
-        assert _unacked_ids(c) == set()
+        wait_for(lambda: _unacked_ids(c) == set(), 10, "no unacked message left")
         assert c.runtime.redis.zcard(keys.RUNNING) == 0
 
 
@@ -150,6 +151,9 @@ def test_lost_hand_off_is_resent_once_and_a_late_copy_is_a_no_op(tmp_path: Path,
 
         wait_for(all_resent, 30, "the lost models resent")
         resent_after = time.time() - lost_at
+        # (the sweeper marks a model resent, then sends its message)
+        wait_for(lambda: {m["pending"] for m in resent.values()} <= set(_messages(c, "train")), 10,
+                 "the resent messages queued")
         messages = _messages(c, "train")
         assert sorted(m["pending"] for m in resent.values()) == sorted(
             i for i in messages if i not in {states[m]["pending"] for m in models})
