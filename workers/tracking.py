@@ -165,7 +165,7 @@ class Tracker:
         writes.record_reply(lambda state: {"kind": "state", "batch_id": batch_id, "model": model,
                                            "state": state})
         if fields.get("status") in TERMINAL:  # whoever waits on the batch looks again now
-            writes.pipe.publish(keys.batch_finished(batch_id), model)
+            writes.notices.append((keys.batch_finished(batch_id), model))
 
     def set_model_state(self, batch_id: str, model: str, **fields: Any) -> None:
         writes = self.writes()

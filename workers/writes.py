@@ -27,6 +27,8 @@ class Writes:
         self._from_reply: list[tuple[int, Callable[[Any], dict[str, Any]]]] = []
         # (pipeline index, fallback): scripts sent by sha, redone through their Script on NOSCRIPT.
         self._scripts: list[tuple[int, Callable[[], Any]]] = []
+        # (channel, message) published once the rest is sent and journaled (workers/tracking.py).
+        self.notices: list[tuple[str, str]] = []
         # Cache leases whose release these writes carry (workers/cache.py).
         self.releases: set[str] = set()
         # Earlier models' writes of the same pack and stage, not sent yet (see `take`).
@@ -43,6 +45,7 @@ class Writes:
         self._from_reply += [(offset + i, make) for i, make in other._from_reply]
         self._scripts += [(offset + i, redo) for i, redo in other._scripts]
         self.releases |= other.releases
+        self.notices += other.notices
 
     def before_lease(self, name: str) -> None:
         """About to take lease `name`: if earlier writes still hold it, send them first
@@ -66,10 +69,11 @@ class Writes:
     def execute(self) -> list[Any]:
         """Send everything queued (then empty, ready for more); the replies, in order."""
         stack = list(self.pipe.command_stack)
-        records, from_reply, scripts = self.records, self._from_reply, self._scripts
-        self.records, self._from_reply, self._scripts, self.releases = [], [], [], set()
+        records, from_reply, scripts, notices = self.records, self._from_reply, self._scripts, self.notices
+        self.records, self._from_reply, self._scripts, self.releases, self.notices = [], [], [], set(), []
         if not stack:
             self.journal.append(records)
+            self._publish(notices)
             return []
         replies = self.pipe.execute(raise_on_error=False)
         if any(is_full(reply) for reply in replies):
@@ -84,7 +88,16 @@ class Writes:
             if isinstance(reply, Exception):
                 raise reply
         self.journal.append(records + [make(replies[i]) for i, make in from_reply])
+        self._publish(notices)
         return list(replies)
+
+    def _publish(self, notices: list[tuple[str, str]]) -> None:
+        # Last: whoever a notice wakes finds the records in Redis and in the journal.
+        if notices:
+            pipe = self.client.pipeline(transaction=False)
+            for channel, message in notices:
+                pipe.publish(channel, message)
+            pipe.execute()
 
     def _send(self, stack: list[Any]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
