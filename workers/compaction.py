@@ -140,7 +140,10 @@ def compact_when_due(journal: Journal) -> None:
     """Fold the segments no compaction wrote once they hold the journal's `compact_bytes`
     (a worker's thread calls this when it closes a segment)."""
     try:
-        if journal.fresh_bytes() >= journal.compact_bytes:
-            compact(journal, fresh_only=True)
+        # Again while due: a segment closed during this compaction found it running and left
+        # its own to this thread (measured: 1 run in 30 of test_journal's left them unfolded).
+        while journal.fresh_bytes() >= journal.compact_bytes:
+            if compact(journal, fresh_only=True) is None:
+                return  # another compaction runs (it checks again when done), or nothing to fold
     except Exception as exc:  # the segments stay as they were: nothing is lost, only not folded
         log.warning("journal compaction failed: %s", exc)

@@ -126,7 +126,10 @@ class LocalRoot:
         for p in base.rglob("*"):
             if p.name.startswith(".tmp-") or not p.is_file():
                 continue  # a write in progress, or a folder
-            with_stat = p.stat()
+            try:
+                with_stat = p.stat()
+            except FileNotFoundError:  # deleted since it was listed (a compaction folded it)
+                continue
             out.append(Entry(p.relative_to(self.path).as_posix(), with_stat.st_size, with_stat.st_mtime))
         return sorted(out, key=lambda e: e.relpath)
 
