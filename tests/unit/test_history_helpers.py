@@ -98,3 +98,6 @@ def test_the_model_file_holds_the_fitted_features_for_serving() -> None:
     # Raw rows with extra columns, in another order: the model picks its own columns.
     shuffled = split.X_test[split.X_test.columns[::-1]].assign(extra="x")
     assert np.array_equal(loaded.predict(shuffled), fitted.predict(split.X_test))
+    # The same columns in another order, none extra: still each column by its name.
+    reversed_only = split.X_test[split.X_test.columns[::-1]]
+    assert np.array_equal(loaded.predict(reversed_only), fitted.predict(split.X_test))

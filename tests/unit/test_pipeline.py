@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import sklearn
 
 from tests.conftest import EXAMPLE_DATA
 from workers.contracts import CsvDataset, EstimatorSpec, ModelSpec, SyntheticDataset
@@ -43,6 +44,22 @@ def test_iris_end_to_end_as_plain_functions() -> None:
     loaded = load_model(dump_model(fitted(model, split, max_iter=500)), ALLOWED)
     metrics = compute_metrics(loaded, split.X_test, split.y_test, ["accuracy", "f1_macro"])
     assert metrics["accuracy"] > 0.85 and 0 < metrics["f1_macro"] <= 1
+
+
+def test_fit_skips_only_the_param_check_that_building_the_estimator_did() -> None:
+    # A value scikit-learn would refuse in a fit is refused when the estimator is built
+    # (train builds it on every delivery), naming the param
+    with pytest.raises(PipelineError, match="alpha") as refused:
+        build_estimator(EstimatorSpec(class_path="sklearn.linear_model.Ridge", params={"alpha": -1.0}),
+                        "regression", ALLOWED)
+    assert refused.value.field == "estimator.params"
+    # A fit leaves scikit-learn's config as it found it: its own checks elsewhere still run
+    model = spec("regression", {"kind": "sklearn", "name": "diabetes"}, "sklearn.linear_model.Ridge")
+    split = prepare(load_dataset(model.dataset, model.task, Path(".")), model)
+    assert fitted(model, split, alpha=0.5).named_steps["estimator"].alpha == 0.5
+    assert sklearn.get_config()["skip_parameter_validation"] is False
+    with pytest.raises(ValueError, match="alpha"):
+        sklearn.linear_model.Ridge(alpha=-1.0).fit(split.X_train, split.y_train)
 
 
 def test_split_round_trips_without_pickle() -> None:

@@ -176,7 +176,12 @@ class RawRows(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             missing = [c for c in self.columns_ if c not in X.columns]
             if missing:
                 raise ValueError(f"rows lack the model's input columns {missing}")
-            return X[self.columns_].to_numpy(dtype=float) if self.to_array else X
+            if not self.to_array:
+                return X
+            # Selecting the columns costs a small frame ~0.35 ms; the split's own rows need none.
+            same = len(X.columns) == len(self.columns_) and all(
+                str(a) == b for a, b in zip(X.columns, self.columns_, strict=True))
+            return (X if same else X[self.columns_]).to_numpy(dtype=float)
         rows = np.asarray(X)
         if rows.ndim != 2 or rows.shape[1] != len(self.columns_):
             raise ValueError(f"expected rows of {len(self.columns_)} columns {self.columns_} "

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import sklearn
 import skops
 import skops.io as sio
 from skops.io.exceptions import UntrustedTypesFoundException
@@ -29,7 +30,11 @@ _OWN_TYPES = ("workers.pipeline.features.DateParts", "workers.pipeline.features.
 
 
 def fit(estimator: Any, X: Any, y: np.ndarray) -> Any:
-    return estimator.fit(X, y)
+    """Fit without scikit-learn checking each step's params again: they were checked when the
+    model was built (`build_estimator` on every delivery; the feature steps are ours), and
+    the check (`get_params` through `inspect.signature`) costs a small model ~0.1 ms a step."""
+    with sklearn.config_context(skip_parameter_validation=True):
+        return estimator.fit(X, y)
 
 
 def dump_model(model: Any) -> bytes:
