@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sklearn
+from sklearn.model_selection import train_test_split
 
 from tests.conftest import EXAMPLE_DATA
 from workers.contracts import CsvDataset, EstimatorSpec, ModelSpec, SyntheticDataset
@@ -18,7 +19,7 @@ from workers.pipeline.errors import PipelineError
 from workers.pipeline.estimators import build_estimator
 from workers.pipeline.evaluate import compute_metrics
 from workers.pipeline.features import build_model
-from workers.pipeline.preprocess import Split, dump_split, load_split, prepare
+from workers.pipeline.preprocess import Split, _random_mask, _rows, dump_split, load_split, prepare
 from workers.pipeline.train import dump_model, fit, load_model
 
 ALLOWED = ["sklearn."]
@@ -60,6 +61,26 @@ def test_fit_skips_only_the_param_check_that_building_the_estimator_did() -> Non
     assert sklearn.get_config()["skip_parameter_validation"] is False
     with pytest.raises(ValueError, match="alpha"):
         sklearn.linear_model.Ridge(alpha=-1.0).fit(split.X_train, split.y_train)
+
+
+def test_split_rows_keep_every_dtype_and_the_seeded_split_is_scikit_learns() -> None:
+    frame = pd.DataFrame({"n": pd.array([1, None, 3, 4, 5, 6, 7, 8, 9, 10], dtype="Int64"),
+                          "s": pd.array(list("abcdefghi") + [None], dtype="string"),
+                          "c": pd.Categorical(list("xyxyxyxyxz")), "o": list("pqrstuvwxy"),
+                          "d": pd.date_range("2024-01-01", periods=10), "f": np.arange(10.0)})
+    rows = np.array([9, 0, 3, 1])
+    columns = ["f", "n", "s", "c", "o", "d"]
+    expected = frame[columns].iloc[rows].reset_index(drop=True)
+    pd.testing.assert_frame_equal(_rows(frame, columns, rows), expected)
+    # The unstratified split is train_test_split's, drawn once per (rows, size, seed) and shared
+    model = spec("regression", {"kind": "sklearn", "name": "diabetes"}, "sklearn.linear_model.Ridge",
+                 preprocess={"seed": 7, "test_size": 0.3})
+    y = np.arange(50.0)
+    _, test_rows = train_test_split(np.arange(50), test_size=0.3, random_state=7)
+    assert np.array_equal(np.flatnonzero(_random_mask(y, model)), np.sort(test_rows))
+    assert np.array_equal(_random_mask(y, model), _random_mask(y.copy(), model))
+    other_seed = model.model_copy(update={"preprocess": model.preprocess.model_copy(update={"seed": 8})})
+    assert not np.array_equal(_random_mask(y, other_seed), _random_mask(y, model))
 
 
 def test_split_round_trips_without_pickle() -> None:

@@ -65,14 +65,16 @@ def plan_columns(frame: pd.DataFrame, model: ModelSpec, extra_numeric: Sequence[
     field = "features.numeric.columns"
     if listed is None and isinstance(ds, CsvDataset) and ds.features is not None:
         listed, field = [c for c in ds.features if c not in taken], "dataset.features"
+    # By dtype: a Series per column cost a small table more than its fit.
+    dtypes = dict(zip(columns, frame.dtypes, strict=True))
     if listed is None:
         field = "dataset.features"
-        listed = [c for c in columns if c not in taken and _is_number(frame[c])]
+        listed = [c for c in columns if c not in taken and _is_number(dtypes[c])]
     for name in listed:
-        if not _is_number(frame[name]):
+        if not _is_number(dtypes[name]):
             raise PipelineError(field, f"column {name!r} is not numeric; list it under "
                                 "features.categorical or features.dates")
-        if frame[name].isna().all():
+        if frame[name].count() == 0:
             raise PipelineError(field, f"column {name!r} has no values (all NaN)")
     numeric = list(listed) + list(extra_numeric)
     if not numeric and not features.categorical.columns and not features.dates.columns:
@@ -82,7 +84,8 @@ def plan_columns(frame: pd.DataFrame, model: ModelSpec, extra_numeric: Sequence[
                       [c for c in columns if c not in used])
 
 
-def _is_number(column: pd.Series) -> bool:
+def _is_number(column: Any) -> bool:
+    """A numeric Series or dtype (bools are not numbers here)."""
     return bool(pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column))
 
 

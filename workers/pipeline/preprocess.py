@@ -8,6 +8,7 @@ columns, dates and text included, as a served model will.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import math
@@ -68,9 +69,20 @@ def prepare(table: Table, model: ModelSpec) -> Split:
                                split.cutoff)
     else:
         test = _random_mask(y, model)
-    X = frame[plan.inputs]
-    return Split(X[~test].reset_index(drop=True), X[test].reset_index(drop=True), y[~test], y[test],
-                 plan.unused, history)
+    train_rows, test_rows = np.flatnonzero(~test), np.flatnonzero(test)
+    return Split(_rows(frame, plan.inputs, train_rows), _rows(frame, plan.inputs, test_rows),
+                 y[train_rows], y[test_rows], plan.unused, history)
+
+
+def _rows(frame: pd.DataFrame, columns: list[str], rows: np.ndarray) -> pd.DataFrame:
+    """Those rows of those columns, dtypes kept, as a new frame. Column by column: selecting
+    the columns, then the rows, of a frame with text columns cost a small table ~0.8 ms."""
+    out = {}
+    for name in columns:
+        column = frame[name]
+        values = column.to_numpy() if isinstance(column.dtype, np.dtype) else column.array
+        out[name] = values[rows] if isinstance(values, np.ndarray) else values.take(rows)
+    return pd.DataFrame(out, columns=columns)
 
 
 def _dates(column: pd.Series, fmt: str | None, field: str) -> pd.Series:
@@ -113,13 +125,23 @@ def _random_mask(y: np.ndarray, model: ModelSpec) -> np.ndarray:
     test_size = model.split.test_size or options.test_size
     stratify = y if model.task == "classification" and _can_stratify(y, test_size) else None
     try:
-        _, test_rows = train_test_split(np.arange(len(y)), test_size=test_size,
-                                        random_state=options.seed, stratify=stratify)
+        test_rows = (_shuffled_test_rows(len(y), test_size, options.seed) if stratify is None else
+                     train_test_split(np.arange(len(y)), test_size=test_size, random_state=options.seed,
+                                      stratify=stratify)[1])
     except ValueError as exc:
         raise PipelineError("preprocess.test_size", str(exc)) from exc
     test = np.zeros(len(y), dtype=bool)
     test[test_rows] = True
     return test
+
+
+@functools.lru_cache(maxsize=1024)
+def _shuffled_test_rows(n: int, test_size: float, seed: int) -> np.ndarray:
+    """An unstratified split depends on these three only: the models of a segment (and the
+    segments of a size) share it instead of drawing it again (0.4-0.7 ms each)."""
+    rows = train_test_split(np.arange(n), test_size=test_size, random_state=seed)[1]
+    rows.flags.writeable = False
+    return rows  # type: ignore[no-any-return]
 
 
 def _can_stratify(y: np.ndarray, test_size: float) -> bool:
