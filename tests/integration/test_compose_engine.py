@@ -12,10 +12,12 @@ Skipped only where no Docker engine answers; .ci/run installs and starts one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -95,6 +97,17 @@ def assert_promoted_once(project: Project, batch_id: str, n: int) -> None:
 
 def batch_done(project: Project, batch_id: str) -> bool:
     return bool(project.status(batch_id)["done"])
+
+
+@contextlib.contextmanager
+def rows_on_timeout(project: Project, batch_id: str) -> Iterator[None]:
+    """A wait that times out says where each unfinished model stands."""
+    try:
+        yield
+    except TimeoutError as exc:
+        rows = [(r["name"], r["status"], r["stage"], r["worker"]) for r in project.status(batch_id)["rows"]
+                if r["status"] not in FINISHED]
+        raise AssertionError(f"{exc}; unfinished: {rows}") from exc
 
 
 def assert_nothing_left(project: Project) -> None:
@@ -288,10 +301,17 @@ def test_scale_out_mid_batch_and_a_killed_worker_loses_no_model(tmp_path: Path) 
                 break
         assert held, "no kill landed in the middle of a stage"
 
-        # Every model ends promoted exactly once, within 60 s of the kill, at the compose
-        # file's own timeouts (lease TTL, sweep interval, visibility timeout).
-        wait_until(lambda: batch_done(project, batch), 60, "every model promoted within 60 s of the kill",
-                   interval=2)
+        # What the killed replica held is promoted within 60 s of the kill, at the compose
+        # file's own timeouts (lease TTL, sweep interval; not the hour-long visibility
+        # timeout), and every model ends promoted exactly once. The rest of the batch gets
+        # longer: on a slow 2-core host its last models alone once took over 60 s (CI).
+        held_models = {model for model, _ in held}
+        with rows_on_timeout(project, batch):
+            wait_until(lambda: {r["name"] for r in project.status(batch)["rows"]
+                                if r["status"] == "promoted"} >= held_models, 60,
+                       f"the killed replica's {sorted(held_models)} promoted within 60 s of the kill",
+                       interval=2)
+            wait_until(lambda: batch_done(project, batch), 240, "every model promoted", interval=2)
         record_timings("kill", {"batch_s": time.monotonic() - submitted,
                                 "done_after_kill_s": time.monotonic() - killed})
         assert_promoted_once(project, batch, BIG_MODELS)
