@@ -10,9 +10,10 @@ from typing import Any
 
 import redis
 
-from producer.status import BatchStatus, batch_status
+from producer.status import PROGRESS_FIELDS, BatchStatus, batch_status, summarize
 from workers import keys
 from workers.runtime import Runtime
+from workers.tracking import TERMINAL
 
 
 @dataclass
@@ -25,11 +26,22 @@ class BatchHandle:
     def status(self) -> BatchStatus:
         return batch_status(self.runtime, self.batch_id)
 
-    def progress(self) -> BatchStatus:
-        """The status as a poll needs it: counts and stages done, rows without metrics."""
+    def progress(self, settled: dict[str, dict[str, str]] | None = None) -> BatchStatus:
+        """The status as a poll needs it: counts and stages done, rows without metrics.
+
+        `settled` holds the states of models already in a final state (filled in here): they
+        are not read again, so a poll late in a big batch reads only the models still going.
+        """
         if self._record is None:
             self._record = self.runtime.tracker.get_batch(self.batch_id)
-        return batch_status(self.runtime, self.batch_id, progress_only=True, record=self._record)
+        if self._record is None:
+            raise KeyError(f"no batch {self.batch_id!r}")
+        settled = {} if settled is None else settled
+        models = self._record["models"]
+        fresh = self.runtime.tracker.model_states(self.batch_id, [m for m in models if m not in settled],
+                                                  PROGRESS_FIELDS)
+        settled.update({name: state for name, state in fresh.items() if state.get("status") in TERMINAL})
+        return summarize(self._record, {name: settled.get(name) or fresh[name] for name in models})
 
     def wait(self, timeout: float | None = None, poll: float = 0.5,
              on_progress: Callable[[BatchStatus], None] | None = None) -> BatchStatus:
@@ -41,12 +53,20 @@ class BatchHandle:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         unreachable_since: float | None = None
+        settled: dict[str, dict[str, str]] = {}
+        gap = FINISHED_GAP
         with _Finished(self.runtime.redis, self.batch_id) as finished:
             while True:
                 try:
-                    status = self.progress()
+                    started = time.monotonic()
+                    status = self.progress(settled)
+                    # The waiter shares the machine with the workers: its polls may take a
+                    # small share of one core, however many models a poll reads.
+                    gap = min(max(FINISHED_GAP, (time.monotonic() - started) / POLL_SHARE), MAX_GAP)
                     if status.done:
                         status = self.status()
+                        if not status.done:  # a settled model was reset meanwhile (`retry`)
+                            settled.clear()
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                     # Redis is failing over or restarting: the batch goes on; keep polling a while.
                     now = time.monotonic()
@@ -64,12 +84,16 @@ class BatchHandle:
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"batch {self.batch_id} not done after {timeout}s: "
                                        f"{status.counts}")
-                finished.pause(poll)
+                finished.pause(poll, gap)
 
 
 # After a model finishes, the next poll waits at least this long: a batch whose models finish
 # every few milliseconds is read a few times a second, not once per model.
 FINISHED_GAP = 0.05
+# ... and at least its last read's time over this share, at most MAX_GAP: reading a 450-model
+# batch after every finished model cost the CLI ~1.1 s of CPU, on a 2-core machine its workers needed.
+POLL_SHARE = 0.05
+MAX_GAP = 2.0
 
 
 class _Finished:
@@ -98,8 +122,8 @@ class _Finished:
                 self.pubsub.close()
             self.pubsub = None
 
-    def pause(self, poll: float) -> None:
-        """Return once a model finished (but not before FINISHED_GAP), or after `poll`."""
+    def pause(self, poll: float, gap: float = FINISHED_GAP) -> None:
+        """Return once a model finished (but not before `gap`), or after `poll`."""
         started = time.monotonic()
         if self.pubsub is None:
             time.sleep(poll)
@@ -108,7 +132,7 @@ class _Finished:
             while (left := poll - (time.monotonic() - started)) > 0:
                 if self.pubsub.get_message(timeout=left) is not None:
                     break
-            time.sleep(max(0.0, FINISHED_GAP - (time.monotonic() - started)))
+            time.sleep(max(0.0, gap - (time.monotonic() - started)))
             for _ in range(10_000):  # the notices of this gap: one poll reads them all
                 if self.pubsub.get_message(timeout=0) is None:
                     break

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from producer.handle import _Finished
+from producer.handle import BatchHandle, _Finished
 from tests.conftest import load, run_batch
 from workers.runtime import Runtime
 from workers.settings import STAGES, Settings
@@ -79,3 +79,29 @@ def test_a_model_reaching_a_final_state_wakes_a_waiting_handle_at_once(runtime: 
         assert time.monotonic() - started < 30
         assert finished.pubsub is not None  # still subscribed: the next pause listens too
     assert finished.pubsub is None
+
+
+def test_a_wait_reads_settled_models_once_and_notices_one_reset_before_calling_the_batch_done(
+        runtime: Runtime, uniq: str) -> None:
+    batch_id = f"settled-{uniq}"
+    runtime.tracker.create_batch({"id": batch_id, "name": "settled", "models": ["a", "b"],
+                                  "created": time.time()}, ["a", "b"])
+    handle = BatchHandle(batch_id, runtime)
+    runtime.tracker.set_model_state(batch_id, "a", status="promoted", done_deploy=time.time())
+    runtime.tracker.set_model_state(batch_id, "b", status="running", stage="train")
+    settled: dict[str, dict[str, str]] = {}
+    first = handle.progress(settled)
+    assert set(settled) == {"a"} and first.counts == {"promoted": 1, "running": 1}
+    assert first.stages_done["deploy"] == 1 and not first.done
+
+    # `retry` resets the settled model while the other one finishes: the poll does not read
+    # "a" again, but the wait checks the whole status before it calls the batch done.
+    runtime.tracker.reset_models(batch_id, ["a"])
+    runtime.tracker.set_model_state(batch_id, "b", status="registered")
+    assert handle.progress(settled).done
+    with pytest.raises(TimeoutError, match="queued"):
+        handle.wait(timeout=0.5, poll=0.05)
+
+    runtime.tracker.set_model_state(batch_id, "a", status="promoted")
+    final = handle.wait(timeout=30, poll=0.05)
+    assert final.done and final.counts == {"promoted": 1, "registered": 1}
