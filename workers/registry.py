@@ -19,21 +19,25 @@ from workers.contracts import LOWER_IS_BETTER, GateSpec
 from workers.journal import Journal, encoded, open_journal
 from workers.store import ArtifactStore
 from workers.tracking import has_tags
+from workers.writes import Writes
 
-# KEYS: by_digest, versions, models. ARGV: artifact digest, record JSON (no version), name,
-# content key ('' = none). Returns {version, created (1/0), the version's record JSON}.
+# KEYS: by_digest, versions, models, aliases. ARGV: artifact digest, record JSON (no version),
+# name, content key ('' = none). Returns {version, created (1/0), the version's record JSON,
+# the model's aliases (flat)}: a deploy decides its promotion from the aliases without another trip.
 # A version is found by its artifact or by its content key (same inputs, code and metrics).
 _REGISTER = """
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
 if not existing and ARGV[4] ~= '' then existing = redis.call('HGET', KEYS[1], 'content:' .. ARGV[4]) end
-if existing then return {tonumber(existing), 0, redis.call('HGET', KEYS[2], existing)} end
+if existing then
+  return {tonumber(existing), 0, redis.call('HGET', KEYS[2], existing), redis.call('HGETALL', KEYS[4])}
+end
 local n = redis.call('HLEN', KEYS[2]) + 1
 local rec = '{"version": ' .. n .. ', ' .. string.sub(ARGV[2], 2)
 redis.call('HSET', KEYS[2], n, rec)
 redis.call('HSET', KEYS[1], ARGV[1], n)
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'content:' .. ARGV[4], n) end
 redis.call('SADD', KEYS[3], ARGV[3])
-return {n, 1, rec}
+return {n, 1, rec, redis.call('HGETALL', KEYS[4])}
 """
 # KEYS: aliases, history, revision counter, versions. ARGV: alias, expected current ('' = none),
 # new version, push history, history key prefix. Returns '' if the alias moved meanwhile, else
@@ -119,14 +123,21 @@ class Registry:
         An existing version with the same artifact, or the same `content_key` (training
         inputs, params, code and metrics), is returned instead of a new one.
         """
+        stored, created, _ = self.register_reading_aliases(name, artifact, record, content_key)
+        return stored, created
+
+    def register_reading_aliases(self, name: str, artifact: str, record: dict[str, Any],
+                                 content_key: str | None = None
+                                 ) -> tuple[dict[str, Any], bool, dict[str, int]]:
+        """register_record's (record, created) and the model's aliases as they were then."""
         body = json.dumps({**record, "name": name, "artifact": artifact, "created": time.time(),
                            **({"content_key": content_key} if content_key else {})})
-        _, created, stored = self._register(
-            keys=[keys.version_by_digest(name), keys.versions(name), keys.MODELS],
+        _, created, stored, flat = self._register(
+            keys=[keys.version_by_digest(name), keys.versions(name), keys.MODELS, keys.aliases(name)],
             args=[artifact, body, name, content_key or ""])
         if created:
             self.journal.append([encoded("version", "record", stored)])
-        return json.loads(stored), bool(created)
+        return json.loads(stored), bool(created), {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
     def version(self, name: str, version: int) -> dict[str, Any]:
         raw = self.r.hget(keys.versions(name), str(version))
@@ -134,18 +145,24 @@ class Registry:
             raise KeyError(f"{name} has no version {version}")
         return dict(json.loads(raw))
 
-    def annotate(self, name: str, version: int, record: dict[str, Any] | None = None, **fields: Any) -> None:
-        """Add fields (e.g. the promotion decision) to a version record (`record`: as just read)."""
+    def annotate(self, name: str, version: int, record: dict[str, Any] | None = None,
+                 writes: Writes | None = None, **fields: Any) -> None:
+        """Add fields (e.g. the promotion decision) to a version record (`record`: as just read);
+        with `writes`, queued there (sent with the step's other records) instead of sent now."""
         body = json.dumps({**(record or self.version(name, version)), **fields})
-        self.r.hset(keys.versions(name), str(version), body)
-        self.journal.append([encoded("version", "record", body)])
+        own = writes is None
+        writes = Writes(self.r, self.journal) if writes is None else writes
+        writes.pipe.hset(keys.versions(name), str(version), body)
+        writes.record(encoded("version", "record", body))
+        if own:
+            writes.execute()
 
     def decide_version(self, name: str, version: int, record: dict[str, Any],
-                       decision: dict[str, Any]) -> None:
+                       decision: dict[str, Any], writes: Writes | None = None) -> None:
         """Record a promotion decision: the version's current one, appended to its `decisions`."""
         earlier = record.get("decisions") or ([record["decision"]] if "decision" in record else [])
         decision = {**decision, "decided": time.time()}
-        self.annotate(name, version, record, decision=decision, decisions=[*earlier, decision])
+        self.annotate(name, version, record, writes, decision=decision, decisions=[*earlier, decision])
 
     def versions(self, name: str) -> list[dict[str, Any]]:
         raws = self.r.hvals(keys.versions(name))

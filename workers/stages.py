@@ -291,7 +291,7 @@ def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     def compute() -> tuple[dict[str, Any], list[str]]:
         # Keyed by the evaluation report and by the content key: the same evaluated artifact,
         # or an identical refit (same data, params, code and metrics), registers once.
-        record, _ = rt.registry.register_record(name, ev.report_digest, {
+        record, _, aliases = rt.registry.register_reading_aliases(name, ev.report_digest, {
             "batch_id": job.batch_id, "metrics": ev.metrics, "primary_metric":
             job.model.primary_metric, "tags": job.model.tags, "lineage": state.model_dump(mode="json"),
             "libraries": LIBRARY_VERSIONS, "stage_versions": stage_code_versions(),
@@ -299,7 +299,7 @@ def _deploy(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
             # score load with this list after the digest check.
             "trusted_types": _audited(rt, state)},
             content_key=_content_key(state))
-        promoted, reason = _promote_once(rt, state, record)
+        promoted, reason = _promote_once(rt, state, record, aliases, writes)
         return {"version": record["version"], "promoted": promoted, "reason": reason, "alias": alias}, []
 
     value, run_id = self.step(state, writes, "deploy", {"alias": alias, "gate": job.model.deploy.gate
@@ -320,25 +320,32 @@ def _audited(rt: Runtime, state: ChainState) -> dict[str, list[str]]:
                           {d: _JUST_NAMED.get(d) for d in digests if d is not None})
 
 
-def _promote_once(rt: Runtime, state: ChainState, record: dict[str, Any]) -> tuple[bool, str]:
+def _promote_once(rt: Runtime, state: ChainState, record: dict[str, Any], aliases: dict[str, int],
+                  writes: Writes) -> tuple[bool, str]:
     """Decide a version's promotion once per gate and alias: a redelivered deploy reuses the
-    decision; an identical refit under another gate decides again (registry.decided)."""
+    decision; an identical refit under another gate decides again (registry.decided).
+
+    `aliases` are the model's as read with the registration. The decision is recorded with
+    the step's other records: a worker lost before they are sent leaves the alias moved and
+    the decision unrecorded, and the redelivered deploy decides again (the alias is its own).
+    """
     job, ev = state.job, state.evaluated
     assert ev is not None
     name, alias, version = job.model.name, job.model.deploy.alias, int(record["version"])
     gate = job.model.deploy.gate.model_dump(mode="json")
     if (earlier := decided(record, gate, alias)) is not None:
         return bool(earlier["promoted"]), str(earlier["reason"])
+    current = aliases.get(alias)
     while True:
-        current = rt.registry.aliases(name).get(alias)
         incumbent = rt.registry.version(name, current)["metrics"] if current not in (None, version) else None
         decision = decide(job.model.deploy.gate, job.model.gate_metric, ev.metrics, incumbent)
         if not decision.promote or current == version:
             break
         if rt.registry.move_alias(name, alias, version, current):
-            break  # else another deploy moved the alias meanwhile: decide again against it
+            break
+        current = rt.registry.aliases(name).get(alias)  # another deploy moved it: decide against that
     rt.registry.decide_version(name, version, record, {
-        "promoted": decision.promote, "reason": decision.reason, "alias": alias, "gate": gate})
+        "promoted": decision.promote, "reason": decision.reason, "alias": alias, "gate": gate}, writes)
     return decision.promote, decision.reason
 
 

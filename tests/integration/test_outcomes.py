@@ -110,6 +110,19 @@ def test_same_content_key_returns_the_existing_version(runtime: Runtime, uniq: s
         other[0]
 
 
+def test_a_registration_reads_the_models_aliases_in_the_same_trip(runtime: Runtime, uniq: str) -> None:
+    name = f"aliases-{uniq}"
+    record = {"metrics": {"accuracy": 0.9}}
+    first = runtime.registry.register_reading_aliases(name, f"report-a-{uniq}", record)
+    assert first[1:] == (True, {})
+    runtime.registry.promote(name, first[0]["version"], "production")
+    runtime.registry.promote(name, first[0]["version"], "staging")
+    second = runtime.registry.register_reading_aliases(name, f"report-b-{uniq}", record)
+    again = runtime.registry.register_reading_aliases(name, f"report-b-{uniq}", record)
+    assert (second[0]["version"], second[1]) == (2, True) and (again[0]["version"], again[1]) == (2, False)
+    assert second[2] == again[2] == {"production": 1, "staging": 1} == runtime.registry.aliases(name)
+
+
 def test_identical_refit_is_decided_again_under_a_changed_gate(tmp_path: Path, settings: Settings,
                                                                  workers: Any, app: Any,
                                                                  runtime: Runtime, uniq: str) -> None:
