@@ -7,6 +7,7 @@ round trip to Redis and one `write()` to the journal, whatever the step recorded
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,8 @@ from redis.exceptions import NoScriptError
 
 from workers.backpressure import is_full, until_accepted
 from workers.journal import Journal
+
+log = logging.getLogger(__name__)
 
 
 class Writes:
@@ -92,12 +95,17 @@ class Writes:
         return list(replies)
 
     def _publish(self, notices: list[tuple[str, str]]) -> None:
-        # Last: whoever a notice wakes finds the records in Redis and in the journal.
+        # Last: whoever a notice wakes finds the records in Redis and in the journal. A notice
+        # only wakes a waiter early (it polls anyway): one that cannot be sent is not worth
+        # the stage's retry, whose records are already stored.
         if notices:
             pipe = self.client.pipeline(transaction=False)
             for channel, message in notices:
                 pipe.publish(channel, message)
-            pipe.execute()
+            try:
+                pipe.execute()
+            except redis.exceptions.RedisError as exc:
+                log.warning("%d finished-model notice(s) not sent, waiters will poll: %s", len(notices), exc)
 
     def _send(self, stack: list[Any]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from producer.handle import BatchHandle, _Finished
 from tests.conftest import load, run_batch
@@ -105,3 +106,27 @@ def test_a_wait_reads_settled_models_once_and_notices_one_reset_before_calling_t
     runtime.tracker.set_model_state(batch_id, "a", status="promoted")
     final = handle.wait(timeout=30, poll=0.05)
     assert final.done and final.counts == {"promoted": 1, "registered": 1}
+
+
+def test_a_notice_redis_refuses_costs_no_retry_of_records_already_stored(runtime: Runtime, uniq: str) -> None:
+    user, password = f"nopublish-{uniq}", f"pw-{uniq}"
+    # A real refusal: a Redis user that may do anything but publish.
+    runtime.redis.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"],
+                              commands=["+@all", "-publish"])
+    try:
+        where = runtime.redis.connection_pool.connection_kwargs
+        client = redis.Redis(host=where["host"], port=where["port"], username=user, password=password,
+                             decode_responses=True)
+        writes = Writes(client, runtime.tracker.journal)
+        key = f"test:{uniq}:notice"
+        writes.pipe.hset(key, "status", "promoted")
+        writes.notices.append((f"test:{uniq}:finished", "m"))
+
+        writes.execute()  # does not raise: the records went, only the notice did not
+
+        assert runtime.redis.hgetall(key) == {"status": "promoted"}
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.publish(f"test:{uniq}:finished", "m")  # the refusal the test relies on
+        client.close()
+    finally:
+        runtime.redis.acl_deluser(user)
