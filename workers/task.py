@@ -41,7 +41,7 @@ from workers.recovery import handed_on, single_chain
 from workers.runtime import Runtime
 from workers.settings import STAGES
 from workers.store import LocalRoot, RootFull
-from workers.tracking import DEPLOYED
+from workers.tracking import DEPLOYED, TERMINAL
 from workers.writes import Writes
 
 log = get_task_logger(__name__)
@@ -82,16 +82,19 @@ TRANSIENT = (ConnectionError, TimeoutError, RootFull, redis.exceptions.Connectio
 # KEYS: cancelled flag, the task's result, its delivery counter, the model's state, the task's
 # alive key, the batch's chain ids, the sweeper's RUNNING and HANDOFFS sets (workers/recovery.py).
 # ARGV: max deliveries, stage, worker, now, task id (the alive token), alive ttl (ms), model
-# name, model ref. Marks the model running unless its batch was cancelled, the task already
-# succeeded (a redelivered copy), the model already failed (a pack retried for a neighbour's
-# transient error skips it) or deployed (a copy of an earlier stage that began after its chain
-# had deployed the model, before Celery stored the task's result: Celery sends a chain's next
-# task first), the task is not in the model's recorded chain ('stale': a late
-# copy of a chain the sweeper or a poisoned pack's split replaced) or the message was
-# delivered too often: then 'wait' while an earlier copy still runs (its heartbeat keeps the
-# alive key), else 'poison'. Atomic, so `cancel` (flag first, then states) never misses a
-# model that starts meanwhile, and the sweeper (a compare-and-set on rev) never resends a
-# model whose stage just began.
+# name, model ref, 1 at a delivery's first stage. Marks the model running unless its batch was
+# cancelled, the task already succeeded (a redelivered copy), the model already failed (a pack
+# retried for a neighbour's transient error skips it) or deployed (a copy of an earlier stage
+# that began after its chain had deployed the model, before Celery stored the task's result:
+# Celery sends a chain's next task first), the task is not in the model's recorded chain
+# ('stale': a late copy of a chain the sweeper or a poisoned pack's split replaced) or the
+# message was delivered too often: then 'wait' while an earlier copy still runs (its heartbeat
+# keeps the alive key), else 'poison'. A message delivered again while a copy of it still runs
+# (Redis hands an unacked message out again after the visibility timeout: a long stage, or a
+# retry's countdown held by a busy worker) is a 'copy': it waits for that one instead of
+# running beside it. Atomic, so `cancel` (flag first, then states) never misses a model that
+# starts meanwhile, and the sweeper (a compare-and-set on rev) never resends a model whose
+# stage just began.
 _BEGIN = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'cancelled' end
 local result = redis.call('GET', KEYS[2])
@@ -101,10 +104,12 @@ if status == 'failed' then return 'failed' end
 local chain = redis.call('HGET', KEYS[6], ARGV[7])
 if chain and not string.find(chain, '"' .. ARGV[5] .. '"', 1, true) then return 'stale' end
 if IS_DEPLOYED then return 'deployed' end
-if tonumber(redis.call('GET', KEYS[3]) or '0') > tonumber(ARGV[1]) then
+local deliveries = tonumber(redis.call('GET', KEYS[3]) or '0')
+if deliveries > tonumber(ARGV[1]) then
   if redis.call('EXISTS', KEYS[5]) == 1 then return 'wait' end
   return 'poison'
 end
+if ARGV[9] == '1' and deliveries > 1 and redis.call('EXISTS', KEYS[5]) == 1 then return 'copy' end
 redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[6])
 redis.call('HSET', KEYS[4], 'stage', ARGV[2], 'status', 'running', 'worker', ARGV[3], 'updated', ARGV[4],
            'task', ARGV[5])
@@ -342,13 +347,15 @@ class StageTask(Task):  # type: ignore[misc]
                           keys.batch_tasks(job.batch_id), keys.RUNNING, keys.HANDOFFS],
                          [max_deliveries, stage, worker, time.time(), self.request.id,
                           int(rt.settings.lease_ttl * 1000), job.model.name,
-                          keys.model_ref(job.batch_id, job.model.name)])
+                          keys.model_ref(job.batch_id, job.model.name), int(first)])
         replies = begin.execute()[2:]
         running, journal = [], []
         for state, reply in zip(states, replies, strict=True):
             job = state.job
             if reply == "done":  # a redelivered copy of a task that already succeeded
                 raise Ignore()
+            if reply == "copy":
+                return self._after_running_copy(states, stage, result_key, alive)
             if reply == "wait":
                 self._wait_for_running_copy(result_key, alive)
                 self._poisoned(states, stage)  # the running copy died without finishing
@@ -370,6 +377,21 @@ class StageTask(Task):  # type: ignore[misc]
             running.append(state)
         rt.tracker.journal.append(journal)
         return running
+
+    def _after_running_copy(self, states: list[ChainState], stage: str, result_key: str,
+                            alive: str) -> list[ChainState]:
+        """Take the outcome of a copy of this delivery that runs elsewhere, or carry on for it.
+
+        Two copies side by side would both run each model: a pack's failing member twice, and
+        the slower copy's retry bookkeeping over the faster one's results.
+        """
+        self._wait_for_running_copy(result_key, alive)  # Ignore if it succeeded
+        result = self.runtime.redis.get(result_key)
+        if result is not None and self.backend.decode_result(result).get("status") in ("RETRY", "FAILURE"):
+            # It sent the retry or failed its models. (A RETRY left by an earlier try whose next
+            # copy died reads the same: the sweeper resends that model after stall_timeout.)
+            raise Ignore()
+        return self.begin(states, stage, first=False)  # it died mid-stage: this copy goes on
 
     def _wait_for_running_copy(self, result_key: str, alive: str) -> None:
         """Wait while an earlier copy of this task runs: Ignore if it succeeds, return if it dies."""
@@ -480,7 +502,14 @@ class StageTask(Task):  # type: ignore[misc]
         except Exception:  # a hand-made message that never parsed has no model to mark
             log.warning("rejected a message that is not a modelfleet chain state")
             return
-        writes = self.runtime.tracker.writes()
+        # A pack's member that already failed (or was deployed, or cancelled) in this delivery
+        # keeps that state: marked 'retrying', the retried message would run it again.
+        rt = self.runtime
+        pipe = rt.redis.pipeline(transaction=False)
         for state in states:
-            self.runtime.tracker.state(writes, state.job.batch_id, state.job.model.name, **fields)
+            pipe.hget(keys.batch_model(state.job.batch_id, state.job.model.name), "status")
+        writes = rt.tracker.writes()
+        for state, status in zip(states, pipe.execute(), strict=True):
+            if status not in TERMINAL:
+                rt.tracker.state(writes, state.job.batch_id, state.job.model.name, **fields)
         writes.execute()
