@@ -20,6 +20,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -80,21 +81,21 @@ TRANSIENT = (ConnectionError, TimeoutError, RootFull, redis.exceptions.Connectio
              InterruptedError, BlockingIOError)
 
 # KEYS: cancelled flag, the task's result, its delivery counter, the model's state, the task's
-# alive key, the batch's chain ids, the sweeper's RUNNING and HANDOFFS sets (workers/recovery.py).
-# ARGV: max deliveries, stage, worker, now, task id (the alive token), alive ttl (ms), model
-# name, model ref, 1 at a delivery's first stage. Marks the model running unless its batch was
-# cancelled, the task already succeeded (a redelivered copy), the model already failed (a pack
-# retried for a neighbour's transient error skips it) or deployed (a copy of an earlier stage
-# that began after its chain had deployed the model, before Celery stored the task's result:
-# Celery sends a chain's next task first), the task is not in the model's recorded chain
-# ('stale': a late copy of a chain the sweeper or a poisoned pack's split replaced) or the
-# message was delivered too often: then 'wait' while an earlier copy still runs (its heartbeat
-# keeps the alive key), else 'poison'. A message delivered again while a copy of it still runs
-# (Redis hands an unacked message out again after the visibility timeout: a long stage, or a
-# retry's countdown held by a busy worker) is a 'copy': it waits for that one instead of
-# running beside it. Atomic, so `cancel` (flag first, then states) never misses a model that
-# starts meanwhile, and the sweeper (a compare-and-set on rev) never resends a model whose
-# stage just began.
+# alive key, the batch's chain ids, the sweeper's RUNNING and HANDOFFS sets
+# (workers/recovery.py). ARGV: max deliveries, stage, worker, now, task id (the alive token),
+# alive ttl (ms), model name, model ref, a token of this begin at a delivery's first stage (''
+# at later ones). Marks the model running unless its batch was cancelled, the task already
+# succeeded (a redelivered copy), the model already failed (a pack retried for a neighbour's
+# transient error skips it) or deployed (a copy of an earlier stage that began after its chain
+# had deployed the model, before Celery stored the task's result: Celery sends a chain's next
+# task first), the task is not in the model's recorded chain ('stale': a late copy of a chain
+# the sweeper or a poisoned pack's split replaced) or the message was delivered too often:
+# then 'wait' while an earlier copy still runs (its heartbeat keeps the alive key), else
+# 'poison'. A message delivered again while a copy of it still runs (Redis hands an unacked
+# message out again after the visibility timeout: a long stage, or a retry's countdown held by
+# a busy worker) is a 'copy': it waits for that one instead of running beside it. Atomic, so
+# `cancel` (flag first, then states) never misses a model that starts meanwhile, and the
+# sweeper (a compare-and-set on rev) never resends a model whose stage just began.
 _BEGIN = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'cancelled' end
 local result = redis.call('GET', KEYS[2])
@@ -109,7 +110,15 @@ if deliveries > tonumber(ARGV[1]) then
   if redis.call('EXISTS', KEYS[5]) == 1 then return 'wait' end
   return 'poison'
 end
-if ARGV[9] == '1' and deliveries > 1 and redis.call('EXISTS', KEYS[5]) == 1 then return 'copy' end
+if ARGV[9] ~= '' and deliveries > 1 then
+  -- The first member of this begin (ARGV[9] names it) to get here looks for a running copy;
+  -- the alive key the members before it set is this copy's own.
+  local begun = KEYS[5] .. ':begun:' .. ARGV[9]
+  if redis.call('EXISTS', begun) == 0 then
+    if redis.call('EXISTS', KEYS[5]) == 1 then return 'copy' end
+    redis.call('SET', begun, 1, 'PX', ARGV[6])
+  end
+end
 redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[6])
 redis.call('HSET', KEYS[4], 'stage', ARGV[2], 'status', 'running', 'worker', ARGV[3], 'updated', ARGV[4],
            'task', ARGV[5])
@@ -324,21 +333,24 @@ class StageTask(Task):  # type: ignore[misc]
             pending.execute()  # also when a member raised: the finished ones' records and leases
         return done
 
-    def begin(self, states: list[ChainState], stage: str, first: bool = True) -> list[ChainState]:
+    def begin(self, states: list[ChainState], stage: str, first: bool = True,
+              count: bool = True) -> list[ChainState]:
         """Mark the models running; drop cancelled ones; refuse done or poisonous messages.
 
         A delivery is counted (and judged poison) at its first stage only: a fused pack's
-        later stages begin in the same delivery.
+        later stages begin in the same delivery. `count=False`: this delivery was counted
+        already (it waited for a copy of itself and begins again).
         """
         rt = self.runtime
         delivery_key = f"{keys.deliveries(self.request.id)}:{self.request.retries}"
         begin = Writes(rt.redis, rt.tracker.journal)
-        begin.pipe.incr(delivery_key, 1 if first else 0)
+        begin.pipe.incr(delivery_key, 1 if first and count else 0)
         begin.pipe.expire(delivery_key, 7 * 24 * 3600)
         max_deliveries = rt.settings.max_deliveries if first else 2**31
         result_key = self.backend.get_key_for_task(self.request.id)
         worker = self.request.hostname or socket.gethostname()
         alive = keys.alive(self.request.id)
+        this_begin = uuid.uuid4().hex if first else ''  # a delivery's first stage looks for copies
         for state in states:
             job = state.job
             begin.script(self._begin_script,
@@ -347,7 +359,7 @@ class StageTask(Task):  # type: ignore[misc]
                           keys.batch_tasks(job.batch_id), keys.RUNNING, keys.HANDOFFS],
                          [max_deliveries, stage, worker, time.time(), self.request.id,
                           int(rt.settings.lease_ttl * 1000), job.model.name,
-                          keys.model_ref(job.batch_id, job.model.name), int(first)])
+                          keys.model_ref(job.batch_id, job.model.name), this_begin])
         replies = begin.execute()[2:]
         running, journal = [], []
         for state, reply in zip(states, replies, strict=True):
@@ -386,12 +398,17 @@ class StageTask(Task):  # type: ignore[misc]
         the slower copy's retry bookkeeping over the faster one's results.
         """
         self._wait_for_running_copy(result_key, alive)  # Ignore if it succeeded
-        result = self.runtime.redis.get(result_key)
-        if result is not None and self.backend.decode_result(result).get("status") in ("RETRY", "FAILURE"):
-            # It sent the retry or failed its models. (A RETRY left by an earlier try whose next
-            # copy died reads the same: the sweeper resends that model after stall_timeout.)
-            raise Ignore()
-        return self.begin(states, stage, first=False)  # it died mid-stage: this copy goes on
+        pipe = self.runtime.redis.pipeline(transaction=True)  # the outcome and states at one instant
+        pipe.get(result_key)
+        for state in states:
+            pipe.hget(keys.batch_model(state.job.batch_id, state.job.model.name), "status")
+        result, *statuses = pipe.execute()
+        outcome = None if result is None else self.backend.decode_result(result).get("status")
+        if outcome in ("RETRY", "FAILURE") and "running" not in statuses:
+            raise Ignore()  # it sent the retry or failed its models, and marked them so
+        # It died mid-stage (its models still read running; a RETRY here is an earlier try's):
+        # this copy runs the stage, unless a newer copy has begun meanwhile (then wait again).
+        return self.begin(states, stage, count=False)
 
     def _wait_for_running_copy(self, result_key: str, alive: str) -> None:
         """Wait while an earlier copy of this task runs: Ignore if it succeeds, return if it dies."""

@@ -233,6 +233,27 @@ def test_transient_errors_retry_and_deterministic_errors_fail_at_once(tmp_path: 
         assert [r["status"] for r in trains("broken")] == ["failed"]
 
 
+@pytest.mark.parametrize("pack", [1, "auto"])
+def test_a_pool_child_killed_in_a_retried_stage_is_run_again_at_once(tmp_path: Path,
+                                                                     pack: int | str) -> None:
+    # A transient error sends train's retry (the task's result now reads RETRY); the retry's
+    # pool child is killed, and its message is requeued at once, while the dead copy's alive
+    # key still stands. The next copy waits for that key to lapse and runs the stage: the
+    # earlier try's RETRY is not the dead copy's outcome. (Taken for it, the message was
+    # dropped and the model waited for the sweeper's stall_timeout, here far off.)
+    started, counter = tmp_path / "started", tmp_path / "calls"
+    spec = {"name": "retry-killed", "pack": pack, "models": [
+        classifier("flaky-dies", FAULTY, started=str(started), fail="connection", fail_times=1,
+                   counter=str(counter), die="once_on_retry", die_flag=str(tmp_path / "died"))]}
+    with cluster(tmp_path, visibility_timeout=30, lease_ttl=10.0, stall_timeout=600) as c:
+        handle = c.submit(spec)
+        status = handle.wait(timeout=90)
+        assert status.rows[0].status == "promoted", status.rows[0].error
+        # The failed try, the killed one, the one that finished.
+        assert len(lines(started)) == 3
+        assert [v["version"] for v in c.runtime.registry.versions("flaky-dies")] == [1]
+
+
 def _restart_batch(c: Cluster, tmp: Path, tag: str, restart: bool) -> tuple[float, BatchStatus]:
     """A gate model, a model that hits a connection error while Redis is down, and four
     small ones; Redis restarts while the first two are in their fits, if asked."""

@@ -22,7 +22,8 @@ class FaultyClassifier(ClassifierMixin, BaseEstimator):
     - started: append "pid ppid time" to this file when fit begins;
     - wait_for: block until this file exists (at most 300 s), then go on below;
     - die: "never", "once" (SIGKILL its own process the first time, marked by
-      die_flag) or "always";
+      die_flag), "always" or "once_on_retry" (as "once", on the first fit that gets past
+      the transient failures below);
     - fail: "none", "connection" (raise ConnectionError on the first fail_times
       fits, counted in counter) or "value" (raise ValueError(message) every time).
     """
@@ -56,6 +57,8 @@ class FaultyClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(self.message)
         if self.fail == "connection" and _count(self.counter) <= self.fail_times:
             raise ConnectionError("transient failure: connection reset (test)")
+        if self.die == "once_on_retry" and _first_time(self.die_flag):
+            os.kill(os.getpid(), signal.SIGKILL)
         values, counts = np.unique(y, return_counts=True)
         self.classes_ = values
         self.majority_ = values[np.argmax(counts)]
