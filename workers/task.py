@@ -496,7 +496,16 @@ class StageTask(Task):  # type: ignore[misc]
         with acks_late loses the model (seen in the Redis-restart test). Requeue it
         instead; if even that cannot reach Redis, the message is still unacked
         there and comes back after the visibility timeout.
+
+        The models are marked retrying before the retry is sent, not in on_retry: the next
+        try may begin (and mark them running) before on_retry runs, and a 'retrying' written
+        over that tells a redelivered copy of the next try that nothing runs there.
         """
+        exc = kwargs.get("exc")
+        try:
+            self._mark(self.request.args, status="retrying", error=error_text(exc) if exc else "retried")
+        except redis.exceptions.RedisError as err:  # Redis is down: the retry's send decides below
+            log.warning("could not mark the models retrying: %s", err)
         try:
             return super().retry(*args, **kwargs)
         except Reject as exc:
@@ -507,7 +516,6 @@ class StageTask(Task):  # type: ignore[misc]
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         log.warning("%s will be retried: %s", self.request.argsrepr or task_id, error_text(exc))
-        self._mark(args, status="retrying", error=error_text(exc))
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                    einfo: Any) -> None:
