@@ -398,13 +398,9 @@ class StageTask(Task):  # type: ignore[misc]
         the slower copy's retry bookkeeping over the faster one's results.
         """
         self._wait_for_running_copy(result_key, alive)  # Ignore if it succeeded
-        pipe = self.runtime.redis.pipeline(transaction=True)  # the outcome and states at one instant
-        pipe.get(result_key)
-        for state in states:
-            pipe.hget(keys.batch_model(state.job.batch_id, state.job.model.name), "status")
-        result, *statuses = pipe.execute()
+        result = self.runtime.redis.get(result_key)
         outcome = None if result is None else self.backend.decode_result(result).get("status")
-        if outcome in ("RETRY", "FAILURE") and "running" not in statuses:
+        if outcome in ("RETRY", "FAILURE") and "running" not in self._statuses(states):
             raise Ignore()  # it sent the retry or failed its models, and marked them so
         # It died mid-stage (its models still read running; a RETRY here is an earlier try's):
         # this copy runs the stage, unless a newer copy has begun meanwhile (then wait again).
@@ -529,12 +525,16 @@ class StageTask(Task):  # type: ignore[misc]
             return
         # A pack's member that already failed (or was deployed, or cancelled) in this delivery
         # keeps that state: marked 'retrying', the retried message would run it again.
-        rt = self.runtime
-        pipe = rt.redis.pipeline(transaction=False)
-        for state in states:
-            pipe.hget(keys.batch_model(state.job.batch_id, state.job.model.name), "status")
-        writes = rt.tracker.writes()
-        for state, status in zip(states, pipe.execute(), strict=True):
+        writes = self.runtime.tracker.writes()
+        for state, status in zip(states, self._statuses(states), strict=True):
             if status not in TERMINAL:
-                rt.tracker.state(writes, state.job.batch_id, state.job.model.name, **fields)
+                self.runtime.tracker.state(writes, state.job.batch_id, state.job.model.name, **fields)
         writes.execute()
+
+    def _statuses(self, states: list[ChainState]) -> list[str | None]:
+        """Each model's status, in order (a pack's models share their batch)."""
+        names = [state.job.model.name for state in states]
+        if not names:
+            return []
+        read = self.runtime.tracker.model_states(states[0].job.batch_id, names, ["status"])
+        return [read[name].get("status") for name in names]
