@@ -28,7 +28,7 @@ from typing import Self
 import kombu.exceptions
 import redis
 
-from workers.settings import STAGES, Settings
+from workers.settings import STAGES, WORKER_ARGS, Settings
 
 # Disabled on the embedded Redis: CONFIG SET dir + SAVE writes files anywhere, MODULE
 # LOAD runs code, DEBUG can crash or stall the server.
@@ -451,7 +451,7 @@ class LocalWorkers:
     def command(self, name: str) -> list[str]:
         return [sys.executable, "-m", "celery", "-A", "workers.app", "worker",
                 "-Q", ",".join(self.queues), "-c", str(self.concurrency), "-n", name,
-                "--loglevel", "INFO", *self.extra_args]
+                "--loglevel", "INFO", *WORKER_ARGS, *self.extra_args]
 
     def start(self, wait: float = 90.0) -> LocalWorkers:
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from workers.tls import tls_options
 
 STAGES: tuple[str, ...] = ("preprocess", "train", "evaluate", "deploy")
+# What every worker modelfleet starts passes to `celery worker`. Mingle makes a new worker
+# wait a second for its neighbours' revoked task ids before it consumes; a cancelled batch's
+# messages are dropped by its flag when their stage begins (workers/task.py), on any worker,
+# so that wait buys nothing. Gossip makes every worker consume every other worker's events
+# (n workers: n^2 messages a heartbeat); Flower reads the events themselves, not gossip.
+WORKER_ARGS: tuple[str, ...] = ("--without-mingle", "--without-gossip")
 # Scoring large tables (`modelfleet score`) has its own queue: workers consume it when asked
 # (`modelfleet worker -Q score`), so a scoring job never waits behind training or delays it.
 SCORE_QUEUE = "score"

@@ -19,7 +19,7 @@ from producer.local import LocalFlower, running_embedded_redis
 from producer.submit import masked_url
 from workers.app import create_app
 from workers.runtime import Runtime, open_root
-from workers.settings import STAGES, Settings
+from workers.settings import STAGES, WORKER_ARGS, Settings
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -118,7 +118,7 @@ def worker(ctx: click.Context, queues: str, concurrency: int | None) -> None:
         settings = settings.with_broker(running)
     app = create_app(settings)
     argv = ["worker", "-Q", queues, "-c", str(concurrency or settings.worker_concurrency),
-            *ctx.args]
+            *WORKER_ARGS, *ctx.args]
     app.worker_main(argv)
 
 
