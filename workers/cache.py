@@ -48,12 +48,13 @@ def cache_key(stage: str, params: Any, inputs: list[str], code: str = "") -> str
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-# KEYS: cache hash, lease. ARGV: cache key, use cache ('1'/'0'), lease token, lease ttl in ms.
+# KEYS: cache hash, lease. ARGV: cache key, use cache ('1'/'0'), lease token, lease ttl in ms,
+# the batch whose own entries a '0' may still reuse ('' for none).
 # One round trip: the stored entry if there is one, else the lease if nobody holds it.
 _LOOKUP_OR_LEASE = """
-if ARGV[2] == '1' then
-  local entry = redis.call('HGET', KEYS[1], ARGV[1])
-  if entry then return {'hit', entry} end
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+if entry and (ARGV[2] == '1' or (ARGV[5] ~= '' and cjson.decode(entry)['batch'] == ARGV[5])) then
+  return {'hit', entry}
 end
 if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then return {'lease', ''} end
 return {'busy', ''}
@@ -70,38 +71,46 @@ class StepCache:
         self.journal = journal or open_journal(store.root)
         self._lookup = client.register_script(_LOOKUP_OR_LEASE)
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str, batch: str | None = None) -> dict[str, Any] | None:
+        """The stored value of `key`; with `batch`, only one that batch stored."""
         raw = self.r.hget(keys.CACHE, key)
-        return self._usable(raw)
+        return self._usable(raw, batch)
 
-    def _usable(self, raw: str | None) -> dict[str, Any] | None:
+    def _usable(self, raw: str | None, batch: str | None = None) -> dict[str, Any] | None:
         if raw is None:
             return None
         entry = json.loads(raw)
+        if batch is not None and entry.get("batch") != batch:
+            return None
         # An index entry whose artifacts were pruned is a miss, not an error.
         if not all(self.store.exists(d) for d in entry["artifacts"]):
             return None
         return dict(entry["value"])
 
-    def put(self, writes: Writes, key: str, stage: str, value: dict[str, Any], artifacts: list[str]) -> None:
-        """Queue a cache entry (index and journal)."""
+    def put(self, writes: Writes, key: str, stage: str, value: dict[str, Any], artifacts: list[str],
+            batch: str = "") -> None:
+        """Queue a cache entry (index and journal), naming the batch that computed it."""
         body = json.dumps({"key": key, "stage": stage, "value": value, "artifacts": artifacts,
-                           "created": time.time()})
+                           "created": time.time(), **({"batch": batch} if batch else {})})
         writes.pipe.hset(keys.CACHE, key, body)
         writes.record(encoded("cache", "entry", body))
 
     def compute_once(self, key: str, stage: str,
                      compute: Callable[[], tuple[dict[str, Any], list[str]]],
-                     use_cache: bool = True, writes: Writes | None = None) -> tuple[dict[str, Any], bool]:
+                     use_cache: bool = True, writes: Writes | None = None,
+                     batch: str = "") -> tuple[dict[str, Any], bool]:
         """(value, was_hit): reuse a stored result, or compute it exactly once across workers.
 
+        `use_cache=False` (a batch sent with --no-cache): nothing stored before is reused,
+        except what `batch` itself stored: a step that several of its models share (one
+        store's split for ten estimators) is still computed once, as in a first batch.
         The entry, the hit/miss count and the lease's release are queued on `writes`
         (sent with the stage's other records); without one they are sent here.
         """
         own = writes is None
         writes = writes if writes is not None else Writes(self.r, self.journal)
         writes.before_lease(keys.lease(key))
-        value, lease = self._hit_or_lease(key, stage, use_cache)
+        value, lease = self._hit_or_lease(key, stage, use_cache, batch)
         if value is not None:
             writes.pipe.hincrby(keys.CACHE_STATS, "hits", 1)
         else:
@@ -112,7 +121,7 @@ class StepCache:
             except BaseException:
                 _release(lease)
                 raise
-            self.put(writes, key, stage, value, artifacts)
+            self.put(writes, key, stage, value, artifacts, batch)
             writes.pipe.hincrby(keys.CACHE_STATS, "misses", 1)
             # If the lease expired under us the result is stored anyway.
             writes.script(lease.lua_release, [lease.name], [lease.local.token])
@@ -121,21 +130,24 @@ class StepCache:
             writes.execute()
         return value, lease is None
 
-    def _hit_or_lease(self, key: str, stage: str, use_cache: bool) -> tuple[dict[str, Any] | None, Any]:
+    def _hit_or_lease(self, key: str, stage: str, use_cache: bool,
+                      batch: str = "") -> tuple[dict[str, Any] | None, Any]:
         """(stored value, None) or (None, a lease we hold); waits while another worker computes."""
         lease = self.r.lock(keys.lease(key), timeout=self.lease_ttl, sleep=0.05,
                             blocking_timeout=self.wait_timeout, thread_local=False)
         token = uuid.uuid4().hex
+        only = None if use_cache else batch  # whose entries count: anyone's, this batch's or none
         kind, raw = self._lookup(keys=[keys.CACHE, lease.name],
-                                 args=[key, "1" if use_cache else "0", token, int(self.lease_ttl * 1000)])
-        if kind == "hit" and (value := self._usable(raw)) is not None:
+                                 args=[key, "1" if use_cache else "0", token, int(self.lease_ttl * 1000),
+                                       only or ""])
+        if kind == "hit" and (value := self._usable(raw, only)) is not None:
             return value, None
         if kind == "lease":
             lease.local.token = token
         elif not lease.acquire(token=token):  # pruned artifacts, or another worker holds the lease
             raise LeaseTimeout(f"waited {self.wait_timeout}s for another worker on {stage}")
         # Whoever held the lease before us may have just stored the result.
-        if kind == "busy" and use_cache and (value := self.get(key)) is not None:
+        if kind == "busy" and (use_cache or only) and (value := self.get(key, only)) is not None:
             _release(lease)
             return value, None
         return None, lease

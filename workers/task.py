@@ -446,7 +446,7 @@ class StageTask(Task):  # type: ignore[misc]
         try:
             if cached:
                 value, hit = rt.cache.compute_once(key, stage, compute, use_cache=not job.no_cache,
-                                                   writes=writes)
+                                                   writes=writes, batch=job.batch_id)
             else:
                 (value, _), hit = compute(), False
         except Exception as exc:

@@ -45,6 +45,9 @@ from workers.runtime import Runtime
 from workers.settings import Settings
 from workers.slots import live_workers
 
+NO_CACHE_HELP = ("Reuse nothing an earlier batch computed (a step that this batch's models "
+                 "share is computed once).")
+
 
 def load(spec: Path, settings: Settings, priority: Priority | None = None) -> Batch:
     """The validated batch, or a UserError listing every problem (nothing is submitted).
@@ -77,7 +80,7 @@ def _submit(batch: Batch, settings: Settings, no_cache: bool) -> BatchHandle:
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option("--workers", "-w", default=2, show_default=True, type=click.IntRange(1, MAX_PROCESSES),
               help="Local worker processes.")
-@click.option("--no-cache", is_flag=True, help="Recompute every stage.")
+@click.option("--no-cache", is_flag=True, help=NO_CACHE_HELP)
 @click.option("--timeout", type=SECONDS, default=None, help="Give up after this many seconds.")
 @_priority_option
 @FAIL_ON_GATE
@@ -129,7 +132,7 @@ def show_next_steps(steps: list[Step]) -> None:
 @click.command("submit")
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option("--wait", is_flag=True, help="Watch progress until the batch is done.")
-@click.option("--no-cache", is_flag=True, help="Recompute every stage.")
+@click.option("--no-cache", is_flag=True, help=NO_CACHE_HELP)
 @click.option("--timeout", type=SECONDS, default=None, help="With --wait: give up after this many seconds.")
 @_priority_option
 @FAIL_ON_GATE

@@ -20,6 +20,7 @@ from producer.serving import load_deployed, load_model
 from producer.submit import submit
 from tests.conftest import load, run_batch
 from tests.support.processes import run_cli
+from workers import keys
 from workers.runtime import Runtime
 from workers.settings import Settings
 
@@ -80,16 +81,28 @@ def test_identical_batch_resubmitted_is_all_cache_hits_and_keeps_versions(
     assert {r["model"] for r in tree_runs} == {f"tree-{uniq}"} and len(tree_runs) == 4
 
 
-def test_no_cache_recomputes_every_stage(tmp_path: Path, settings: Settings, workers: Any,
-                                         app: Any, runtime: Runtime, uniq: str) -> None:
+def test_no_cache_recomputes_every_stage_once_per_batch(tmp_path: Path, settings: Settings, workers: Any,
+                                                       app: Any, runtime: Runtime, uniq: str) -> None:
+    # Two estimators on one dataset: one preprocess key, as ten estimators of one store share theirs.
+    data = synthetic(uniq)
     spec = {"name": f"nocache-{uniq}", "models": [
-        model(f"nc-{uniq}", TREE, {"max_depth": 3, "random_state": 0}, synthetic(uniq))]}
+        model(f"nc-{uniq}", TREE, {"max_depth": 3, "random_state": 0}, data),
+        model(f"nc-lr-{uniq}", LOGREG, {"max_iter": 300}, data)]}
     first, _ = run_batch(load(tmp_path, spec, settings), app, runtime)
     second, status = run_batch(load(tmp_path, spec, settings), app, runtime, no_cache=True)
 
-    assert status.counts == {"promoted": 1}
+    assert status.counts == {"promoted": 2}
     runs = runtime.tracker.runs(batch_id=second.batch_id)
-    assert len(runs) == 4 and not any(r["cache_hit"] for r in runs)
+    assert len(runs) == 8
+    # Nothing the first batch stored is reused; the split both models share is computed once
+    # by this batch and reused by its other model (the entry names the batch that stored it).
+    hits = [r for r in runs if r["cache_hit"]]
+    assert [r["stage"] for r in hits] == ["preprocess"], [(r["model"], r["stage"]) for r in hits]
+    preprocess = [r for r in runs if r["stage"] == "preprocess"]
+    assert preprocess[0]["cache_key"] == preprocess[1]["cache_key"]
+    entry = json.loads(runtime.redis.hget(keys.CACHE, preprocess[0]["cache_key"]) or "{}")
+    assert entry.get("batch") == second.batch_id
+    assert {r["result"]["data_digest"] for r in preprocess} == {entry["value"]["data_digest"]}
     record = runtime.tracker.get_batch(second.batch_id)
     assert record is not None and record["no_cache"] is True
     # The recomputed results are cached again: a third, cached run hits them.
