@@ -375,6 +375,7 @@ class StageTask(Task):  # type: ignore[misc]
                 self._poisoned(states, stage)
             if reply == "cancelled":
                 rt.tracker.set_model_state(job.batch_id, job.model.name, status="cancelled")
+                log.info("%s: skipped %s, its batch was cancelled", stage, job.model.name)
                 continue
             if reply == "failed":  # stays failed until `modelfleet retry` resets it
                 continue
