@@ -14,6 +14,9 @@ common.py   consoles, user errors, the broker, the progress view, rich tables
 
 from __future__ import annotations
 
+import atexit
+import functools
+import gc
 from typing import Any
 
 import click
@@ -60,11 +63,20 @@ class _Main(click.Group):
 def main(ctx: click.Context, show_traceback: bool) -> None:
     """Train, evaluate and deploy many models at once on Celery workers over Redis."""
     ctx.meta["modelfleet.traceback"] = show_traceback
+    _quick_exit()
     # Built once, from MODELFLEET_* in the environment; commands take it with @pass_settings.
     try:
         ctx.obj = Settings()
     except (ValidationError, SettingsError) as exc:
         raise settings_error(exc) from exc
+
+
+@functools.cache
+def _quick_exit() -> None:
+    # Python's finalization ends in garbage collections over every object the command made:
+    # 0.11-0.13 s of `modelfleet status`'s ~0.9 s. Frozen at exit, they are left to the OS;
+    # the atexit handlers (journals, logging) still run, and files still close.
+    atexit.register(gc.freeze)
 
 
 for family in (batches, runs, leaderboard, report, registry, predict, monitor, platform, cache):
