@@ -51,6 +51,12 @@ def deliveries(task_id: str) -> str:
     return f"{PREFIX}:deliveries:{task_id}"
 
 
+def retry_sent(task_id: str, retries: int) -> str:
+    """Set once try `retries` of the task has sent its retry: a redelivered copy of that try
+    then knows the model goes on in the retry, not that the try died before sending it."""
+    return f"{PREFIX}:retry_sent:{task_id}:{retries}"
+
+
 def alive(task_id: str) -> str:
     """Exists while a copy of the task runs (renewed by its heartbeat): not poison, just long."""
     return f"{PREFIX}:alive:{task_id}"

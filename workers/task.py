@@ -27,7 +27,7 @@ from typing import Any
 import redis.exceptions
 from billiard.util import set_pdeathsig
 from celery import Task
-from celery.exceptions import Ignore, Reject
+from celery.exceptions import Ignore, Reject, Retry
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 from celery.utils.log import get_task_logger
 from threadpoolctl import threadpool_limits
@@ -74,6 +74,8 @@ def error_text(exc: BaseException) -> str:
 # SIGKILL mid-pack can cost its neighbours in redone work, and how long a finished member's
 # cache lease may wait for its release, against one round trip per member and stage.
 RECORDS_EVERY = 0.1
+# How long a try's "retry sent" note is kept: far past any redelivery of that try.
+RETRY_SENT_TTL = 7 * 24 * 3600
 # Worth another try: the broker or disk hiccupped, or another worker held a lease too long.
 # A full Redis (maxmemory) too: the retry waits in the worker until Redis takes writes again.
 TRANSIENT = (ConnectionError, TimeoutError, RootFull, redis.exceptions.ConnectionError,
@@ -401,10 +403,14 @@ class StageTask(Task):  # type: ignore[misc]
         self._wait_for_running_copy(result_key, alive)  # Ignore if it succeeded
         result = self.runtime.redis.get(result_key)
         outcome = None if result is None else self.backend.decode_result(result).get("status")
-        if outcome in ("RETRY", "FAILURE") and "running" not in self._statuses(states):
+        # A RETRY may be an earlier try's: this try's retry was sent only if it said so (the
+        # models read 'retrying' from before the send, so a copy killed in between looks alike).
+        sent = outcome == "RETRY" and self.runtime.redis.exists(
+            keys.retry_sent(self.request.id, self.request.retries))
+        if (sent or outcome == "FAILURE") and "running" not in self._statuses(states):
             raise Ignore()  # it sent the retry or failed its models, and marked them so
-        # It died mid-stage (its models still read running; a RETRY here is an earlier try's):
-        # this copy runs the stage, unless a newer copy has begun meanwhile (then wait again).
+        # It died mid-stage or before sending its retry: this copy runs the stage, unless a
+        # newer copy has begun meanwhile (then wait again).
         return self.begin(states, stage, count=False)
 
     def _wait_for_running_copy(self, result_key: str, alive: str) -> None:
@@ -505,6 +511,13 @@ class StageTask(Task):  # type: ignore[misc]
             log.warning("could not mark the models retrying: %s", err)
         try:
             return super().retry(*args, **kwargs)
+        except Retry:  # sent: say so while this copy's alive key still stands (see _after_running_copy)
+            try:
+                self.runtime.redis.set(keys.retry_sent(self.request.id, self.request.retries), 1,
+                                       ex=RETRY_SENT_TTL)
+            except redis.exceptions.RedisError as err:  # a copy then runs this try again: twice, not lost
+                log.warning("could not record the retry as sent: %s", err)
+            raise
         except Reject as exc:
             if exc.requeue:
                 raise

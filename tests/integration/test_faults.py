@@ -254,6 +254,29 @@ def test_a_pool_child_killed_in_a_retried_stage_is_run_again_at_once(tmp_path: P
         assert [v["version"] for v in c.runtime.registry.versions("flaky-dies")] == [1]
 
 
+@pytest.mark.parametrize("pack", [1, "auto"])
+def test_a_copy_killed_before_sending_its_retry_is_run_again_at_once(tmp_path: Path,
+                                                                     pack: int | str) -> None:
+    # Train fails twice with a transient error. The second try marks the model retrying and
+    # is killed as it sends its retry: no retry exists, and the task's result still reads the
+    # first try's RETRY. Its message is requeued at once; the next copy waits for the dead
+    # one's alive key and, finding no "retry sent" note for that try, runs the stage. (Taken
+    # for a sent retry, the message was dropped and the model waited for the sweeper's
+    # stall_timeout, here far off.)
+    started, counter = tmp_path / "started", tmp_path / "calls"
+    spec = {"name": "retry-unsent", "pack": pack, "models": [
+        classifier("unsent", FAULTY, started=str(started), fail="connection", fail_times=2,
+                   counter=str(counter), die="before_retry_send", die_flag=str(tmp_path / "died"))]}
+    with cluster(tmp_path, visibility_timeout=30, lease_ttl=10.0, stall_timeout=600) as c:
+        handle = c.submit(spec)
+        status = handle.wait(timeout=90)
+        assert (tmp_path / "died").exists(), "the second retry's send was never reached"
+        assert status.rows[0].status == "promoted", status.rows[0].error
+        # Two failed tries, then the killed try run again by its next copy.
+        assert len(lines(started)) == 3
+        assert [v["version"] for v in c.runtime.registry.versions("unsent")] == [1]
+
+
 def _restart_batch(c: Cluster, tmp: Path, tag: str, restart: bool) -> tuple[float, BatchStatus]:
     """A gate model, a model that hits a connection error while Redis is down, and four
     small ones; Redis restarts while the first two are in their fits, if asked."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from celery.signals import before_task_publish
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 
@@ -22,8 +23,10 @@ class FaultyClassifier(ClassifierMixin, BaseEstimator):
     - started: append "pid ppid time" to this file when fit begins;
     - wait_for: block until this file exists (at most 300 s), then go on below;
     - die: "never", "once" (SIGKILL its own process the first time, marked by
-      die_flag), "always" or "once_on_retry" (as "once", on the first fit that gets past
-      the transient failures below);
+      die_flag), "always", "once_on_retry" (as "once", on the first fit that gets past
+      the transient failures below) or "before_retry_send" (once: the process is killed
+      as it publishes the task's second retry, after the platform has marked the model
+      retrying and before the message is sent; see the hook below);
     - fail: "none", "connection" (raise ConnectionError on the first fail_times
       fits, counted in counter) or "value" (raise ValueError(message) every time).
     """
@@ -83,3 +86,25 @@ def _count(counter: str) -> int:
         fh.write("x\n")
         fh.seek(0)
         return len(fh.readlines())
+
+
+@before_task_publish.connect
+def _die_before_the_second_retry_is_sent(body: Any = None, headers: Any = None, **_: Any) -> None:
+    # Connected in every process that imports this module (a worker child builds the estimator
+    # before its first fit): only a model that asks for it, at its second retry, once.
+    if (headers or {}).get("retries") != 2:
+        return
+    flag = _die_flag(body)
+    if flag and _first_time(flag):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _die_flag(node: Any) -> str:
+    """The die_flag of an estimator in a message body whose die is "before_retry_send"."""
+    if isinstance(node, dict):
+        if node.get("die") == "before_retry_send":
+            return str(node.get("die_flag") or "")
+        return next((flag for value in node.values() if (flag := _die_flag(value))), "")
+    if isinstance(node, list | tuple):
+        return next((flag for value in node if (flag := _die_flag(value))), "")
+    return ""
