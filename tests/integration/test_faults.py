@@ -233,48 +233,36 @@ def test_transient_errors_retry_and_deterministic_errors_fail_at_once(tmp_path: 
         assert [r["status"] for r in trains("broken")] == ["failed"]
 
 
+# How a retried train's copy dies: (FaultyClassifier's die mode, transient failures before it).
+# - mid-fit: a transient error sends train's retry (the task's result reads RETRY); the
+#   retry's pool child is killed during its fit.
+# - before-send: train fails twice; the second try marks the model retrying and is killed
+#   as it sends its retry, so no retry exists and the result still reads the first try's RETRY.
+DEATHS = {"mid-fit": ("once_on_retry", 1), "before-send": ("before_retry_send", 2)}
+
+
 @pytest.mark.parametrize("pack", [1, "auto"])
-def test_a_pool_child_killed_in_a_retried_stage_is_run_again_at_once(tmp_path: Path,
-                                                                     pack: int | str) -> None:
-    # A transient error sends train's retry (the task's result now reads RETRY); the retry's
-    # pool child is killed, and its message is requeued at once, while the dead copy's alive
-    # key still stands. The next copy waits for that key to lapse and runs the stage: the
-    # earlier try's RETRY is not the dead copy's outcome. (Taken for it, the message was
-    # dropped and the model waited for the sweeper's stall_timeout, here far off.)
-    started, counter = tmp_path / "started", tmp_path / "calls"
-    spec = {"name": "retry-killed", "pack": pack, "models": [
-        classifier("flaky-dies", FAULTY, started=str(started), fail="connection", fail_times=1,
-                   counter=str(counter), die="once_on_retry", die_flag=str(tmp_path / "died"))]}
+@pytest.mark.parametrize("death", sorted(DEATHS))
+def test_a_retried_stage_whose_copy_died_is_run_again_at_once(tmp_path: Path, pack: int | str,
+                                                               death: str) -> None:
+    # The dead copy's message is requeued at once, while its alive key still stands. The next
+    # copy waits for that key to lapse and runs the stage: an earlier try's RETRY is not the
+    # dead copy's outcome, and a retry counts as sent only once its try noted it. (Taken for
+    # it, the message was dropped and the model waited for the sweeper's stall_timeout, here
+    # far off.)
+    die, failures = DEATHS[death]
+    started, counter, died = tmp_path / "started", tmp_path / "calls", tmp_path / "died"
+    spec = {"name": f"retry-{death}", "pack": pack, "models": [
+        classifier("flaky-dies", FAULTY, started=str(started), fail="connection", fail_times=failures,
+                   counter=str(counter), die=die, die_flag=str(died))]}
     with cluster(tmp_path, visibility_timeout=30, lease_ttl=10.0, stall_timeout=600) as c:
         handle = c.submit(spec)
         status = handle.wait(timeout=90)
+        assert died.exists(), "the copy was never killed"
         assert status.rows[0].status == "promoted", status.rows[0].error
-        # The failed try, the killed one, the one that finished.
+        # Every try that failed or died, then the one that finished: three fits.
         assert len(lines(started)) == 3
         assert [v["version"] for v in c.runtime.registry.versions("flaky-dies")] == [1]
-
-
-@pytest.mark.parametrize("pack", [1, "auto"])
-def test_a_copy_killed_before_sending_its_retry_is_run_again_at_once(tmp_path: Path,
-                                                                     pack: int | str) -> None:
-    # Train fails twice with a transient error. The second try marks the model retrying and
-    # is killed as it sends its retry: no retry exists, and the task's result still reads the
-    # first try's RETRY. Its message is requeued at once; the next copy waits for the dead
-    # one's alive key and, finding no "retry sent" note for that try, runs the stage. (Taken
-    # for a sent retry, the message was dropped and the model waited for the sweeper's
-    # stall_timeout, here far off.)
-    started, counter = tmp_path / "started", tmp_path / "calls"
-    spec = {"name": "retry-unsent", "pack": pack, "models": [
-        classifier("unsent", FAULTY, started=str(started), fail="connection", fail_times=2,
-                   counter=str(counter), die="before_retry_send", die_flag=str(tmp_path / "died"))]}
-    with cluster(tmp_path, visibility_timeout=30, lease_ttl=10.0, stall_timeout=600) as c:
-        handle = c.submit(spec)
-        status = handle.wait(timeout=90)
-        assert (tmp_path / "died").exists(), "the second retry's send was never reached"
-        assert status.rows[0].status == "promoted", status.rows[0].error
-        # Two failed tries, then the killed try run again by its next copy.
-        assert len(lines(started)) == 3
-        assert [v["version"] for v in c.runtime.registry.versions("unsent")] == [1]
 
 
 def _restart_batch(c: Cluster, tmp: Path, tag: str, restart: bool) -> tuple[float, BatchStatus]:
