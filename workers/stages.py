@@ -45,7 +45,16 @@ from workers.pipeline.features import build_model, estimator_prefix
 from workers.pipeline.preprocess import Split, dump_split, load_split, prepare, table_digest_bytes
 from workers.pipeline.schema import input_schema
 from workers.pipeline.search import around, build_search, run_search
-from workers.pipeline.train import dump_model_and_types, fit, load_model, recorded_types
+from workers.pipeline.train import (
+    FittedFeatures,
+    dump_model_and_types,
+    features_key,
+    fit_features,
+    fit_on_features,
+    load_model,
+    predict,
+    recorded_types,
+)
 from workers.registry import decide, decided
 from workers.runtime import Runtime
 from workers.store import digest_bytes
@@ -97,6 +106,11 @@ _JUST_TRAINED = _Recent(entries=128, max_size=8 << 20)
 _JUST_SPLIT = _Recent(entries=128, max_size=1_000_000)
 # The types each model file written here names (workers/pipeline/train.py), until its deploy.
 _JUST_NAMED = _Recent(entries=128, max_size=1)
+# Fitted feature steps by split and feature params, small ones only (cells): every store of a
+# pack's cost class, so the next models of a store find theirs. And, by model file, those a
+# model was fitted with, until its evaluate (in this process, when it is a fused pack's).
+_FEATURES = _Recent(entries=1024, max_size=1_000_000, total_size=4_000_000)
+_JUST_FEATURES = _Recent(entries=128, max_size=1_000_000, total_size=4_000_000)
 
 
 # Tables (cells) with their digest. Bounded by cells, not by count: a pack holds models of many
@@ -192,8 +206,9 @@ def _train(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
         split = _split(rt.store, data_digest)
         # One Pipeline, features + estimator: the deployed file takes raw rows.
         pipeline = build_model(model, list(split.X_train.columns), estimator)
+        features, report = None, None
         if search is None:
-            fitted, report = fit(pipeline, split.X_train, split.y_train), None
+            fitted, features = _fit_sharing_features(pipeline, split, data_digest)
         else:  # the deployed model is the best candidate, refitted on all training rows
             fitted, report = run_search(around(search, pipeline, estimator_prefix(model)),
                                         split.X_train, split.y_train)
@@ -205,6 +220,8 @@ def _train(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
         _JUST_TRAINED.put(digest, fitted, len(data))
         keep_trained(rt.settings, digest, fitted, len(data))
         _JUST_NAMED.put(digest, named, 0)
+        if features is not None:
+            _JUST_FEATURES.put(digest, features, features.size)
         return {"model_digest": digest, "cv_metrics": cv, **({"search": report} if report else {})}, \
             [digest]
 
@@ -214,6 +231,17 @@ def _train(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     info = TrainedInfo(model_digest=value["model_digest"], run_id=run_id, search=summary,
                        cv_metrics=value.get("cv_metrics", {}))
     return state.model_copy(update={"trained": info})
+
+
+def _fit_sharing_features(pipeline: Any, split: Split, data_digest: str) -> tuple[Any, FittedFeatures]:
+    """`pipeline` fitted on the split, its feature steps fitted once per split and params in
+    this process (workers/pipeline/train.py FittedFeatures)."""
+    key = features_key(pipeline, data_digest)
+    features = _FEATURES.get(key, keep=True)
+    if features is None:
+        features = fit_features(pipeline, split.X_train, split.y_train)
+        _FEATURES.put(key, features, features.size)
+    return fit_on_features(pipeline, features, split.y_train), features
 
 
 def _train_params(model: ModelSpec) -> dict[str, Any]:
@@ -252,7 +280,7 @@ def _evaluate(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
         split = _split(rt.store, data_digest)
         fitted = _JUST_TRAINED.get(model_digest) or load_model(rt.store.get(model_digest),
                                                                 rt.settings.allowed_estimator_prefixes)
-        predictions = fitted.predict(split.X_test)
+        predictions = predict(fitted, split.X_test, _JUST_FEATURES.get(model_digest))
         # Hold-out values, then the CV mean and std that train measured (if any).
         metrics = {**score(split.y_test, predictions, model.metric_names), **cv_metrics}
         # The report's plot data rides in the one artifact evaluate already writes.

@@ -6,6 +6,7 @@ from typing import Any
 
 from producer.packing import CHAINS_PER_SLOT, MAX_PACK, MIN_MESSAGES, TARGET_SECONDS, plan_packs
 from producer.submit import plan_chains
+from workers.app import FUSED, QUEUES
 from workers.contracts import ModelSpec, PackState, parse_message
 
 
@@ -115,3 +116,15 @@ def test_each_queue_is_split_for_its_own_slots() -> None:
     assert counts({"preprocess": 8, "large": 1}) == (20, 4)  # 8 x 4 = 32 chains: packs of 2
     assert counts({"preprocess": 8, "train": 50}) == (20, 14)  # nobody consumes large: 16
     assert counts({"preprocess": 1, "large": 2}) == (4, 8)
+
+
+def test_auto_packs_a_class_dataset_by_dataset_whatever_the_spec_order() -> None:
+    # A matrix lists every store for one alpha, then the next alpha: packed in that order, a
+    # pack held one model of each of many stores; now it holds every model of a few stores,
+    # whose split and fitted features its worker then computes once.
+    models = [_model(f"a{alpha}-s{store}", alpha=alpha).model_copy(
+        update={"dataset": _model(f"s{store}").dataset}) for alpha in range(4) for store in range(5)]
+    assert len({m.cost_class for m in models}) == 1
+    packs = plan_packs(models, "auto", {models[0].cost_class: TARGET_SECONDS / 4}, {QUEUES[FUSED]: 1})
+    assert [[m.name for m in p] for p in packs] == [
+        [f"a{alpha}-s{store}" for alpha in range(4)] for store in range(5)]
