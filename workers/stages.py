@@ -208,7 +208,9 @@ def _train(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
         pipeline = build_model(model, list(split.X_train.columns), estimator)
         features, report = None, None
         if search is None:
-            fitted, features = _fit_sharing_features(pipeline, split, data_digest)
+            # --no-cache: shared within the batch only, as its cached steps are.
+            scope = state.job.batch_id if state.job.no_cache else ""
+            fitted, features = _fit_sharing_features(pipeline, split, data_digest, scope)
         else:  # the deployed model is the best candidate, refitted on all training rows
             fitted, report = run_search(around(search, pipeline, estimator_prefix(model)),
                                         split.X_train, split.y_train)
@@ -233,10 +235,11 @@ def _train(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     return state.model_copy(update={"trained": info})
 
 
-def _fit_sharing_features(pipeline: Any, split: Split, data_digest: str) -> tuple[Any, FittedFeatures]:
-    """`pipeline` fitted on the split, its feature steps fitted once per split and params in
-    this process (workers/pipeline/train.py FittedFeatures)."""
-    key = features_key(pipeline, data_digest)
+def _fit_sharing_features(pipeline: Any, split: Split, data_digest: str,
+                          scope: str) -> tuple[Any, FittedFeatures]:
+    """`pipeline` fitted on the split, its feature steps fitted once per split, params and
+    `scope` (a batch, or '' for any) in this process (workers/pipeline/train.py FittedFeatures)."""
+    key = f"{scope}|{features_key(pipeline, data_digest)}"
     features = _FEATURES.get(key, keep=True)
     if features is None:
         features = fit_features(pipeline, split.X_train, split.y_train)

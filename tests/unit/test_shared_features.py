@@ -78,3 +78,16 @@ def test_the_features_key_tells_apart_the_split_and_the_feature_params_not_the_e
         if other:
             changed = spec(dataset={**WALMART, "segment": "3"}, estimator=RIDGE, **other)
             assert features_key(_pipeline(changed, _split(changed)), "split-a") != key
+
+
+def test_a_worker_shares_fitted_features_within_a_scope_only() -> None:
+    # The train stage's scope is the batch under --no-cache (nothing computed for another batch
+    # is reused, as with its cached steps), '' otherwise.
+    from workers.stages import _fit_sharing_features
+
+    ridge, forest = (spec(dataset={**WALMART, "segment": "5"}, estimator=e) for e in (RIDGE, FOREST))
+    split = _split(ridge)
+    _, first = _fit_sharing_features(_pipeline(ridge, split), split, "split-5", "batch-a")
+    _, same = _fit_sharing_features(_pipeline(forest, split), split, "split-5", "batch-a")
+    _, other = _fit_sharing_features(_pipeline(forest, split), split, "split-5", "batch-b")
+    assert same is first and other is not first
