@@ -173,49 +173,51 @@ def run_workload(w: Workload, repeats: int, workdir: Path, settings: Settings,
 
 def run_small450(w: Workload, repeats: int, workdir: Path, settings: Settings,
                  worker_args: list[str], packing: Packing) -> list[dict[str, Any]]:
-    """A plain scikit-learn loop vs `modelfleet submit --wait` (a CLI process) on 2 running workers."""
+    """A plain scikit-learn loop vs `modelfleet submit --wait` (a CLI process) on 2 running workers.
+
+    Each repeat runs every row once, in turn (the workers idle meanwhile): this VM's speed
+    drifts over minutes, and not alike for the loop's C-heavy fits and the platform's Python,
+    so rows timed minutes apart compared the host's phases as much as the code.
+    """
     assert w.estimators is not None
-    reps: list[dict[str, Any]] = []
-    for rep in range(repeats):
-        out = Path(tempfile.mkdtemp(prefix="sklearn-loop-", dir=workdir))
-        wall, finishes, cpu = run_sklearn_loop(REPO / w.dataset["path"], w.dataset["target"],
-                                               w.dataset["segment_by"], w.estimators, out)
-        reps.append({"wall": wall, "finishes": finishes, "cpu_workers": cpu, "cpu_redis": 0.0})
-        log(f"{w.name}: scikit-learn loop repeat {rep + 1}: {wall:.2f} s")
-    runs: list[dict[str, Any]] = [{"workload": w.name, "method": "loop", "k": 1, "n": w.n, "repeats": reps,
-                                   "startup": None}]
     # The same loop started from a shell, as the CLI is: Python's start and imports included.
     script = ("import sys; from pathlib import Path; from bench.baselines import run_sklearn_loop; "
               "run_sklearn_loop(Path(sys.argv[1]), sys.argv[2], sys.argv[3], "
               "__import__('json').loads(sys.argv[4]), Path(sys.argv[5]))")
-    reps = []
-    for rep in range(repeats):
-        out = Path(tempfile.mkdtemp(prefix="sklearn-script-", dir=workdir))
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", script, str(REPO / w.dataset["path"]), w.dataset["target"],
-                        w.dataset["segment_by"], json.dumps(w.estimators), str(out)],
-                       cwd=REPO, check=True, timeout=600)
-        wall = time.perf_counter() - t0
-        reps.append({"wall": wall, "finishes": [wall]})
-        log(f"{w.name}: scikit-learn loop as a script, repeat {rep + 1}: {wall:.2f} s")
-    runs.append({"workload": w.name, "method": "loop-script", "k": 1, "n": w.n, "repeats": reps,
-                 "startup": None})
     k = w.ks[0]
     where = Path(tempfile.mkdtemp(prefix=f"{w.name}-cli{k}-", dir=workdir))
+    reps: dict[str, list[dict[str, Any]]] = {"loop": [], "loop-script": []}
     with fleet(settings, where, k, 1, worker_args) as live:
         log(f"{w.name}: {k} worker(s) x 1 ready in {live.startup:.1f} s")
-        for suffix, pack in packing.packs(w):
-            reps = []
-            for rep in range(repeats):
+        for rep in range(repeats):
+            out = Path(tempfile.mkdtemp(prefix="sklearn-loop-", dir=workdir))
+            wall, finishes, cpu = run_sklearn_loop(REPO / w.dataset["path"], w.dataset["target"],
+                                                   w.dataset["segment_by"], w.estimators, out)
+            reps["loop"].append({"wall": wall, "finishes": finishes, "cpu_workers": cpu, "cpu_redis": 0.0})
+            log(f"{w.name}: scikit-learn loop repeat {rep + 1}: {wall:.2f} s")
+            out = Path(tempfile.mkdtemp(prefix="sklearn-script-", dir=workdir))
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", script, str(REPO / w.dataset["path"]), w.dataset["target"],
+                            w.dataset["segment_by"], json.dumps(w.estimators), str(out)],
+                           cwd=REPO, check=True, timeout=600)
+            wall = time.perf_counter() - t0
+            reps["loop-script"].append({"wall": wall, "finishes": [wall]})
+            log(f"{w.name}: scikit-learn loop as a script, repeat {rep + 1}: {wall:.2f} s")
+            for suffix, pack in packing.packs(w):
                 spec = write_spec(w, f"cli{suffix}r{rep}", where, pack)
                 result = live.run_cli(spec, w.n, timeout=600)
-                reps.append(asdict(result))
+                reps.setdefault("cli" + suffix, []).append(asdict(result))
                 log(f"{w.name}: modelfleet submit --wait (pack: {pack or '-'}) repeat {rep + 1}: "
                     f"{result.wall:.2f} s "
                     f"(last deploy at {result.finishes[-1]:.2f} s, CPU workers {result.cpu_workers:.2f} s "
                     f"+ redis {result.cpu_redis:.2f} s)")
-            runs.append({"workload": w.name, "method": "cli" + suffix, "k": k, "n": w.n, "pack": pack,
-                         "repeats": reps, "startup": live.startup, "processes": k, "concurrency": 1})
+        startup = live.startup
+    runs: list[dict[str, Any]] = [
+        {"workload": w.name, "method": method, "k": 1, "n": w.n, "repeats": reps[method], "startup": None}
+        for method in ("loop", "loop-script")]
+    runs += [{"workload": w.name, "method": "cli" + suffix, "k": k, "n": w.n, "pack": pack,
+              "repeats": reps["cli" + suffix], "startup": startup, "processes": k, "concurrency": 1}
+             for suffix, pack in packing.packs(w)]
     return runs
 
 
