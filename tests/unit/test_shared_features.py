@@ -91,3 +91,16 @@ def test_a_worker_shares_fitted_features_within_a_scope_only() -> None:
     _, same = _fit_sharing_features(_pipeline(forest, split), split, "split-5", "batch-a")
     _, other = _fit_sharing_features(_pipeline(forest, split), split, "split-5", "batch-b")
     assert same is first and other is not first
+
+
+def test_the_features_key_reads_array_params_whole() -> None:
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    a = np.arange(5000.0)
+    b = a.copy()
+    b[2500] = -1.0  # numpy's repr of either shows "..." there
+    keys = {features_key(Pipeline([("encode", OneHotEncoder(categories=[c])), ("estimator", Ridge())]), "d")
+            for c in (a, b)}
+    assert len(keys) == 2

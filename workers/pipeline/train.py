@@ -76,6 +76,8 @@ def _described(value: Any) -> Any:
         cls = type(value)
         return [f"{cls.__module__}.{cls.__qualname__}",
                 {k: _described(v) for k, v in value.get_params(deep=False).items()}]
+    if isinstance(value, np.ndarray):  # whole: numpy's repr elides the middle of a long one
+        return [str(value.dtype), value.tolist()]
     if isinstance(value, list | tuple):
         return [_described(v) for v in value]
     if isinstance(value, dict):
