@@ -224,6 +224,12 @@ class Sweeper:
             unacked = _unacked(client, channel.unacked_key)
             for task, refs in dead.items():
                 tag = unacked.get(task)
+                if tag is not None and _taken_again(client, channel.unacked_index_key, tag, refs, states):
+                    # Celery put a killed pool child's message back itself and a worker took it
+                    # since: it is that worker's now (restoring it would make a second copy).
+                    log.info("task %s of %s: its message was taken again since; left to its new holder",
+                             task, ", ".join(refs))
+                    continue
                 moved = 0
                 for ref in refs:  # first the state (a compare-and-set), so a stage that began
                     st = states[ref]  # meanwhile keeps its message; then the message
@@ -338,6 +344,17 @@ class Sweeper:
             channel = conn.default_channel
             with channel.conn_or_acquire() as client:
                 yield channel, client
+
+
+def _taken_again(client: Any, index_key: str, tag: str, refs: list[str],
+                 states: dict[str, dict[str, str]]) -> bool:
+    """Whether the unacked message `tag` was delivered after its dead holder last began a stage
+    of these models (kombu indexes each delivery by its time): a later delivery is a live
+    worker's, which has not begun yet. Workers' clocks are compared: NTP's skew is far below
+    a stage's start."""
+    delivered = client.zscore(index_key, tag)
+    began = max((float(states[ref].get("updated") or 0) for ref in refs), default=0.0)
+    return delivered is not None and began > 0 and float(delivered) > began
 
 
 def _unacked(client: Any, key: str) -> dict[str, str]:

@@ -256,3 +256,45 @@ def test_a_stage_copy_that_begins_after_its_model_deployed_leaves_it_deployed(tm
         assert c.runtime.tracker.runs(batch_id=handle.batch_id) == runs
         assert _versions(c, "late-tree") == [1]
         assert handle.status().counts == {"promoted": 1}
+
+
+@pytest.mark.parametrize("delivered_after_begin", [False, True])
+def test_the_sweeper_hands_back_only_a_message_its_dead_holder_still_holds(
+        tmp_path: Path, delivered_after_begin: bool) -> None:
+    # A pool child killed mid-stage: Celery puts its message back itself, and a busy worker may
+    # take it and not begin for seconds (its fresh pool child starting). Restoring it then, from
+    # the dead holder's lapsed lease, made a second copy: both counted as deliveries, so a
+    # model that kills its worker failed after two real tries of three. No workers here: the
+    # sweeper alone, on a Redis holding that state.
+    from producer.local import RedisServer
+    from workers.app import create_app
+    from workers.recovery import Sweeper
+    from workers.runtime import Runtime
+    from workers.settings import Settings
+
+    with RedisServer(tmp_path / "redis") as server:
+        settings = Settings(artifact_root=tmp_path / "artifacts", lease_ttl=2.0).with_broker(server.url)
+        runtime, app = Runtime.from_settings(settings), create_app(settings)
+        r = runtime.redis
+        task, began = "task-1", time.time() - 10
+        ref = keys.model_ref("b1", "m1")
+        r.hset(keys.batch_model("b1", "m1"), mapping={
+            "status": "running", "stage": "train", "task": task, "updated": began, "rev": 1})
+        r.zadd(keys.RUNNING, {ref: began})
+        r.hset(keys.SUSPECTS, task, began)  # seen dead once already: this sweep confirms it
+        body = {"headers": {"id": task}, "properties": {"delivery_tag": "tag-1", "delivery_info": {
+            "exchange": "", "routing_key": "train"}}, "body": ""}
+        r.hset("unacked", "tag-1", json.dumps([body, "", "train"]))
+        r.zadd("unacked_index", {"tag-1": began + (5 if delivered_after_begin else -1)})
+        try:
+            Sweeper(app, runtime).sweep()
+            queued = sum(r.llen(name) for name in queue_lists("train"))
+            if delivered_after_begin:  # its new holder's: left alone, no second copy
+                assert r.hexists("unacked", "tag-1") and queued == 0
+                assert r.hget(keys.batch_model("b1", "m1"), "status") == "running"
+            else:  # still the dead holder's: back in its queue, the model queued
+                assert not r.hexists("unacked", "tag-1") and queued == 1
+                assert r.hget(keys.batch_model("b1", "m1"), "status") == "queued"
+        finally:
+            app.close()
+            r.close()
