@@ -436,6 +436,11 @@ def worker_env(settings: Settings) -> dict[str, str]:
 class LocalWorkers:
     """k `celery worker` processes (concurrency 1 each by default), stopped on exit."""
 
+    # A worker that is not consuming yet never sees a ping (broadcasts are not queued for it),
+    # so readiness is seen at most one timeout + interval late; a ping ends at the last answer.
+    ping_timeout = 0.5
+    ping_interval = 0.2
+
     def __init__(self, settings: Settings, count: int, log_dir: Path,
                  queues: Sequence[str] = STAGES, concurrency: int = 1,
                  name_prefix: str = "w", extra_args: Sequence[str] = ()) -> None:
@@ -486,7 +491,8 @@ class LocalWorkers:
                 if proc.poll() is not None:
                     raise RuntimeError(f"a worker exited with {proc.returncode}; see {self.log_dir}")
             try:
-                replies = app.control.ping(destination=sorted(pending), timeout=0.5) or []
+                replies = app.control.ping(destination=sorted(pending), timeout=self.ping_timeout,
+                                           limit=len(pending)) or []
             except (OSError, redis.exceptions.RedisError, kombu.exceptions.OperationalError):
                 # A broadcast's connection dropped while the workers start (seen once in CI:
                 # "Connection closed by server"): not an answer yet; the next ping reconnects.
@@ -496,7 +502,7 @@ class LocalWorkers:
             return not pending
 
         try:
-            wait_for(all_answered, timeout, f"workers {sorted(pending)}", interval=0.2)
+            wait_for(all_answered, timeout, f"workers {sorted(pending)}", interval=self.ping_interval)
         finally:
             app.close()
 
