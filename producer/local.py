@@ -437,7 +437,8 @@ class LocalWorkers:
     """k `celery worker` processes (concurrency 1 each by default), stopped on exit."""
 
     # A worker that is not consuming yet never sees a ping (broadcasts are not queued for it),
-    # so readiness is seen at most one timeout + interval late; a ping ends at the last answer.
+    # so readiness is seen up to one timeout + interval late (kombu ends a ping with a
+    # destination at its last answer); bench/cold_start.py pings finer.
     ping_timeout = 0.5
     ping_interval = 0.2
 
@@ -491,8 +492,7 @@ class LocalWorkers:
                 if proc.poll() is not None:
                     raise RuntimeError(f"a worker exited with {proc.returncode}; see {self.log_dir}")
             try:
-                replies = app.control.ping(destination=sorted(pending), timeout=self.ping_timeout,
-                                           limit=len(pending)) or []
+                replies = app.control.ping(destination=sorted(pending), timeout=self.ping_timeout) or []
             except (OSError, redis.exceptions.RedisError, kombu.exceptions.OperationalError):
                 # A broadcast's connection dropped while the workers start (seen once in CI:
                 # "Connection closed by server"): not an answer yet; the next ping reconnects.
