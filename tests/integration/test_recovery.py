@@ -14,11 +14,14 @@ from typing import Any
 
 import pytest
 
-from producer.local import LocalWorkers, wait_for
+from producer.local import LocalWorkers, RedisServer, wait_for
 from tests.support.cli_answers import invoke
 from tests.support.cluster import FAULTY, Cluster, classifier, cluster, lines, wait_lines
 from workers import keys
-from workers.app import queue_lists
+from workers.app import create_app, queue_lists
+from workers.recovery import Sweeper
+from workers.runtime import Runtime
+from workers.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -266,12 +269,6 @@ def test_the_sweeper_hands_back_only_a_message_its_dead_holder_still_holds(
     # the dead holder's lapsed lease, made a second copy: both counted as deliveries, so a
     # model that kills its worker failed after two real tries of three. No workers here: the
     # sweeper alone, on a Redis holding that state.
-    from producer.local import RedisServer
-    from workers.app import create_app
-    from workers.recovery import Sweeper
-    from workers.runtime import Runtime
-    from workers.settings import Settings
-
     with RedisServer(tmp_path / "redis") as server:
         settings = Settings(artifact_root=tmp_path / "artifacts", lease_ttl=2.0).with_broker(server.url)
         runtime, app = Runtime.from_settings(settings), create_app(settings)
