@@ -427,6 +427,12 @@ class WorkersGone(RuntimeError):
     """Every local worker died: nothing will run the batch's stages any more."""
 
 
+def worker_command(argv: Sequence[str]) -> list[str]:
+    """`celery -A workers.app ARGV` as modelfleet starts it: `python -m workers ARGV`, which
+    imports scipy.special first (workers/__main__.py)."""
+    return [sys.executable, "-m", "workers", *argv]
+
+
 def worker_env(settings: Settings) -> dict[str, str]:
     """The environment for a worker process: settings plus one BLAS thread per process."""
     return {**os.environ, **settings.to_env(), "OMP_NUM_THREADS": "1",
@@ -455,9 +461,8 @@ class LocalWorkers:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def command(self, name: str) -> list[str]:
-        return [sys.executable, "-m", "celery", "-A", "workers.app", "worker",
-                "-Q", ",".join(self.queues), "-c", str(self.concurrency), "-n", name,
-                "--loglevel", "INFO", *WORKER_ARGS, *self.extra_args]
+        return worker_command(["worker", "-Q", ",".join(self.queues), "-c", str(self.concurrency),
+                               "-n", name, "--loglevel", "INFO", *WORKER_ARGS, *self.extra_args])
 
     def start(self, wait: float = 90.0) -> LocalWorkers:
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from producer.local import LocalWorkers
+from producer.local import LocalWorkers, worker_command
+from tests.support.processes import cmdline
+from workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -17,3 +22,24 @@ def test_every_worker_rehearses_the_steps_before_it_forks(workers: LocalWorkers)
         assert "warmed up in" in text, f"{name} did not warm up:\n{text[-2000:]}"
         assert "rehearsal failed" not in text, text[-3000:]
         assert text.index("warmed up in") < text.index("ready."), text[-3000:]
+        # and scikit-learn's int seeding is the cheaper one (workers/pipeline/seeding.py)
+        assert "scikit-learn seeds as usual" not in text, text[-3000:]
+
+
+def test_modelfleet_worker_becomes_python_m_workers_in_the_same_process(settings: Settings,
+                                                                         tmp_path: Path) -> None:
+    class CliWorker(LocalWorkers):
+        def command(self, name: str) -> list[str]:  # what compose, Kubernetes and the image run
+            return [sys.executable, "-m", "producer", "worker", "-Q", "train-large", "-c", "1", "-n", name]
+
+    # Given `modelfleet worker`, started and answering a ping
+    with CliWorker(settings, 1, tmp_path, name_prefix="cli") as worker:
+        proc = worker.procs[0]
+        # Then the CLI's process became the worker (its PID: a container's signals reach it),
+        # started as LocalWorkers start theirs, with modelfleet's worker flags
+        argv = cmdline(proc.pid).split()
+        assert argv[1:4] == ["-m", "workers", "worker"], argv
+        assert {"-Q", "train-large", "--without-mingle", "--without-gossip"} <= set(argv), argv
+        assert argv[1:] == [*worker_command(argv[3:])[1:]], argv
+    # and SIGTERM (LocalWorkers.stop) is Celery's warm shutdown of that process
+    assert proc.returncode == 0, (worker.log_dir / "cli0.log").read_text()[-3000:]

@@ -1,0 +1,17 @@
+"""`python -m workers ARGS`: Celery's command line (`celery -A workers.app ARGS`), with
+scipy.special imported before anything else.
+
+skops, which the task modules import, names scipy's ~230 ufuncs at import by searching
+`sys.modules` in import order for each one. Imported first, scipy.special sits at about the
+220th module instead of the ~1,050th (after Celery, pandas and scikit-learn): 0.08-0.14 s
+of CPU at a worker's start instead of 0.43-0.81 s, with the same names.
+"""
+
+import sys
+
+import scipy.special  # noqa: F401  (first: see above)
+from celery.__main__ import main
+
+if __name__ == "__main__":
+    sys.argv = [sys.argv[0], "-A", "workers.app", *sys.argv[1:]]
+    main()
