@@ -89,9 +89,10 @@ def _redis_servers(data_dir: Path) -> list[int]:
             if p.name.isdigit() and serves_directory(int(p.name), data_dir)]
 
 
-def _cli(c: Cluster, *args: str, python: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def _cli(c: Cluster, *args: str, python: tuple[str, ...] = (),
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, *python, "-m", "producer", *args], cwd=c.tmp, capture_output=True,
-                          env={**os.environ, **c.settings.to_env()}, text=True, timeout=120)
+                          env={**os.environ, **c.settings.to_env(), **(env or {})}, text=True, timeout=120)
 
 
 def test_segment_rows_go_to_their_own_store_model(trained: Cluster) -> None:
@@ -387,10 +388,8 @@ def test_a_repeated_predict_reads_its_models_from_the_machines_load_cache(traine
     assert {p: s.st_ino for p, s in used.items()} == entries
     assert all(s.st_mtime > 1 for s in used.values())
     # With the cache off, the same predictions from skops' load.
-    off = subprocess.run([sys.executable, "-X", "importtime", "-m", "producer", "predict", "gated@production",
-                          "cached.csv", "--segment-by", "Store", "--out", "off.csv"], cwd=trained.tmp,
-                         capture_output=True, text=True, timeout=120,
-                         env={**os.environ, **trained.settings.to_env(), "MODELFLEET_MODEL_LOAD_CACHE": ""})
+    off = _cli(trained, "predict", "gated@production", "cached.csv", "--segment-by", "Store",
+               "--out", "off.csv", python=("-X", "importtime"), env={"MODELFLEET_MODEL_LOAD_CACHE": ""})
     assert off.returncode == 0, off.stderr
     assert re.search(r"\| +skops$", off.stderr, re.M)
     pd.testing.assert_frame_equal(pd.read_csv(trained.tmp / "off.csv"), expected)

@@ -40,6 +40,6 @@ def test_modelfleet_worker_becomes_python_m_workers_in_the_same_process(settings
         argv = cmdline(proc.pid).split()
         assert argv[1:4] == ["-m", "workers", "worker"], argv
         assert {"-Q", "train-large", "--without-mingle", "--without-gossip"} <= set(argv), argv
-        assert argv[1:] == [*worker_command(argv[3:])[1:]], argv
+        assert argv == worker_command(argv[3:]), argv
     # and SIGTERM (LocalWorkers.stop) is Celery's warm shutdown of that process
     assert proc.returncode == 0, (worker.log_dir / "cli0.log").read_text()[-3000:]

@@ -1,8 +1,8 @@
 """Cheaper `RandomState(int)` for scikit-learn's `check_random_state` in the workers.
 
-numpy 2's `RandomState(seed)` first seeds a Mersenne Twister from OS entropy through a
-`SeedSequence` (624 words, ~130-200 us here) and then overwrites all of it with the legacy
-seeding of `seed`. scikit-learn makes one per tree and per bootstrap sample (21 for a
+numpy 2's `RandomState(seed)` first seeds a Mersenne Twister from a fresh `SeedSequence`,
+whose `generate_state` of 624 words costs ~140 us here, and then overwrites all of it with
+the legacy seeding of `seed`. scikit-learn makes one per tree and per bootstrap sample (21 for a
 10-tree forest), ~25% of a small forest's fit. `legacy_random_state` builds the same
 generator without the discarded entropy: the same state, the same draws, the same model
 files. `install` points scikit-learn's `check_random_state` at it, and only after checking
@@ -20,7 +20,7 @@ from numpy.random.bit_generator import ISeedSequence
 
 
 class _Discarded(ISeedSequence):
-    """The state `_legacy_seeding` overwrites at once: zeros, not 624 words of entropy."""
+    """The state `_legacy_seeding` overwrites at once: zeros, not 624 generated words."""
 
     def generate_state(self, n_words: int, dtype: Any = np.uint32) -> np.ndarray:
         return np.zeros(n_words, dtype=dtype)
@@ -30,7 +30,7 @@ _DISCARDED = _Discarded()
 
 
 def legacy_random_state(seed: int) -> np.random.RandomState:
-    """`np.random.RandomState(seed)` for an int seed, without seeding from entropy first."""
+    """`np.random.RandomState(seed)` for an int seed, without generating a state to discard first."""
     bits = np.random.MT19937(_DISCARDED)  # type: ignore[arg-type]  # any ISeedSequence, at run time
     bits._legacy_seeding(seed)  # what RandomState(seed) calls; raises on a seed out of range
     return np.random.RandomState(bits)
