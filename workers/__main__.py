@@ -4,13 +4,24 @@ scipy.special imported before anything else.
 skops, which the task modules import, names scipy's ~230 ufuncs at import by searching
 `sys.modules` in import order for each one. Imported first, scipy.special sits at about the
 220th module instead of the ~1,050th (after Celery, pandas and scikit-learn): 0.08-0.14 s
-of CPU at a worker's start instead of 0.43-0.81 s, with the same names.
+of CPU at a worker's start instead of 0.43-0.81 s, with the same names. skops is then
+imported with scikit-learn's estimator names read from disk (workers/skops_import.py).
 """
 
 import sys
 
 import scipy.special  # noqa: F401  (first: see above)
-from celery.__main__ import main
+
+from workers.settings import Settings
+from workers.skops_import import import_skops
+
+try:
+    _names_dir = Settings().check_cache_dir
+except ValueError:  # bad settings: the app refuses them below, with the message
+    _names_dir = None
+import_skops(_names_dir)  # its estimator names from disk (workers/skops_import.py)
+
+from celery.__main__ import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.argv = [sys.argv[0], "-A", "workers.app", *sys.argv[1:]]

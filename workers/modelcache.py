@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from workers.loadcache import load_cache
+from workers.skops_import import import_skops
 
 if TYPE_CHECKING:
     from workers.settings import Settings
@@ -72,6 +73,7 @@ def cached_served(read: Callable[[str], bytes], model_digest: str, transform_dig
         disk = load_cache(settings.model_load_cache, settings.model_load_cache_mb)
 
         def skops_load() -> Any:
+            import_skops(settings.check_cache_dir)  # scikit-learn's estimator names from disk
             from workers.pipeline.train import load_served
 
             return load_served(files.__getitem__, model_digest, transform_digest, allowed, trusted)

@@ -36,7 +36,6 @@ from workers.contracts import (
     SearchSummary,
     TrainedInfo,
 )
-from workers.fingerprint import forget_parsed
 from workers.mlflow_sink import sink_for
 from workers.modelcache import keep_trained
 from workers.pipeline.data import Table, load_dataset, resolve_csv_path
@@ -381,12 +380,9 @@ def _promote_once(rt: Runtime, state: ChainState, record: dict[str, Any], aliase
     return decision.promote, decision.reason
 
 
-# What each stage runs: its code version is the fingerprint of this function.
+# What each stage runs: its code version is the fingerprint of this function. A worker's
+# warm-up reads or computes the versions before it forks (workers/code_versions.py).
 BODIES.update({"preprocess": _preprocess, "train": _train, "evaluate": _evaluate, "deploy": _deploy})
-# Computed on import, in the worker's main process before it forks its pool children
-# (0.2-0.4 s of CPU here): not inside the first stage's time of every child.
-stage_code_versions()
-forget_parsed()
 
 
 def _content_key(state: ChainState) -> str:

@@ -55,12 +55,14 @@ logging.getLogger("celery.worker.strategy").setLevel(logging.WARNING)
 # What each stage runs (workers/stages.py registers its bodies): the stage's code version,
 # part of every cache key, is the fingerprint of that function.
 BODIES: dict[str, Callable[..., Any]] = {}
+# Versions a worker's warm-up read from disk (workers/code_versions.py): the same fingerprints.
+KNOWN_CODE_VERSIONS: dict[str, str] = {}
 
 
 @functools.cache
 def stage_code_version(stage: str) -> str:
     """The stage's code fingerprint, computed once per process (workers/fingerprint.py)."""
-    return fingerprint(BODIES[stage])
+    return KNOWN_CODE_VERSIONS.get(stage) or fingerprint(BODIES[stage])
 
 
 def stage_code_versions() -> dict[str, str]:

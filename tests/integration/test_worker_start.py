@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -9,7 +10,12 @@ import pytest
 
 from producer.local import LocalWorkers, worker_command
 from tests.support.processes import cmdline
+from workers import stages  # noqa: F401  (registers the stage bodies)
+from workers.code_versions import sources_digest
+from workers.fingerprint import fingerprint
 from workers.settings import Settings
+from workers.skops_import import names_file
+from workers.task import BODIES
 
 pytestmark = pytest.mark.integration
 
@@ -24,6 +30,19 @@ def test_every_worker_rehearses_the_steps_before_it_forks(workers: LocalWorkers)
         assert text.index("warmed up in") < text.index("ready."), text[-3000:]
         # and scikit-learn's int seeding is the cheaper one (workers/pipeline/seeding.py)
         assert "scikit-learn seeds as usual" not in text, text[-3000:]
+        # and the stages' code versions were settled before the fork (workers/code_versions.py)
+        assert "stage code versions" in text, text[-3000:]
+
+
+def test_workers_store_what_a_later_start_reads_instead_of_computing(workers: LocalWorkers) -> None:
+    # Given running workers (their check cache is relative: they run in this process's folder)
+    assert workers.settings.check_cache_dir is not None
+    stored = workers.settings.check_cache_dir / f"code-versions-{sources_digest()}.json"
+    # Then the file a later start reads holds exactly the fingerprints of the code here
+    assert json.loads(stored.read_text()) == {s: fingerprint(body) for s, body in BODIES.items()}
+    # and skops' estimator names, which a later start reads instead of crawling scikit-learn
+    names = json.loads(names_file(workers.settings.check_cache_dir).read_text())
+    assert ["sklearn.linear_model._ridge", "Ridge"] in names
 
 
 def test_modelfleet_worker_becomes_python_m_workers_in_the_same_process(settings: Settings,
