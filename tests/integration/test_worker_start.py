@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from producer.local import LocalWorkers, worker_command
+from tests.conftest import REPO
 from tests.support.processes import cmdline
 from workers import stages  # noqa: F401  (registers the stage bodies)
 from workers.code_versions import sources_digest
@@ -62,3 +65,22 @@ def test_modelfleet_worker_becomes_python_m_workers_in_the_same_process(settings
         assert argv == worker_command(argv[3:]), argv
     # and SIGTERM (LocalWorkers.stop) is Celery's warm shutdown of that process
     assert proc.returncode == 0, (worker.log_dir / "cli0.log").read_text()[-3000:]
+
+
+@pytest.mark.slow  # two fresh processes import the worker's modules: ~4 s each
+def test_a_worker_launcher_imports_no_celery_plugin_command() -> None:
+    # Celery's command line imports every installed plugin command (Flower's, with tornado and
+    # prometheus_client) as it is imported; a worker runs none of them (workers/__main__.py).
+    env = {**os.environ, "MODELFLEET_BROKER_URL": "redis://127.0.0.1:9/0"}  # --help connects nowhere
+    worker = subprocess.run([*worker_command(["worker", "--help"])[:1], "-X", "importtime",
+                             *worker_command(["worker", "--help"])[1:]], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120, check=True)
+    assert "Start worker instance" in worker.stdout
+    imported = [line.rpartition("|")[2].strip() for line in worker.stderr.splitlines()
+                if line.startswith("import time:")]
+    assert "celery.bin.worker" in imported and "skops.io" in imported
+    assert not [m for m in imported if m.split(".")[0] in ("flower", "tornado")], imported
+    # Any other command still has them
+    other = subprocess.run(worker_command(["--help"]), cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=120, check=True)
+    assert "flower" in other.stdout
