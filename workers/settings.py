@@ -75,7 +75,8 @@ class Settings(BaseSettings):
     user: str | None = None
     # What submit's checks learned (producer/signatures.py, producer/datamemo.py): estimator
     # signatures and the verdicts on data files, so a repeated check imports neither
-    # scikit-learn nor pandas. Empty: none (every check runs in full).
+    # scikit-learn nor pandas; and what a worker's start computed (workers/code_versions.py,
+    # workers/skops_import.py). Empty: none (every check and start computes in full).
     check_cache_dir: Path | None = Path(".modelfleet/checks")
     allowed_estimator_prefixes: list[str] = Field(default_factory=lambda: ["sklearn."])
     # Loaded models kept per process (`predict`, `score`, workers), by file digest; 0: none.
