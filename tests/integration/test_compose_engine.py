@@ -185,12 +185,24 @@ def team_folder(root: Path) -> tuple[Path, Path]:
     return data, specs
 
 
+# In the image: whether the files a worker's start reads exist where its code looks.
+STARTFILES_FOUND = ("from workers.code_versions import sources_digest; "
+                    "from workers.skops_import import names_file; "
+                    "from workers.settings import Settings; d = Settings().check_cache_dir; "
+                    "print((d / f'code-versions-{sources_digest()}.json').is_file(), "
+                    "names_file(d).is_file())")
+
+
 def test_stack_builds_scales_serves_flower_takes_team_data_and_scales_down(tmp_path: Path) -> None:
     with project_on_engine(tmp_path / "project") as project:
         # 1. `docker compose build`: one image, built once (only `worker` has `build:`),
         #    nothing left untagged; then `up -d --scale worker=3` until ready.
         build = build_image(project)
         assert build["new_dangling"] == set(), "the build left untagged images"
+        # The image carries what a worker's start would compute (workers/startfiles.py), at
+        # the path its code looks for: every replica's first start reads it.
+        found = docker("run", "--rm", build["image"], "python", "-c", STARTFILES_FOUND).stdout
+        assert found.split() == ["True", "True"], found
         ready = up_and_ready(project, 3)
         images = {docker("inspect", "-f", "{{.Image}}", cid).stdout.strip()
                   for cid in project.ids("worker") + project.ids("flower")}

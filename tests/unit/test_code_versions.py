@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import pytest
 from tests.conftest import REPO
 from workers import code_versions, stages, task
 from workers.fingerprint import fingerprint
+from workers.skops_import import names_file
 
 
 @pytest.fixture(autouse=True)
@@ -72,3 +76,13 @@ def test_any_edit_of_the_package_names_another_file(tmp_path: Path) -> None:
     # ... and so does a new module, which could change what a stage's imports find
     (copy / "pipeline" / "extra.py").write_text("")
     assert code_versions.sources_digest(copy) not in {edited, code_versions.sources_digest()}
+
+
+@pytest.mark.slow  # a fresh process imports the worker's modules: ~5 s
+def test_startfiles_stores_what_a_first_worker_start_reads(tmp_path: Path) -> None:
+    # The image's build runs it (deploy/Dockerfile), so a new container reads, not computes
+    env = {**os.environ, "MODELFLEET_CHECK_CACHE_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-m", "workers.startfiles"], cwd=REPO, env=env, capture_output=True,
+                   text=True, timeout=120, check=True)
+    assert json.loads(_file(tmp_path).read_text()) == {s: fingerprint(b) for s, b in task.BODIES.items()}
+    assert ["sklearn.linear_model._ridge", "Ridge"] in json.loads(names_file(tmp_path).read_text())

@@ -1,0 +1,34 @@
+"""`python -m workers.startfiles`: store what a worker's start reads, ahead of any start.
+
+The stages' code versions (workers/code_versions.py) and skops' list of scikit-learn
+estimator names (workers/skops_import.py) follow from the installed code alone. A worker
+computes and stores them under `check_cache_dir` at its first start; the image's build
+runs this instead, so every container started from it (a compose replica, a pod that an
+autoscaler adds) reads them at its very first start.
+"""
+
+from __future__ import annotations
+
+import scipy.special  # noqa: F401  (first, as in a worker: workers/__main__.py)
+
+from workers.settings import Settings
+from workers.skops_import import import_skops, names_file
+
+
+def main() -> None:
+    directory = Settings().check_cache_dir
+    if directory is None:
+        raise SystemExit("check_cache_dir is empty: nothing to store")
+    import_skops(directory)
+    import workers.stages  # noqa: F401  (registers the stage bodies)
+    from workers.code_versions import load_or_compute, sources_digest
+
+    load_or_compute(directory)
+    for path in (directory / f"code-versions-{sources_digest()}.json", names_file(directory)):
+        if not path.is_file():
+            raise SystemExit(f"could not store {path}")
+        print(f"stored {path}")
+
+
+if __name__ == "__main__":
+    main()
