@@ -6,9 +6,10 @@ is installed) to keep only their names: ~0.3 s of CPU at every worker start, bef
 first ping. The names change only with the installed scikit-learn and skops, so the
 first import stores them under `check_cache_dir` and a later one gives skops those names
 (objects carrying a module and a name, all skops reads of them) instead. skops' lists come
-out the same; scikit-learn's own function is back in place once skops is imported. An
-estimator module that no stage has imported yet is then imported by the first model that
-uses it, in the pool child.
+out the same; scikit-learn's own function is back in place once skops is imported, and a
+skops that fails on them or makes other than one name of each (one that reads more than a
+module and a name) is imported again in full. An estimator module that no stage has
+imported yet is then imported by the first model that uses it, in the pool child.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import json
+import logging
 import sys
 import types
 from collections.abc import Callable, Iterator
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from workers.store import atomic_write
+
+log = logging.getLogger(__name__)
 
 
 def names_file(directory: Path) -> Path:
@@ -77,11 +81,32 @@ def import_skops(directory: Path | None) -> None:
         assert stored is not None
         return [(name, types.SimpleNamespace(__module__=module, __name__=name)) for module, name in stored]
 
-    with _all_estimators_replaced(recorded if stored is None else from_disk):
-        import skops.io  # noqa: F401
-    trusted = sys.modules.get("skops.io._trusted_types")  # bound the stand-in by name at import
-    if trusted is not None and getattr(trusted, "all_estimators", None) in (recorded, from_disk):
-        trusted.all_estimators = all_estimators  # type: ignore[attr-defined]
-    if stored is None and found:
+    if stored is not None:
+        try:
+            made = _import_with(from_disk, all_estimators)
+        except Exception:  # any failure on the stand-ins: the full import below
+            made = -1
+        if made == len(stored):
+            return
+        # This skops failed on the stand-ins or made other than one name of each (one that
+        # reads more of the classes than their module and name): import it as it is.
+        log.warning("skops did not take the stored estimator names; importing it in full")
+        for name in [m for m in sys.modules if m == "skops" or m.startswith("skops.")]:
+            del sys.modules[name]
+    _import_with(recorded, all_estimators)
+    if found:
         with contextlib.suppress(OSError):  # a read-only directory only costs the next import
             atomic_write(path, json.dumps(found).encode())
+
+
+def _import_with(replacement: Callable[..., Any], real: Callable[..., Any]) -> int:
+    """`import skops.io` with `replacement` as scikit-learn's `all_estimators`; returns how
+    many estimator names skops made of it."""
+    with _all_estimators_replaced(replacement):
+        import skops.io  # noqa: F401
+    trusted = sys.modules.get("skops.io._trusted_types")  # bound the stand-in by name at import
+    if trusted is None:
+        return -1
+    if getattr(trusted, "all_estimators", None) is replacement:
+        trusted.all_estimators = real  # type: ignore[attr-defined]
+    return len(getattr(trusted, "SKLEARN_ESTIMATOR_TYPE_NAMES", ()))
