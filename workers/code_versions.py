@@ -39,6 +39,11 @@ def sources_digest(package_dir: Path = PACKAGE_DIR) -> str:
     return digest.hexdigest()[:16]
 
 
+def versions_file(directory: Path) -> Path:
+    """Where this source's versions are kept under `directory`."""
+    return Path(directory) / f"code-versions-{sources_digest()}.json"
+
+
 def _stored(path: Path) -> dict[str, str] | None:
     try:
         versions = json.loads(path.read_text())
@@ -54,7 +59,7 @@ def load_or_compute(directory: Path | None) -> dict[str, str]:
     """This process's stage code versions: read from `directory` if an earlier process of
     the same source stored them, else computed (and stored there)."""
     started = time.perf_counter()
-    path = None if directory is None else Path(directory) / f"code-versions-{sources_digest()}.json"
+    path = None if directory is None else versions_file(directory)
     versions = None if path is None else _stored(path)
     if versions is not None:
         KNOWN_CODE_VERSIONS.update(versions)

@@ -186,11 +186,10 @@ def team_folder(root: Path) -> tuple[Path, Path]:
 
 
 # In the image: whether the files a worker's start reads exist where its code looks.
-STARTFILES_FOUND = ("from workers.code_versions import sources_digest; "
+STARTFILES_FOUND = ("from workers.code_versions import versions_file; "
                     "from workers.skops_import import names_file; "
                     "from workers.settings import Settings; d = Settings().check_cache_dir; "
-                    "print((d / f'code-versions-{sources_digest()}.json').is_file(), "
-                    "names_file(d).is_file())")
+                    "print(versions_file(d).is_file(), names_file(d).is_file())")
 
 
 def test_stack_builds_scales_serves_flower_takes_team_data_and_scales_down(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import REPO
 from workers import code_versions, stages, task
+from workers.code_versions import versions_file
 from workers.fingerprint import fingerprint
 from workers.skops_import import names_file
 
@@ -28,17 +29,13 @@ def _fresh_versions() -> Iterator[None]:
     task.stage_code_version.cache_clear()
 
 
-def _file(directory: Path) -> Path:
-    return directory / f"code-versions-{code_versions.sources_digest()}.json"
-
-
 def test_versions_are_stored_and_read_back_instead_of_computed(tmp_path: Path) -> None:
     # Given a first start, which computes the fingerprints and stores them
     first = code_versions.load_or_compute(tmp_path)
     assert first == {stage: fingerprint(body) for stage, body in task.BODIES.items()}
-    assert json.loads(_file(tmp_path).read_text()) == first
+    assert json.loads(versions_file(tmp_path).read_text()) == first
     # When a later start of the same source finds the file (here altered, to see it is read)
-    _file(tmp_path).write_text(json.dumps({stage: f"read-{stage}" for stage in first}))
+    versions_file(tmp_path).write_text(json.dumps({stage: f"read-{stage}" for stage in first}))
     task.stage_code_version.cache_clear()
     read = code_versions.load_or_compute(tmp_path)
     # Then the cache keys use what the file says, and nothing was computed
@@ -50,9 +47,9 @@ def test_versions_are_stored_and_read_back_instead_of_computed(tmp_path: Path) -
                                      '{"preprocess": "", "train": "a", "evaluate": "b", "deploy": "c"}'])
 def test_a_damaged_file_is_computed_again_and_replaced(tmp_path: Path, content: str) -> None:
     expected = {stage: fingerprint(body) for stage, body in task.BODIES.items()}
-    _file(tmp_path).write_text(content)
+    versions_file(tmp_path).write_text(content)
     assert code_versions.load_or_compute(tmp_path) == expected
-    assert json.loads(_file(tmp_path).read_text()) == expected
+    assert json.loads(versions_file(tmp_path).read_text()) == expected
 
 
 def test_without_a_usable_directory_the_versions_are_computed(tmp_path: Path) -> None:
@@ -84,5 +81,6 @@ def test_startfiles_stores_what_a_first_worker_start_reads(tmp_path: Path) -> No
     env = {**os.environ, "MODELFLEET_CHECK_CACHE_DIR": str(tmp_path)}
     subprocess.run([sys.executable, "-m", "workers.startfiles"], cwd=REPO, env=env, capture_output=True,
                    text=True, timeout=120, check=True)
-    assert json.loads(_file(tmp_path).read_text()) == {s: fingerprint(b) for s, b in task.BODIES.items()}
+    expected = {stage: fingerprint(body) for stage, body in task.BODIES.items()}
+    assert json.loads(versions_file(tmp_path).read_text()) == expected
     assert ["sklearn.linear_model._ridge", "Ridge"] in json.loads(names_file(tmp_path).read_text())
