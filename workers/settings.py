@@ -7,12 +7,14 @@ down as values; nothing else reads the environment.
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from workers.tls import tls_options
 
@@ -258,3 +260,26 @@ def redis_url_problem(url: str) -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
+
+
+def settings_problem(exc: ValidationError | SettingsError) -> str:
+    """One line naming every MODELFLEET_* variable that did not parse or validate (the
+    commands' and the worker launcher's answer to bad settings)."""
+    if isinstance(exc, SettingsError):  # the value is not JSON where a list or dict is expected
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = f"MODELFLEET_{found.group(1).upper()}" if found else "a MODELFLEET_* variable"
+        problems = [f"{name}: cannot parse it ({exc.__cause__ or exc}); a list is JSON, as in "
+                    '\'["sklearn."]\'']
+    else:
+        problems = [(f"MODELFLEET_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "")
+                    + e["msg"].removeprefix("Value error, ") for e in exc.errors()]
+    return " ".join(("invalid MODELFLEET_* environment: " + "; ".join(problems)).split())
+
+
+def settings_or_exit() -> Settings:
+    """Settings from the environment, or one line on stderr and exit 2 (a bad setting)."""
+    try:
+        return Settings()
+    except (ValidationError, SettingsError) as exc:
+        print(f"error: {settings_problem(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None

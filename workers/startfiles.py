@@ -9,22 +9,29 @@ autoscaler adds) reads them at its very first start.
 
 from __future__ import annotations
 
+import sys
+
 import scipy.special  # noqa: F401  (first, as in a worker: workers/__main__.py)
 
-from workers.settings import Settings
+from workers.settings import settings_or_exit
 from workers.skops_import import import_skops, names_file
 
 
 def main() -> None:
-    directory = Settings().check_cache_dir
+    if sys.argv[1:]:
+        print("usage: python -m workers.startfiles (no arguments: the MODELFLEET_* settings say "
+              "where)", file=sys.stderr)
+        raise SystemExit(2)
+    directory = settings_or_exit().check_cache_dir
     if directory is None:
-        raise SystemExit("check_cache_dir is empty: nothing to store")
+        print("error: MODELFLEET_CHECK_CACHE_DIR is empty: nowhere to store", file=sys.stderr)
+        raise SystemExit(2)
     import_skops(directory)
     import workers.stages  # noqa: F401  (registers the stage bodies)
-    from workers.code_versions import load_or_compute, sources_digest
+    from workers.code_versions import load_or_compute, versions_file
 
     load_or_compute(directory)
-    for path in (directory / f"code-versions-{sources_digest()}.json", names_file(directory)):
+    for path in (versions_file(directory), names_file(directory)):
         if not path.is_file():
             raise SystemExit(f"could not store {path}")
         print(f"stored {path}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ from producer.handle import BatchHandle
 from producer.local import LocalWorkers, local_platform
 from producer.status import BatchStatus, ranked
 from workers.runtime import Runtime
-from workers.settings import STAGES, Settings
+from workers.settings import STAGES, Settings, settings_problem
 from workers.tracking import DEPLOYED
 
 # Piped or captured output has no terminal width; rich would assume 80 columns
@@ -95,15 +94,7 @@ SECONDS = Finite(0, 366 * 86400.0, "seconds")  # a duration: up to a year
 
 def settings_error(exc: ValidationError | SettingsError) -> UserError:
     """One line naming every MODELFLEET_* variable that did not parse or validate."""
-    if isinstance(exc, SettingsError):  # the value is not JSON where a list or dict is expected
-        found = re.search(r'field "(\w+)"', str(exc))
-        name = f"MODELFLEET_{found.group(1).upper()}" if found else "a MODELFLEET_* variable"
-        problems = [f"{name}: cannot parse it ({exc.__cause__ or exc}); a list is JSON, as in "
-                    '\'["sklearn."]\'']
-    else:
-        problems = [(f"MODELFLEET_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "")
-                    + e["msg"].removeprefix("Value error, ") for e in exc.errors()]
-    return UserError(" ".join(("invalid MODELFLEET_* environment: " + "; ".join(problems)).split()))
+    return UserError(settings_problem(exc))
 
 
 def failure(exc: Exception, settings: Settings | None) -> Failure:

@@ -14,7 +14,7 @@ from producer.local import LocalWorkers, worker_command
 from tests.conftest import REPO
 from tests.support.processes import cmdline
 from workers import stages  # noqa: F401  (registers the stage bodies)
-from workers.code_versions import sources_digest
+from workers.code_versions import versions_file
 from workers.fingerprint import fingerprint
 from workers.settings import Settings
 from workers.skops_import import names_file
@@ -40,7 +40,7 @@ def test_every_worker_rehearses_the_steps_before_it_forks(workers: LocalWorkers)
 def test_workers_store_what_a_later_start_reads_instead_of_computing(workers: LocalWorkers) -> None:
     # Given running workers (their check cache is relative: they run in this process's folder)
     assert workers.settings.check_cache_dir is not None
-    stored = workers.settings.check_cache_dir / f"code-versions-{sources_digest()}.json"
+    stored = versions_file(workers.settings.check_cache_dir)
     # Then the file a later start reads holds exactly the fingerprints of the code here
     assert json.loads(stored.read_text()) == {s: fingerprint(body) for s, body in BODIES.items()}
     # and skops' estimator names, which a later start reads instead of crawling scikit-learn
@@ -84,3 +84,13 @@ def test_a_worker_launcher_imports_no_celery_plugin_command() -> None:
     other = subprocess.run(worker_command(["--help"]), cwd=REPO, env=env, capture_output=True,
                            text=True, timeout=120, check=True)
     assert "flower" in other.stdout
+
+
+def test_a_worker_launcher_answers_a_bad_setting_with_one_line() -> None:
+    env = {**os.environ, "MODELFLEET_MODEL_CACHE_SIZE": "-1"}
+    for command in (worker_command(["worker"]), [sys.executable, "-m", "workers.startfiles"]):
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines() == [
+            "error: invalid MODELFLEET_* environment: MODELFLEET_MODEL_CACHE_SIZE: Input should be "
+            "greater than or equal to 0"], done.stderr
