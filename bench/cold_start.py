@@ -55,6 +55,7 @@ class TimedWorkers(LocalWorkers):
 
     ping_timeout = 0.08
     ping_interval = 0.02
+    forked = False  # target 3 is a worker started as compose and Kubernetes start it
 
 
 class BareWorkers(TimedWorkers):

@@ -28,6 +28,8 @@ from typing import Self
 import kombu.exceptions
 import redis
 
+from workers import forked
+from workers.forked import ForkedWorker
 from workers.settings import STAGES, WORKER_ARGS, Settings
 
 # Disabled on the embedded Redis: CONFIG SET dir + SAVE writes files anywhere, MODULE
@@ -79,7 +81,7 @@ def wait_for(check: object, timeout: float, what: str, interval: float = 0.05) -
     raise TimeoutError(f"{what} not ready after {timeout}s")
 
 
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | ForkedWorker, grace: float = 10.0) -> None:
     """SIGTERM the process group, then SIGKILL it if it outlives the grace period."""
     if proc.poll() is not None:
         return
@@ -440,7 +442,13 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 
 class LocalWorkers:
-    """k `celery worker` processes (concurrency 1 each by default), stopped on exit."""
+    """k `celery worker` processes (concurrency 1 each by default), stopped on exit.
+
+    Each is forked from a server that imported the workers' libraries once (workers/forked.py),
+    unless `forked` is off or a subclass runs its own `command`: then each is that command.
+    """
+
+    forked = True
 
     # A worker that is not consuming yet never sees a ping (broadcasts are not queued for it),
     # so readiness is seen up to one timeout + interval late (kombu ends a ping with a
@@ -458,7 +466,7 @@ class LocalWorkers:
         self.concurrency = concurrency
         self.names = [f"{name_prefix}{i}@{socket.gethostname()}" for i in range(count)]
         self.extra_args = list(extra_args)
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: list[subprocess.Popen[bytes] | ForkedWorker] = []
 
     def command(self, name: str) -> list[str]:
         return worker_command(["worker", "-Q", ",".join(self.queues), "-c", str(self.concurrency),
@@ -469,14 +477,20 @@ class LocalWorkers:
         env = worker_env(self.settings)
         try:
             for name in self.names:
-                log = (self.log_dir / f"{name.split('@')[0]}.log").open("ab")
-                self.procs.append(subprocess.Popen(self.command(name), env=env, stdout=log,
-                                                   stderr=subprocess.STDOUT, start_new_session=True))
+                self.procs.append(self.launch(name, env, self.log_dir / f"{name.split('@')[0]}.log"))
             self.wait_ready(wait)
         except BaseException:
             self.stop()  # also on Ctrl-C / SIGTERM while starting: never leak a worker
             raise
         return self
+
+    def launch(self, name: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes] | ForkedWorker:
+        command = self.command(name)
+        if self.forked and type(self).command is LocalWorkers.command and forked.available():
+            return ForkedWorker(command[3:], env, log)  # command[:3]: python -m workers
+        with log.open("ab") as out:
+            return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
 
     def check_alive(self) -> None:
         """Raise WorkersGone once every worker started here has exited."""

@@ -14,31 +14,11 @@ import sys
 
 import scipy.special  # noqa: F401  (first: see above)
 
+from workers.launch import celery_main, prepare_worker
 from workers.settings import settings_or_exit
-from workers.skops_import import import_skops
-
-
-def _prepare_worker() -> None:
-    """What only a worker's start needs: skops with its estimator names from disk
-    (workers/skops_import.py), and Celery's command line without its plugin commands
-    (Flower's, which import tornado, prometheus_client, ...): a worker runs none of them."""
-    import_skops(settings_or_exit().check_cache_dir)  # bad settings: one line, exit 2
-    import importlib.metadata as metadata
-
-    entry_points = metadata.entry_points
-    metadata.entry_points = lambda **params: (  # type: ignore[assignment]
-        metadata.EntryPoints(()) if params.get("group") == "celery.commands" else entry_points(**params))
-    try:
-        import celery.bin.celery  # noqa: F401
-    finally:
-        metadata.entry_points = entry_points
-
 
 if sys.argv[1:2] == ["worker"]:
-    _prepare_worker()
-
-from celery.__main__ import main  # noqa: E402
+    prepare_worker(settings_or_exit().check_cache_dir)  # bad settings: one line, exit 2
 
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], "-A", "workers.app", *sys.argv[1:]]
-    main()
+    celery_main(sys.argv[1:])

@@ -21,7 +21,7 @@ import redis
 
 from producer.local import EmbeddedRedis, serves_directory, wait_for
 from tests.conftest import EXAMPLE_DATA, REPO, write_spec
-from tests.support.processes import Output, alive, cli_process, cmdline, descendants, start_up
+from tests.support.processes import Output, alive, cli_process, cmdline, descendants, local_workers, start_up
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -247,7 +247,7 @@ def test_run_stopped_with_sigterm_stops_its_redis_and_workers(tmp_path: Path) ->
         tree = descendants(proc.pid)
         servers = _redis_servers(data_dir)
         assert len(servers) == 1 and servers[0] in tree
-        assert any("-m workers worker" in cmdline(pid) for pid in tree), [cmdline(p) for p in tree]
+        assert local_workers(tree), [cmdline(p) for p in tree]
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 128 + signal.SIGTERM, out.text()
@@ -265,7 +265,7 @@ def test_run_notices_when_every_worker_it_started_died(tmp_path: Path) -> None:
     with start_run(tmp_path, spec) as (proc, out):
         wait_for(started.exists, 180, f"the held fit to start; run said:\n{out.text()}")
         tree = descendants(proc.pid)
-        workers = [pid for pid in tree if "-m workers worker" in cmdline(pid) and os.getpgid(pid) == pid]
+        workers = local_workers(tree)
         assert workers, [cmdline(p) for p in tree]
         killed = time.monotonic()
         for pid in workers:

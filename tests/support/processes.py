@@ -20,16 +20,8 @@ from workers.settings import Settings
 
 def descendants(root: int) -> set[int]:
     """Every live process below `root`, from /proc (children of children included)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # The command name may hold spaces and parentheses: split after the last ')'.
-            fields = stat[stat.rindex(")") + 2:].split()
-            parents[int(entry.name)] = int(fields[1])
+    parents = {int(entry.name): parent_of(int(entry.name))
+               for entry in Path("/proc").iterdir() if entry.name.isdigit()}
     found, frontier = set(), {root}
     while frontier:
         frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
@@ -44,6 +36,31 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2] != "Z"
+
+
+def local_workers(tree: set[int]) -> list[int]:
+    """The workers among `tree`: `python -m workers worker` processes, or those forked from
+    the local fork server (workers/forked.py), each the leader of its own process group."""
+    servers = {pid for pid in tree if "-m workers.forkserver" in cmdline(pid)}
+    return [pid for pid in tree if _leads_its_group(pid)
+            and ("-m workers worker" in cmdline(pid) or parent_of(pid) in servers)]
+
+
+def _leads_its_group(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
+
+
+def parent_of(pid: int) -> int:
+    """Its parent's PID from /proc (0 once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    return int(stat[stat.rindex(")") + 2:].split()[1])
 
 
 def cmdline(pid: int) -> str:
