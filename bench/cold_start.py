@@ -58,6 +58,13 @@ class TimedWorkers(LocalWorkers):
     forked = False  # target 3 is a worker started as compose and Kubernetes start it
 
 
+class ForkedTimedWorkers(TimedWorkers):
+    """TimedWorkers forked from the fork server, as `modelfleet run`, `up` and the tests start
+    them (workers/forked.py)."""
+
+    forked = True
+
+
 class BareWorkers(TimedWorkers):
     """`celery -A bench.bare_celery worker`, with the same options as LocalWorkers' command."""
 
@@ -69,7 +76,8 @@ class BareWorkers(TimedWorkers):
 def launch(kind: str, settings: Settings, workdir: Path, concurrency: int) -> dict[str, float]:
     """One fresh worker (one process, `concurrency` pool children) until it answers a ping:
     the wall time from its launch and the CPU its process tree used by then."""
-    cls = BareWorkers if kind == "celery" else TimedWorkers
+    cls = {"celery": BareWorkers, "forked": ForkedTimedWorkers, "forked-first": ForkedTimedWorkers
+           }.get(kind, TimedWorkers)
     workers = cls(settings, 1, workdir / f"logs-{kind}", concurrency=concurrency,
                   name_prefix="bare" if kind == "celery" else "w")
     started = time.perf_counter()
@@ -83,12 +91,13 @@ def launch(kind: str, settings: Settings, workdir: Path, concurrency: int) -> di
 
 
 def launches(repeats: int, concurrency: int, workdir: Path) -> list[dict[str, Any]]:
-    """Launch -> first ping, modelfleet and bare Celery alternately, on one Redis."""
+    """Launch -> first ping, modelfleet and bare Celery alternately, on one Redis; and a worker
+    forked from the fork server (the first one: with the server's start)."""
     rows: list[dict[str, Any]] = []
     with RedisServer(workdir / "redis-ping") as server:
         settings = Settings(artifact_root=workdir / "artifacts").with_broker(server.url)  # type: ignore[call-arg]
         for rep in range(repeats):
-            for kind in ("modelfleet", "celery"):
+            for kind in (("forked-first",) if rep == 0 else ()) + ("modelfleet", "forked", "celery"):
                 row = {"kind": kind, "repeat": rep, "concurrency": concurrency,
                        **launch(kind, settings, workdir, concurrency), "load": os.getloadavg()[0]}
                 rows.append(row)
@@ -168,7 +177,8 @@ def submits(specs: dict[str, Path], repeats: int, workdir: Path) -> list[dict[st
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     med = {kind: {key: statistics.median(r[key] for r in rows if r["kind"] == kind)
-                  for key in ("ping_s", "cpu_s")} for kind in ("modelfleet", "celery")}
+                  for key in ("ping_s", "cpu_s")} for kind in ("modelfleet", "forked", "celery")
+           if any(r["kind"] == kind for r in rows)}
     return {**med, "ratio": med["modelfleet"]["ping_s"] / med["celery"]["ping_s"]}
 
 
@@ -196,7 +206,8 @@ def main() -> None:
         if "ping" in args.parts:
             raw["launches"] = launches(args.repeats, args.concurrency, workdir)
             raw["ping"] = summary(raw["launches"])
-            log(f"median ping: modelfleet {raw['ping']['modelfleet']['ping_s']:.2f} s, "
+            log(f"median ping: modelfleet {raw['ping']['modelfleet']['ping_s']:.2f} s "
+                f"(forked: {raw['ping']['forked']['ping_s']:.2f} s), "
                 f"celery {raw['ping']['celery']['ping_s']:.2f} s ({raw['ping']['ratio']:.2f}x)")
         base = Settings(data_root=REPO, allowed_estimator_prefixes=["sklearn.", "bench.workloads."])  # type: ignore[call-arg]
         if "batches" in args.parts:
