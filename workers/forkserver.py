@@ -57,20 +57,22 @@ class Server:
     def __init__(self) -> None:
         self.requests = os.fdopen(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
         self.answers = os.fdopen(os.dup(1), "w", buffering=1)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # a stray print must not break the protocol
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 1)  # a stray print must not break the protocol
+        os.close(devnull)
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the select through wake_w
         self.wake_w = wake_w
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.requests, selectors.EVENT_READ)
+        self.selector.register(self.wake_r, selectors.EVENT_READ)
 
     def serve(self) -> None:
-        selector = selectors.DefaultSelector()
-        selector.register(self.requests, selectors.EVENT_READ)
-        selector.register(self.wake_r, selectors.EVENT_READ)
         pending = b""
         while True:
-            for key, _ in selector.select():
+            for key, _ in self.selector.select():
                 if key.fd == self.wake_r:
                     os.read(self.wake_r, 4096)
                     self.reap()
@@ -105,8 +107,12 @@ class Server:
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            for fd in (self.wake_r, self.wake_w, self.requests.fileno(), self.answers.fileno()):
+            self.selector.close()
+            for fd in (self.wake_r, self.wake_w, self.answers.fileno()):
                 os.close(fd)
+            devnull = os.open(os.devnull, os.O_RDONLY)  # its stdin: nothing, as the server's requests
+            os.dup2(devnull, 0)
+            os.close(devnull)
             run_worker(**request)
             code = 0
         except SystemExit as exc:
