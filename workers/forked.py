@@ -94,7 +94,8 @@ def server() -> ForkServer:
     """This process's fork server, started on first use and closed at exit."""
     global _server
     with _server_lock:
-        if _server is None or _server.gone or _server.owner != os.getpid():  # not a forked copy's
+        if (_server is None or _server.gone or _server.proc.poll() is not None
+                or _server.owner != os.getpid()):  # a dead server, or a forked copy's
             _server = ForkServer()
             atexit.register(_server.close)
         return _server
@@ -135,10 +136,15 @@ class ForkedWorker:
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` still runs; a zombie (its server died and nothing reaps it) has ended."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    except PermissionError:
+    except OSError:  # no /proc here
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
         return True
-    return True
+    return stat[stat.rindex(")") + 2] != "Z"

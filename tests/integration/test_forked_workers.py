@@ -14,7 +14,7 @@ import pytest
 
 from producer.local import LocalWorkers, WorkersGone, worker_env
 from tests.conftest import REPO
-from tests.support.processes import cmdline, parent_of
+from tests.support.processes import alive, cmdline, parent_of
 from workers.code_versions import versions_file
 from workers.forked import ForkedWorker
 from workers.settings import Settings
@@ -71,6 +71,25 @@ def test_the_fork_server_imports_what_a_worker_needs_and_nothing_of_the_caller()
     # Then nothing a worker imports is missing, nothing of the producer or Flower is there,
     # and no thread runs (a fork copies only the thread that forks)
     assert done.stdout.split("\n")[:3] == ["[]", "[]", "1"], done.stdout + done.stderr
+
+
+def test_workers_whose_fork_server_died_are_still_stopped_and_a_new_server_forks_the_next(
+        settings: Settings, tmp_path: Path) -> None:
+    # Given a running forked worker, and its fork server killed under it
+    with LocalWorkers(settings, 1, tmp_path / "a", name_prefix="orphan") as pool:
+        proc = pool.procs[0]
+        assert isinstance(proc, ForkedWorker)
+        dead = proc.server
+        dead.proc.kill()
+        dead.proc.wait(30)
+        # Then the worker lives on, and the pool still stops it (it is looked at, not told)
+        assert proc.poll() is None and alive(proc.pid)
+        pool.stop()
+        assert not alive(proc.pid) and proc.poll() is not None
+    # and the next worker is forked by a new server
+    with LocalWorkers(settings, 1, tmp_path / "b", name_prefix="next") as pool:
+        proc = pool.procs[0]
+        assert isinstance(proc, ForkedWorker) and proc.server is not dead and proc.poll() is None
 
 
 def test_a_pool_told_not_to_fork_runs_its_command(settings: Settings, tmp_path: Path) -> None:
