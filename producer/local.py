@@ -29,7 +29,7 @@ import kombu.exceptions
 import redis
 
 from workers import forked
-from workers.forked import ForkedWorker
+from workers.forked import ForkedWorker, pid_alive
 from workers.settings import STAGES, WORKER_ARGS, Settings
 
 # Disabled on the embedded Redis: CONFIG SET dir + SAVE writes files anywhere, MODULE
@@ -185,15 +185,6 @@ class RedisServer(_ServiceProcess):
             return False
 
 
-def _pid_alive(pid: int) -> bool:
-    """Running (not a zombie)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
 def serves_directory(pid: int, data_dir: Path) -> bool:
     """`pid` is a redis-server working in `data_dir` (it chdirs to --dir and rewrites its
     command line to "redis-server host:port", so the directory is read from /proc/PID/cwd)."""
@@ -202,7 +193,7 @@ def serves_directory(pid: int, data_dir: Path) -> bool:
         cwd = os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return False
-    return b"redis-server" in cmdline and cwd == str(data_dir.resolve()) and _pid_alive(pid)
+    return b"redis-server" in cmdline and cwd == str(data_dir.resolve()) and pid_alive(pid)
 
 
 def _private_file(path: Path, content: str) -> None:
@@ -318,11 +309,11 @@ class EmbeddedRedis:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         try:
-            wait_for(lambda: not _pid_alive(pid), 10, f"stale redis-server {pid} to exit")
+            wait_for(lambda: not pid_alive(pid), 10, f"stale redis-server {pid} to exit")
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            wait_for(lambda: not _pid_alive(pid), 5, f"stale redis-server {pid} to exit")
+            wait_for(lambda: not pid_alive(pid), 5, f"stale redis-server {pid} to exit")
 
     def start(self) -> EmbeddedRedis:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -388,7 +379,7 @@ class EmbeddedRedis:
         if self.server is not None:
             self.server.stop()
             self.server = None
-        elif self.pid and _pid_alive(self.pid):  # adopted or handed on: not our child, stop it by pid
+        elif self.pid and pid_alive(self.pid):  # adopted or handed on: not our child, stop it by pid
             self._stop_stale(self.pid)
 
     def __enter__(self) -> EmbeddedRedis:

@@ -119,7 +119,7 @@ class ForkedWorker:
 
     def _code(self) -> int | None:
         code = self.server.codes.get(self.pid)
-        if code is None and self.server.gone and not _alive(self.pid):
+        if code is None and self.server.gone and not pid_alive(self.pid):
             return -1  # its server died before it could say how the worker ended
         return code
 
@@ -135,7 +135,7 @@ class ForkedWorker:
         return code
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether `pid` still runs; a zombie (its server died and nothing reaps it) has ended."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

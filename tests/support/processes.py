@@ -15,6 +15,7 @@ from pathlib import Path
 
 from producer.local import wait_for
 from tests.conftest import EXAMPLE_DATA
+from workers.forked import pid_alive as alive  # a zombie has already exited
 from workers.settings import Settings
 
 
@@ -27,15 +28,6 @@ def descendants(root: int) -> set[int]:
         frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
         found |= frontier
     return found
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie has already exited; it only waits to be reaped)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def local_workers(tree: set[int]) -> list[int]:
