@@ -28,9 +28,8 @@ from typing import Self
 import kombu.exceptions
 import redis
 
-from workers import forked
 from workers.forked import ForkedWorker, pid_alive
-from workers.settings import STAGES, WORKER_ARGS, Settings
+from workers.settings import ONE_BLAS_THREAD, STAGES, WORKER_ARGS, Settings
 
 # Disabled on the embedded Redis: CONFIG SET dir + SAVE writes files anywhere, MODULE
 # LOAD runs code, DEBUG can crash or stall the server.
@@ -428,8 +427,7 @@ def worker_command(argv: Sequence[str]) -> list[str]:
 
 def worker_env(settings: Settings) -> dict[str, str]:
     """The environment for a worker process: settings plus one BLAS thread per process."""
-    return {**os.environ, **settings.to_env(), "OMP_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return {**os.environ, **settings.to_env(), **ONE_BLAS_THREAD, "PYTHONUNBUFFERED": "1"}
 
 
 class LocalWorkers:
@@ -459,9 +457,12 @@ class LocalWorkers:
         self.extra_args = list(extra_args)
         self.procs: list[subprocess.Popen[bytes] | ForkedWorker] = []
 
+    def worker_argv(self, name: str) -> list[str]:
+        return ["worker", "-Q", ",".join(self.queues), "-c", str(self.concurrency),
+                "-n", name, "--loglevel", "INFO", *WORKER_ARGS, *self.extra_args]
+
     def command(self, name: str) -> list[str]:
-        return worker_command(["worker", "-Q", ",".join(self.queues), "-c", str(self.concurrency),
-                               "-n", name, "--loglevel", "INFO", *WORKER_ARGS, *self.extra_args])
+        return worker_command(self.worker_argv(name))
 
     def start(self, wait: float = 90.0) -> LocalWorkers:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -476,11 +477,10 @@ class LocalWorkers:
         return self
 
     def launch(self, name: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes] | ForkedWorker:
-        command = self.command(name)
-        if self.forked and type(self).command is LocalWorkers.command and forked.available():
-            return ForkedWorker(command[3:], env, log)  # command[:3]: python -m workers
+        if self.forked and type(self).command is LocalWorkers.command:
+            return ForkedWorker(self.worker_argv(name), env, log)
         with log.open("ab") as out:
-            return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+            return subprocess.Popen(self.command(name), env=env, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
 
     def check_alive(self) -> None:

@@ -27,16 +27,15 @@ from pathlib import Path
 from queue import Queue
 from typing import IO
 
-
-def available() -> bool:
-    return hasattr(os, "fork")
+from workers.settings import ONE_BLAS_THREAD
 
 
 class ForkServer:
     """The calling process's `python -m workers.forkserver`, and what it said."""
 
     def __init__(self) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        # One BLAS thread from the start: the pools the server makes at import are every worker's.
+        env = {**os.environ, **ONE_BLAS_THREAD}
         # Its own session: a Ctrl-C at the terminal goes to the caller, which stops its workers
         # through this server; the server ends when the caller closes its stdin (or dies).
         self.proc = subprocess.Popen([sys.executable, "-m", "workers.forkserver"], env=env,

@@ -4,13 +4,8 @@ What every worker imports before its first task: scipy.special first (see
 workers/__main__.py), skops with its estimator names from disk, Celery's command line and
 the task modules with scikit-learn, pandas and numpy under them. Nothing here reads a
 worker's settings or opens a connection: each forked worker reads its own environment.
+The server starts with one BLAS thread (workers/forked.py), so its pools are the workers'.
 """
-
-import os
-
-# Before numpy: the BLAS pools made here are every forked worker's (worker_env pins the same).
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"
 
 try:
     import scipy.special  # noqa: F401  (first: see workers/__main__.py)

@@ -25,6 +25,8 @@ STAGES: tuple[str, ...] = ("preprocess", "train", "evaluate", "deploy")
 # so that wait buys nothing. Gossip makes every worker consume every other worker's events
 # (n workers: n^2 messages a heartbeat); Flower reads the events themselves, not gossip.
 WORKER_ARGS: tuple[str, ...] = ("--without-mingle", "--without-gossip")
+# One BLAS/OpenMP thread per worker process: k workers on k cores, not k x cores threads.
+ONE_BLAS_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 # Scoring large tables (`modelfleet score`) has its own queue: workers consume it when asked
 # (`modelfleet worker -Q score`), so a scoring job never waits behind training or delays it.
 SCORE_QUEUE = "score"
