@@ -127,6 +127,10 @@ class Server:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:]:
+        print("usage: python -m workers.forkserver (no arguments: LocalWorkers start it and send "
+              "requests on its stdin; see workers/forked.py)", file=sys.stderr)
+        raise SystemExit(2)
     import workers.forkserver_preload  # noqa: F401
 
     Server().serve()

@@ -92,6 +92,13 @@ def test_workers_whose_fork_server_died_are_still_stopped_and_a_new_server_forks
         assert isinstance(proc, ForkedWorker) and proc.server is not dead and proc.poll() is None
 
 
+def test_the_fork_server_refuses_arguments_with_one_line() -> None:
+    done = subprocess.run([sys.executable, "-m", "workers.forkserver", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("usage: python -m workers.forkserver") and done.stdout == ""
+
+
 def test_a_pool_told_not_to_fork_runs_its_command(settings: Settings, tmp_path: Path) -> None:
     class Spawned(LocalWorkers):
         forked = False
