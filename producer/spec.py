@@ -558,11 +558,12 @@ def _check_estimator(model: ModelSpec, settings: Settings, checked: dict[str, Pi
                      table: SignatureTable) -> None:
     """Build the estimator (and its search) once per distinct (task, class, params, search)
     to reject bad classes and params, at any depth, now; without building it where the
-    signature table proves it would pass (producer/signatures.py)."""
+    signature table proves it would pass, or the same check passed before on the same code
+    (producer/signatures.py)."""
     search = [model.search.model_dump(), model.search_metric] if model.search else None
     key = json.dumps([model.task, model.estimator.model_dump(), search], sort_keys=True)
     allowed = settings.allowed_estimator_prefixes
-    if key not in checked and table.accepts(model, allowed):
+    if key not in checked and (table.accepts(model, allowed) or table.passed_before(model, allowed)):
         checked[key] = None
     if key not in checked:
         # Imported here: only a real check needs scikit-learn, not every command that loads this.
@@ -576,7 +577,7 @@ def _check_estimator(model: ModelSpec, settings: Settings, checked: dict[str, Pi
             checked[key] = None
         except PipelineError as exc:
             checked[key] = exc
-        table.learn(model, allowed)
+        table.learn(model, allowed, passed=checked[key] is None)
     if (error := checked[key]) is not None:
         raise error
 

@@ -4,6 +4,8 @@ spec's estimators are checked without importing scikit-learn, with the same mess
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -130,9 +132,10 @@ except SpecError as exc:
 """
 
 
-def check_in_a_new_process(spec: Path, table_dir: Path) -> dict[str, Any]:
+def check_in_a_new_process(spec: Path, table_dir: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-c", CHECK, str(spec), str(table_dir)], cwd=REPO,
-                         capture_output=True, text=True, timeout=120, check=True)
+                         capture_output=True, text=True, timeout=120, check=True,
+                         env=None if env is None else {**os.environ, **env})
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -161,6 +164,32 @@ def test_a_second_submit_checks_the_same_estimators_without_importing_scikit_lea
     assert with_table["error"] == without["error"]
 
 
+@pytest.mark.slow
+def test_a_team_pipeline_checked_before_on_the_same_code_is_not_checked_again(tmp_path: Path) -> None:
+    """The team's own classes inside a Pipeline, searched (examples/teamcode.yaml): no
+    signature vouches for them, so the whole check is remembered, keyed by the team's code."""
+    code = tmp_path / "code"
+    shutil.copytree(REPO / "examples" / "teamcode" / "teamcode", code / "teamcode")
+    env = {"PYTHONPATH": os.pathsep.join([str(code), str(REPO)]),
+           "MODELFLEET_ALLOWED_ESTIMATOR_PREFIXES": '["sklearn.", "teamcode."]'}
+    spec, table_dir = REPO / "examples" / "teamcode.yaml", tmp_path / "signatures"
+    assert check_in_a_new_process(spec, table_dir, env) == {"models": 1, "sklearn": True}
+    # Given the same spec on the same code, then nothing imports scikit-learn
+    assert check_in_a_new_process(spec, table_dir, env) == {"models": 1, "sklearn": False}
+    # An edit of the team's code is a new key: the real check runs again, then is remembered
+    regressors = code / "teamcode" / "regressors.py"
+    regressors.write_text(regressors.read_text() + "\n# edited\n")
+    assert check_in_a_new_process(spec, table_dir, env) == {"models": 1, "sklearn": True}
+    assert check_in_a_new_process(spec, table_dir, env) == {"models": 1, "sklearn": False}
+    # Other values are another spec: a bad one takes the real check, its message, every time
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(spec.read_text().replace("model__shrink:", "model__shrinkage:"))
+    for _ in range(2):
+        refused = check_in_a_new_process(bad, table_dir, env)
+        assert refused["sklearn"] and "shrinkage" in refused["error"]
+    assert refused["error"] == check_in_a_new_process(bad, tmp_path / "empty", env)["error"]
+
+
 def test_a_damaged_or_unwritable_table_only_costs_the_import(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, {"name": "b", "models": [{
         "name": "m", "task": "classification", "dataset": {"kind": "sklearn", "name": "iris"},
@@ -172,7 +201,7 @@ def test_a_damaged_or_unwritable_table_only_costs_the_import(tmp_path: Path) -> 
     (stored,) = table_dir.glob("*.json")
     stored.write_text("{not json")
     assert len(load_batch(spec, Settings(check_cache_dir=table_dir)).models) == 1
-    assert "sklearn.tree.DecisionTreeClassifier" in json.loads(stored.read_text())
+    assert "sklearn.tree.DecisionTreeClassifier" in json.loads(stored.read_text())["classes"]
     blocked = tmp_path / "file"
     blocked.write_text("")  # a file where the directory should be
     assert len(load_batch(spec, Settings(check_cache_dir=blocked / "sub")).models) == 1
