@@ -173,7 +173,7 @@ def _flush_journals_before_the_child_exits(**_: Any) -> None:
     # may cut that (bounded) upload short: see _exit_once.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _outlive_the_main_process()
-    flush_all(timeout=10.0)
+    _flush_at_exit()
 
 
 def _outlive_the_main_process() -> None:
@@ -209,7 +209,13 @@ def _exit_once() -> None:
 
 @worker_shutdown.connect
 def _flush_journals_at_worker_exit(**_: Any) -> None:
-    flush_all(timeout=10.0)  # the solo and threads pools run stages in the main process
+    _flush_at_exit()  # the solo and threads pools run stages in the main process
+
+
+def _flush_at_exit(timeout: float = 10.0) -> None:
+    if not flush_all(timeout=timeout):  # the store stalled: say so, the records die with us
+        log.warning("journal: the last records were not uploaded within %g s of this process's "
+                    "exit; Redis still holds them, the artifact root's journal does not", timeout)
 
 
 class TooManyDeliveries(RuntimeError):

@@ -47,6 +47,11 @@ def _rebuilt_in_fresh_redis(c: Cluster, tmp: Path) -> tuple[dict[str, object], d
     return snapshot, counts, seconds
 
 
+def _log_tails(logs: Path, lines: int = 15) -> dict[str, list[str]]:
+    return {log.name: log.read_text(errors="replace").splitlines()[-lines:]
+            for log in sorted(logs.glob("*.log"))}
+
+
 @pytest.mark.slow
 def test_batch_on_s3_end_to_end_then_reindex_from_the_bucket(tmp_path: Path, s3: S3Server) -> None:
     fields = s3.new_bucket_settings()
@@ -87,7 +92,10 @@ def test_batch_on_s3_end_to_end_then_reindex_from_the_bucket(tmp_path: Path, s3:
         rebuilt, counts, seconds = _rebuilt_in_fresh_redis(c, tmp_path)
         print(f"reindex from the bucket: {counts['runs']} runs, {len(segments)} journal segments, "
               f"{len(stored)} objects in {seconds:.2f}s")
-        assert counts["batches"] == 1 and counts["runs"] == 16
+        # Seen once in CI (2026-12-07, 4 segments, 3 runs): a pool child's last segment was
+        # missing. The workers' logs say whether an upload stalled (see the session notes).
+        assert counts["batches"] == 1 and counts["runs"] == 16, \
+            (counts, segments, _log_tails(tmp_path / "logs"))
         assert rebuilt == original
 
         # The bucket's segments fold into one (`reindex --compact`), which rebuilds the same index

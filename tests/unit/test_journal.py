@@ -145,3 +145,35 @@ def test_closed_segments_past_the_size_are_folded_automatically(tmp_path: Path) 
     wait_for(lambda: journal.fresh_bytes() < 32 << 10 and not compacting(), 30, "the fresh segments folded")
     replayed = _replayed(tmp_path / "w", journal)
     assert replayed == _replayed(tmp_path / "plain", plain) and len(replayed["runs"]) == 8 * 10 * 4
+
+
+class _StalledRoot(LocalRoot):
+    """A directory whose writes hang until released: an object store that stopped answering."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.released = threading.Event()
+
+    def write(self, relpath: str, data: Any) -> None:
+        self.released.wait(30)
+        super().write(relpath, data)
+
+
+def test_an_exit_flush_that_the_store_stalls_is_logged_not_waited_for(tmp_path: Path, caplog: Any) -> None:
+    """A worker's exit waits for its journal's upload a bounded time, and says when the
+    store did not take it: the records are then in Redis only (workers/task.py)."""
+    from workers.task import _flush_at_exit
+
+    root = _StalledRoot(tmp_path)
+    journal = SegmentJournal(root, flush_interval=0.0)
+    journal.append([{"kind": "state", "batch_id": "b1", "model": "m", "state": {"rev": "1"}}])
+    with caplog.at_level("WARNING"):
+        _flush_at_exit(timeout=0.3)
+    assert "not uploaded within 0.3 s of this process's exit" in caplog.text
+    root.released.set()
+    assert journal.flush(10)  # the store answers again: the records go out
+    assert sum(1 for _ in journal.replay("state")) == 1
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _flush_at_exit(timeout=5)
+    assert "not uploaded" not in caplog.text
