@@ -28,7 +28,7 @@ from typing import Self
 import kombu.exceptions
 import redis
 
-from workers.forked import ForkedWorker, pid_alive
+from workers.forked import ForkedWorker, group_alive, pid_alive
 from workers.settings import ONE_BLAS_THREAD, STAGES, WORKER_ARGS, Settings
 
 # Disabled on the embedded Redis: CONFIG SET dir + SAVE writes files anywhere, MODULE
@@ -81,17 +81,36 @@ def wait_for(check: object, timeout: float, what: str, interval: float = 0.05) -
 
 
 def stop_process(proc: subprocess.Popen[bytes] | ForkedWorker, grace: float = 10.0) -> None:
-    """SIGTERM the process group, then SIGKILL it if it outlives the grace period."""
-    if proc.poll() is not None:
+    """SIGTERM the process group, then SIGKILL it if it outlives the grace period.
+
+    Stopped means every process of the group has ended, not only its leader: a worker's
+    pool children upload the last of their journals (an object store's) on their way out.
+    """
+    if proc.poll() is not None and not group_alive(proc.pid):
         return
+    deadline = time.monotonic() + grace
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(grace)
+        if _group_ended(proc.pid, deadline):
+            return
+        raise subprocess.TimeoutExpired(f"process group {proc.pid}", grace)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)
+        _group_ended(proc.pid, time.monotonic() + 5)  # a SIGKILL lands a moment later
     except ProcessLookupError:
         pass
+
+
+def _group_ended(pgid: int, deadline: float) -> bool:
+    """Whether every process of the group ended before `deadline` (polled)."""
+    while group_alive(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 class _ServiceProcess:

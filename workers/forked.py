@@ -134,6 +134,29 @@ class ForkedWorker:
         return code
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the process group `pgid` still runs (zombies have ended)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no /proc here
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        state, _, group = stat[stat.rindex(")") + 2:].split(maxsplit=3)[:3]
+        if state != "Z" and int(group) == pgid:
+            return True
+    return False
+
+
 def pid_alive(pid: int) -> bool:
     """Whether `pid` still runs; a zombie (its server died and nothing reaps it) has ended."""
     try:

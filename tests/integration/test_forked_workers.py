@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from producer.local import LocalWorkers, WorkersGone, worker_env
+from producer.local import LocalWorkers, WorkersGone, stop_process, worker_env
 from tests.conftest import REPO
 from tests.support.processes import alive, cmdline, parent_of
 from workers.code_versions import versions_file
-from workers.forked import ForkedWorker
+from workers.forked import ForkedWorker, group_alive
 from workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -106,3 +106,39 @@ def test_a_pool_told_not_to_fork_runs_its_command(settings: Settings, tmp_path: 
     with Spawned(settings, 1, tmp_path, name_prefix="spawned") as pool:
         assert isinstance(pool.procs[0], subprocess.Popen)
         assert "-m workers worker" in cmdline(pool.procs[0].pid)
+
+
+# A group leader that exits at SIGTERM, and a child of its group that takes `delay` seconds
+# to finish after it (as a pool child uploading its journal), or ignores SIGTERM ("never").
+_GROUP = """
+import os, signal, subprocess, sys, time
+mark, delay = sys.argv[1], sys.argv[2]
+child = '''
+import signal, sys, time
+def done(*_):
+    time.sleep(float(sys.argv[2]))
+    open(sys.argv[1], "w").write("finished")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, signal.SIG_IGN if sys.argv[2] == "never" else done)
+print("ready", flush=True)
+time.sleep(120)
+'''
+proc = subprocess.Popen([sys.executable, "-c", child, mark, delay], stdout=subprocess.PIPE)
+proc.stdout.readline()
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("delay", ["1.0", "never"])
+def test_a_process_is_stopped_when_its_whole_group_has_ended(tmp_path: Path, delay: str) -> None:
+    """stop_process returns once every process of the group has ended: a child finishing its
+    exit after the leader's is waited for; one that outlives the grace period is SIGKILLed."""
+    mark = tmp_path / "finished"
+    leader = subprocess.Popen([sys.executable, "-c", _GROUP, str(mark), delay], stdout=subprocess.PIPE,
+                              start_new_session=True)
+    assert leader.stdout is not None and leader.stdout.readline() == b"ready\n"
+    assert group_alive(leader.pid)
+    stop_process(leader, grace=3.0)
+    assert leader.returncode is not None and not group_alive(leader.pid)
+    assert mark.exists() == (delay != "never")  # the slow child finished its exit first
