@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from queue import Queue
 from typing import IO
@@ -139,11 +139,7 @@ def group_alive(pgid: int) -> bool:
     try:
         entries = os.listdir("/proc")
     except OSError:  # no /proc here
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return _signal_reaches(os.killpg, pgid)
     for name in entries:
         if not name.isdigit():
             continue
@@ -164,9 +160,14 @@ def pid_alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     except OSError:  # no /proc here
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return _signal_reaches(os.kill, pid)
     return stat[stat.rindex(")") + 2] != "Z"
+
+
+def _signal_reaches(send: Callable[[int, int], None], target: int) -> bool:
+    """Where there is no /proc: whether signal 0 reaches `target` (a zombie counts as alive)."""
+    try:
+        send(target, 0)
+    except ProcessLookupError:
+        return False
+    return True
