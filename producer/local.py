@@ -94,14 +94,14 @@ def stop_process(proc: subprocess.Popen[bytes] | ForkedWorker, grace: float = 10
         proc.wait(grace)
         if _group_ended(proc.pid, deadline):
             return
-        raise subprocess.TimeoutExpired(f"process group {proc.pid}", grace)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-        _group_ended(proc.pid, time.monotonic() + 5)  # a SIGKILL lands a moment later
-    except ProcessLookupError:
         pass
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(5)
+    _group_ended(proc.pid, time.monotonic() + 5)  # a SIGKILL lands a moment later
 
 
 def _group_ended(pgid: int, deadline: float) -> bool:
