@@ -7,7 +7,7 @@ Flower's dashboard and tasks page, then searches one store's four tasks by its
 name. Everything it starts is stopped at the end.
 
     apt-get install -y chromium
-    .venv/bin/python docs/screenshot_flower.py [--workers 2] [--data-root ../shared/data]
+    .venv/bin/python docs/screenshot_flower.py [--workers 2] [--data-root examples/data]
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def search_screenshot(url: str, auth: str, query: str, rows: int, out: Path, chr
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--data-root", type=Path, default=DOCS.parents[1] / "shared" / "data")
+    parser.add_argument("--data-root", type=Path, default=DOCS.parent / "examples" / "data")
     parser.add_argument("--out-dir", type=Path, default=DOCS)
     args = parser.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
