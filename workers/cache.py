@@ -112,7 +112,7 @@ class StepCache:
         writes.before_lease(keys.lease(key))
         value, lease = self._hit_or_lease(key, stage, use_cache, batch)
         if value is not None:
-            writes.pipe.hincrby(keys.CACHE_STATS, "hits", 1)
+            writes.count(keys.CACHE_STATS, "hits", 1)
         else:
             assert lease is not None
             try:
@@ -122,7 +122,7 @@ class StepCache:
                 _release(lease)
                 raise
             self.put(writes, key, stage, value, artifacts, batch)
-            writes.pipe.hincrby(keys.CACHE_STATS, "misses", 1)
+            writes.count(keys.CACHE_STATS, "misses", 1)
             # If the lease expired under us the result is stored anyway.
             writes.script(lease.lua_release, [lease.name], [lease.local.token])
             writes.releases.add(lease.name)

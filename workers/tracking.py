@@ -248,8 +248,8 @@ class Tracker:
 
     def record_cost(self, writes: Writes, cost_class: str, stage: str, seconds: float) -> None:
         """Queue a computed stage's time for its model's cost class (packing sizes from these)."""
-        writes.pipe.hincrbyfloat(keys.STAGE_COSTS, f"{cost_class}|{stage}|s", seconds)
-        writes.pipe.hincrby(keys.STAGE_COSTS, f"{cost_class}|{stage}|n", 1)
+        writes.count(keys.STAGE_COSTS, f"{cost_class}|{stage}|s", float(seconds))
+        writes.count(keys.STAGE_COSTS, f"{cost_class}|{stage}|n", 1)
 
     def model_costs(self) -> dict[str, float]:
         """Cost class -> mean seconds of a model's computed stages, summed over its stages."""

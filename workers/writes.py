@@ -36,9 +36,12 @@ class Writes:
         self.releases: set[str] = set()
         # Earlier models' writes of the same pack and stage, not sent yet (see `take`).
         self.earlier = earlier
+        # (hash, field) -> amount: counters summed here and sent as one HINCRBY(FLOAT) each,
+        # so a pack's members add to a stage's cost and the cache's hits in one command.
+        self.counters: dict[tuple[str, str], int | float] = {}
 
     def __len__(self) -> int:
-        return len(self.pipe.command_stack) + len(self.records)
+        return len(self.pipe.command_stack) + len(self.records) + len(self.counters)
 
     def take(self, other: Writes) -> None:
         """Queue `other`'s commands and records after these: sent with them, in one trip."""
@@ -49,12 +52,18 @@ class Writes:
         self._scripts += [(offset + i, redo) for i, redo in other._scripts]
         self.releases |= other.releases
         self.notices += other.notices
+        for field, amount in other.counters.items():
+            self.count(*field, amount)
 
     def before_lease(self, name: str) -> None:
         """About to take lease `name`: if earlier writes still hold it, send them first
         (a pack's two models with one preprocess key would otherwise wait on themselves)."""
         if self.earlier is not None and name in self.earlier.releases:
             self.earlier.execute()
+
+    def count(self, key: str, field: str, amount: int | float) -> None:
+        """Add `amount` to a hash field (HINCRBY, or HINCRBYFLOAT for a float) when these are sent."""
+        self.counters[key, field] = self.counters.get((key, field), 0) + amount
 
     def record(self, record: dict[str, Any] | str) -> None:
         """A journal record: a dict, or a line already encoded (journal.encoded)."""
@@ -71,6 +80,12 @@ class Writes:
 
     def execute(self) -> list[Any]:
         """Send everything queued (then empty, ready for more); the replies, in order."""
+        for (key, field), amount in self.counters.items():  # after the rest: indexes stay valid
+            if isinstance(amount, float):
+                self.pipe.hincrbyfloat(key, field, amount)
+            else:
+                self.pipe.hincrby(key, field, amount)
+        self.counters = {}
         stack = list(self.pipe.command_stack)
         records, from_reply, scripts, notices = self.records, self._from_reply, self._scripts, self.notices
         self.records, self._from_reply, self._scripts, self.releases, self.notices = [], [], [], set(), []

@@ -45,6 +45,28 @@ def test_writes_taken_into_one_trip_keep_each_reply_and_redo_each_forgotten_scri
     assert len(together) == 0 and together.execute() == []  # sent once, then empty
 
 
+def test_counters_of_a_packs_members_are_summed_into_one_command_each_after_their_replies(
+        runtime: Runtime, uniq: str) -> None:
+    costs, stats = f"test:{uniq}:costs", f"test:{uniq}:stats"
+    together = runtime.tracker.writes()
+    for member, seconds in (("a", 0.25), ("b", 0.5), ("failed", 4.0)):
+        writes = Writes(runtime.redis, runtime.tracker.journal, earlier=together)
+        writes.pipe.hset(f"test:{uniq}:{member}", "member", member)
+        writes.count(costs, "small|train|s", seconds)
+        writes.count(costs, "small|train|n", 1)
+        writes.count(stats, "misses", 1)
+        if member != "failed":  # a failed member's writes are dropped, its counts with them
+            together.take(writes)
+
+    replies = together.execute()
+
+    assert replies[:2] == [1, 1]  # the members' own commands keep their places
+    assert len(replies) == 2 + 3  # then one command per counter, not one per member
+    assert runtime.redis.hgetall(costs) == {"small|train|s": "0.75", "small|train|n": "2"}
+    assert runtime.redis.hgetall(stats) == {"misses": "2"}
+    assert len(together) == 0 and together.execute() == []
+
+
 def test_a_fused_packs_members_with_one_preprocess_step_compute_it_once_without_waiting_on_themselves(
         tmp_path: Path, settings: Settings, workers: Any, app: Any, runtime: Runtime, uniq: str) -> None:
     # 32 small trees on the same rows with the same split: one preprocess cache key (a seed of

@@ -138,7 +138,7 @@ def dump_model_and_types(model: Any) -> tuple[bytes, list[str] | None]:
         context.clear_memo()
         state["protocol"] = context.protocol
         state["_skops_version"] = skops.__version__
-        schema = json.dumps(state)
+        schema = json.dumps(state, check_circular=False)  # skops numbers shared objects: no cycles
         archive.writestr("schema.json", schema)
     return buffer.getvalue(), sorted(_types_in(schema, state))
 
