@@ -137,8 +137,10 @@ def test_a_process_is_stopped_when_its_whole_group_has_ended(tmp_path: Path, del
     mark = tmp_path / "finished"
     leader = subprocess.Popen([sys.executable, "-c", _GROUP, str(mark), delay], stdout=subprocess.PIPE,
                               start_new_session=True)
-    assert leader.stdout is not None and leader.stdout.readline() == b"ready\n"
-    assert group_alive(leader.pid)
-    stop_process(leader, grace=3.0)
+    assert leader.stdout is not None
+    with leader.stdout:  # closed here, not left to the garbage collector's ResourceWarning
+        assert leader.stdout.readline() == b"ready\n"
+        assert group_alive(leader.pid)
+        stop_process(leader, grace=3.0)
     assert leader.returncode is not None and not group_alive(leader.pid)
     assert mark.exists() == (delay != "never")  # the slow child finished its exit first
