@@ -201,10 +201,10 @@ class LagFeatures(Strict):
 class FeaturesSpec(Strict):
     """How raw columns become features: fitted with the estimator as one Pipeline."""
 
-    numeric: NumericFeatures = NumericFeatures()
-    categorical: CategoricalFeatures = CategoricalFeatures()
-    dates: DateFeatures = DateFeatures()
-    lags: LagFeatures = LagFeatures()
+    numeric: NumericFeatures = Field(default_factory=NumericFeatures)
+    categorical: CategoricalFeatures = Field(default_factory=CategoricalFeatures)
+    dates: DateFeatures = Field(default_factory=DateFeatures)
+    lags: LagFeatures = Field(default_factory=LagFeatures)
     drop: list[str] = Field(default_factory=list)
     target_transform: Literal["none", "log1p"] = "none"
 
@@ -306,7 +306,7 @@ class GateSpec(Strict):
 
 class DeploySpec(Strict):
     alias: str = Field("production", pattern=r"^[a-z][a-z0-9_-]{0,39}$")
-    gate: GateSpec = GateSpec()
+    gate: GateSpec = Field(default_factory=GateSpec)
 
 
 _NO_FEATURES, _RANDOM_SPLIT = FeaturesSpec(), SplitSpec()
@@ -332,18 +332,18 @@ class ModelSpec(Strict):
     name: SlugName
     task: Literal["classification", "regression"]
     dataset: Dataset
-    preprocess: PreprocessSpec = PreprocessSpec()
+    preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
     # Left out of the model's JSON while they hold their defaults: every chain message
     # carries the model, and most specs never set them (half a message's size otherwise).
-    features: FeaturesSpec = Field(FeaturesSpec(), exclude_if=lambda v: v == _NO_FEATURES)
-    split: SplitSpec = Field(SplitSpec(), exclude_if=lambda v: v == _RANDOM_SPLIT)
+    features: FeaturesSpec = Field(default_factory=FeaturesSpec, exclude_if=lambda v: v == _NO_FEATURES)
+    split: SplitSpec = Field(default_factory=SplitSpec, exclude_if=lambda v: v == _RANDOM_SPLIT)
     cv: CvSpec | None = Field(None, exclude_if=lambda v: v is None)
     estimator: EstimatorSpec
     search: SearchSpec | None = None
-    evaluation: EvaluationSpec = EvaluationSpec()
-    deploy: DeploySpec = DeploySpec()
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    deploy: DeploySpec = Field(default_factory=DeploySpec)
     tags: dict[str, str] = Field(default_factory=dict)
-    resources: ResourcesSpec = ResourcesSpec()
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
     @model_validator(mode="after")
     def _metrics_fit_task(self, info: ValidationInfo) -> ModelSpec:

@@ -20,7 +20,15 @@ from producer.submit import plan_chains
 from tests.conftest import EXAMPLE_DATA, REPO, load
 from tests.support.memory_broker import drain, events, memory_app
 from workers.app import PRIORITIES, TASK_NAMES
-from workers.contracts import ChainState, ModelJob
+from workers.contracts import (
+    ChainState,
+    FeaturesSpec,
+    GateSpec,
+    ModelJob,
+    SplitSpec,
+    parse_message,
+    to_message,
+)
 from workers.settings import STAGES, Settings
 
 
@@ -157,3 +165,18 @@ def test_send_chains_with_a_priority_and_a_queue_writes_what_celery_writes(app: 
     embed = ours.decode()[2]
     assert [(s["options"]["queue"], s["options"]["priority"]) for s in embed["chain"]] == [
         ("deploy", 9), ("large", 9), ("large", 9)]
+
+
+def test_a_message_leaves_default_sections_out_and_each_parsed_model_gets_its_own(tmp_path: Path) -> None:
+    # The sections a spec rarely sets travel as absent; parsing fills them from factories
+    # (a deep copy of a shared default instance cost half of a message's parse).
+    batch = load(tmp_path, {"name": "defaults", "models": [
+        {"name": f"m{i}", "task": "classification", "dataset": {"kind": "sklearn", "name": "iris"},
+         "estimator": {"class_path": "sklearn.linear_model.LogisticRegression"}} for i in range(2)]},
+        Settings(artifact_root=tmp_path / "artifacts"))  # type: ignore[call-arg]
+    message = to_message([ChainState(job=ModelJob(batch_id="b", model=m)) for m in batch.models], True)
+    assert {"features", "split"}.isdisjoint(message["pack"][0]["job"]["model"])
+    first, second = (state.job.model for state in parse_message(message))
+    assert first.features == second.features == FeaturesSpec() and first.split == SplitSpec()
+    assert first.features is not second.features and first.features.drop is not second.features.drop
+    assert first.deploy.gate == GateSpec() and first.deploy.gate is not second.deploy.gate
