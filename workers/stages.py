@@ -197,7 +197,8 @@ def _train(self: StageTask, state: ChainState, writes: Writes) -> ChainState:
     assert state.prepared is not None, "train needs a prepared message"
     data_digest = state.prepared.data_digest
     allowed = rt.settings.allowed_estimator_prefixes
-    # Checked on every delivery, so a hand-made message cannot smuggle an import in.
+    # Allow-listed on every delivery, so a hand-made message cannot smuggle an import in (the
+    # param checks run once per process for the same spec: estimators.py).
     estimator = build_estimator(model.estimator, model.task, allowed)
     search = (build_search(estimator, model.search, model.search_metric, model.task, allowed,
                            time_ordered=model.split.kind == "time") if model.search else None)

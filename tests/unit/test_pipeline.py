@@ -36,6 +36,35 @@ def fitted(model: ModelSpec, split: Any, **params: Any) -> Any:
     return fit(build_model(model, list(split.X_train.columns), estimator), split.X_train, split.y_train)
 
 
+def test_an_estimator_spec_that_passed_is_built_again_without_the_param_checks(monkeypatch: Any) -> None:
+    from workers.pipeline import estimators
+
+    validated: list[str] = []
+    real = estimators._validate
+    monkeypatch.setattr(estimators, "_validate",
+                        lambda est, field: (validated.append(field), real(est, field)))
+    forest = EstimatorSpec.model_validate({"class_path": "sklearn.ensemble.RandomForestRegressor",
+                                           "params": {"n_estimators": 3, "random_state": 7}})
+    first = build_estimator(forest, "regression", ALLOWED)
+    second = build_estimator(forest, "regression", ALLOWED)
+    assert validated == ["estimator.params"]  # checked once, in this process
+    assert second is not first and second.get_params() == first.get_params()
+    assert not hasattr(second, "estimators_")  # a fresh, unfitted estimator each time
+    # Another task, allow-list or value is another spec: checked, and refused where it must be
+    with pytest.raises(PipelineError, match="is not a classifier"):
+        build_estimator(forest, "classification", ALLOWED)
+    with pytest.raises(PipelineError, match="not under an allowed prefix"):
+        build_estimator(forest, "regression", ["sklearn.linear_model."])
+    with pytest.raises(PipelineError, match="n_estimators"):
+        build_estimator(forest.model_copy(update={"params": {"n_estimators": 0}}), "regression", ALLOWED)
+    # A nested spec: its members are built fresh too, named lists still tuples
+    stack = EstimatorSpec.model_validate({"class_path": "sklearn.ensemble.VotingRegressor", "params": {
+        "estimators": [["ridge", {"class_path": "sklearn.linear_model.Ridge", "params": {"alpha": 2.0}}]]}})
+    a, b = build_estimator(stack, "regression", ALLOWED), build_estimator(stack, "regression", ALLOWED)
+    assert b.estimators[0][0] == "ridge" and isinstance(b.estimators[0], tuple)
+    assert b.estimators[0][1] is not a.estimators[0][1] and b.estimators[0][1].alpha == 2.0
+
+
 def test_iris_end_to_end_as_plain_functions() -> None:
     model = spec("classification", {"kind": "sklearn", "name": "iris"},
                  "sklearn.linear_model.LogisticRegression", preprocess={"seed": 1})
