@@ -201,10 +201,10 @@ class LagFeatures(Strict):
 class FeaturesSpec(Strict):
     """How raw columns become features: fitted with the estimator as one Pipeline."""
 
-    numeric: NumericFeatures = Field(default_factory=NumericFeatures)
-    categorical: CategoricalFeatures = Field(default_factory=CategoricalFeatures)
-    dates: DateFeatures = Field(default_factory=DateFeatures)
-    lags: LagFeatures = Field(default_factory=LagFeatures)
+    numeric: NumericFeatures = NumericFeatures()
+    categorical: CategoricalFeatures = CategoricalFeatures()
+    dates: DateFeatures = DateFeatures()
+    lags: LagFeatures = LagFeatures()
     drop: list[str] = Field(default_factory=list)
     target_transform: Literal["none", "log1p"] = "none"
 
@@ -306,7 +306,7 @@ class GateSpec(Strict):
 
 class DeploySpec(Strict):
     alias: str = Field("production", pattern=r"^[a-z][a-z0-9_-]{0,39}$")
-    gate: GateSpec = Field(default_factory=GateSpec)
+    gate: GateSpec = GateSpec()
 
 
 _NO_FEATURES, _RANDOM_SPLIT = FeaturesSpec(), SplitSpec()
@@ -332,18 +332,23 @@ class ModelSpec(Strict):
     name: SlugName
     task: Literal["classification", "regression"]
     dataset: Dataset
-    preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
+    preprocess: PreprocessSpec = PreprocessSpec()
     # Left out of the model's JSON while they hold their defaults: every chain message
     # carries the model, and most specs never set them (half a message's size otherwise).
-    features: FeaturesSpec = Field(default_factory=FeaturesSpec, exclude_if=lambda v: v == _NO_FEATURES)
-    split: SplitSpec = Field(default_factory=SplitSpec, exclude_if=lambda v: v == _RANDOM_SPLIT)
+    # Absent, they are the one frozen default, as the other sections' defaults are: pydantic
+    # deep-copied a FeaturesSpec (it holds lists) for every model and every parse (half of a
+    # message's parse; ~1 KB a model of a 100,000-model batch).
+    features: FeaturesSpec = Field(default_factory=lambda: _NO_FEATURES,
+                                   exclude_if=lambda v: v == _NO_FEATURES)
+    split: SplitSpec = Field(default_factory=lambda: _RANDOM_SPLIT,
+                             exclude_if=lambda v: v == _RANDOM_SPLIT)
     cv: CvSpec | None = Field(None, exclude_if=lambda v: v is None)
     estimator: EstimatorSpec
     search: SearchSpec | None = None
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    deploy: DeploySpec = Field(default_factory=DeploySpec)
+    evaluation: EvaluationSpec = EvaluationSpec()
+    deploy: DeploySpec = DeploySpec()
     tags: dict[str, str] = Field(default_factory=dict)
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    resources: ResourcesSpec = ResourcesSpec()
 
     @model_validator(mode="after")
     def _metrics_fit_task(self, info: ValidationInfo) -> ModelSpec:

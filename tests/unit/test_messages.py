@@ -25,6 +25,7 @@ from workers.contracts import (
     FeaturesSpec,
     GateSpec,
     ModelJob,
+    ModelSpec,
     SplitSpec,
     parse_message,
     to_message,
@@ -167,9 +168,10 @@ def test_send_chains_with_a_priority_and_a_queue_writes_what_celery_writes(app: 
         ("deploy", 9), ("large", 9), ("large", 9)]
 
 
-def test_a_message_leaves_default_sections_out_and_each_parsed_model_gets_its_own(tmp_path: Path) -> None:
-    # The sections a spec rarely sets travel as absent; parsing fills them from factories
-    # (a deep copy of a shared default instance cost half of a message's parse).
+def test_a_message_leaves_default_sections_out_and_parsing_shares_the_frozen_defaults(tmp_path: Path) -> None:
+    # The sections a spec rarely sets travel as absent; parsing gives every model the one
+    # frozen default, as a spec's other sections get theirs (pydantic deep-copied a
+    # FeaturesSpec, which holds lists, for every model of every parse: half of the parse).
     batch = load(tmp_path, {"name": "defaults", "models": [
         {"name": f"m{i}", "task": "classification", "dataset": {"kind": "sklearn", "name": "iris"},
          "estimator": {"class_path": "sklearn.linear_model.LogisticRegression"}} for i in range(2)]},
@@ -177,6 +179,10 @@ def test_a_message_leaves_default_sections_out_and_each_parsed_model_gets_its_ow
     message = to_message([ChainState(job=ModelJob(batch_id="b", model=m)) for m in batch.models], True)
     assert {"features", "split"}.isdisjoint(message["pack"][0]["job"]["model"])
     first, second = (state.job.model for state in parse_message(message))
-    assert first.features == second.features == FeaturesSpec() and first.split == SplitSpec()
-    assert first.features is not second.features and first.features.drop is not second.features.drop
-    assert first.deploy.gate == GateSpec() and first.deploy.gate is not second.deploy.gate
+    assert first.features == FeaturesSpec() and first.split == SplitSpec() and first.deploy.gate == GateSpec()
+    assert first.features is second.features and first.split is second.split
+    # A section a spec sets is its own, and travels
+    custom = ModelSpec.model_validate({**first.model_dump(), "features": {"drop": ["petal width (cm)"]}})
+    assert custom.features.drop == ["petal width (cm)"] and first.features.drop == []
+    sent = to_message([ChainState(job=ModelJob(batch_id="b", model=custom))], False)
+    assert sent["job"]["model"]["features"]["drop"] == ["petal width (cm)"]
