@@ -105,11 +105,11 @@ def stop_process(proc: subprocess.Popen[bytes] | ForkedWorker, grace: float = 10
 
 
 def _group_ended(pgid: int, deadline: float) -> bool:
-    """Whether every process of the group ended before `deadline` (polled)."""
-    while group_alive(pgid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
+    """Whether every process of the group ended before `deadline` (polled; checked at least once)."""
+    try:
+        wait_for(lambda: not group_alive(pgid), deadline - time.monotonic(), f"process group {pgid} to end")
+    except TimeoutError:
+        return not group_alive(pgid)
     return True
 
 
