@@ -74,7 +74,8 @@ def _check(c: Cluster, tmp_path: Path, gate: dict[str, Any], after: dict[str, An
         except TimeoutError:
             reserved = app.control.inspect(destination=[busy_name], timeout=2).reserved() or {}
             held = {node: [t["name"] for t in tasks] for node, tasks in reserved.items()}
-            pytest.fail(f"the batch waited behind the busy worker, which holds {held}")
+            tails = {name: c.log(i)[-3000:] for i, name in enumerate(c.workers.names)}
+            pytest.fail(f"the batch waited behind the busy worker, which holds {held}; logs: {tails}")
         took = time.monotonic() - t0
     finally:
         close_app(app)
