@@ -152,9 +152,23 @@ def test_the_types_read_off_the_schema_text_are_the_walks(fitted: Any) -> None:
     from workers.pipeline.train import _types_in, _types_named
 
     data, named = dump_model_and_types(fitted)
-    schema = zipfile.ZipFile(BytesIO(data)).read("schema.json").decode()
+    schema = zipfile.ZipFile(BytesIO(data)).read("schema.json")
     walked = _types_named(json.loads(schema))
     assert named == sorted(walked) and "sklearn.tree._tree.Tree" in walked
     # A dict key "__class__" (a value a team's estimator may hold) leaves the text unpaired.
     odd = {"__class__": "dict", "__module__": "builtins", "content": {"__class__": {"x": 1}}}
-    assert _types_in(json.dumps(odd), odd) == {"builtins.dict"}
+    assert _types_in(json.dumps(odd).encode(), odd) == {"builtins.dict"}
+
+
+def test_the_schema_text_is_orjsons_where_it_reads_back_the_same_and_jsons_otherwise() -> None:
+    import json
+    import math
+
+    from workers.pipeline.train import _schema_json
+
+    state = {"__class__": "Thing", "__module__": "mod", "content": {"a": [1, True, "null"]}, "__id__": 3}
+    assert json.loads(_schema_json(state)) == state and b" " not in _schema_json(state)  # orjson's, compact
+    # orjson would write NaN as null and refuses ints over 64 bits: json writes those.
+    nan = json.loads(_schema_json({"x": float("nan"), "y": None}))
+    assert math.isnan(nan["x"]) and nan["y"] is None
+    assert _schema_json({"x": 2**70}) == json.dumps({"x": 2**70}).encode()

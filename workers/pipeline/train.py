@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 import sklearn
 import skops
 import skops.io as sio
@@ -124,10 +125,10 @@ def dump_model_and_types(model: Any) -> tuple[bytes, list[str] | None]:
     skops numbers objects by `id()` (a memory address) and zip's `writestr` stamps each
     entry with the current time: two identical fits gave two files, two digests and
     two registry versions. Here objects are numbered in the order they are met and
-    every entry carries zip's epoch. The schema is written compact: skops indents it,
-    and `json.dumps` with an indent runs Python's pure-Python encoder (for a 10-tree
-    forest two thirds of the dump). Where skops' internals differ (another version),
-    its own `dumps` is used.
+    every entry carries zip's epoch. The schema is written compact (`_schema_json`): skops
+    indents it, and `json.dumps` with an indent runs Python's pure-Python encoder (for a
+    10-tree forest two thirds of the dump). Where skops' internals differ (another
+    version), its own `dumps` is used.
     """
     if _StableIds is None or _get_state is None:
         return bytes(sio.dumps(model)), None
@@ -138,21 +139,44 @@ def dump_model_and_types(model: Any) -> tuple[bytes, list[str] | None]:
         context.clear_memo()
         state["protocol"] = context.protocol
         state["_skops_version"] = skops.__version__
-        schema = json.dumps(state, check_circular=False)  # skops numbers shared objects: no cycles
+        schema = _schema_json(state)
         archive.writestr("schema.json", schema)
     return buffer.getvalue(), sorted(_types_in(schema, state))
 
 
+def _schema_json(state: dict[str, Any]) -> bytes:
+    """The state as JSON, by orjson: a 10-tree forest's 80 kB schema in 0.06 ms instead of
+    json's 0.54. orjson writes a float NaN or infinity as null where json writes NaN, and
+    refuses what json would write otherwise (an int over 64 bits, a key that is not a
+    string, a numpy scalar): such a state goes through json, as before."""
+    try:
+        text = orjson.dumps(state)
+    except TypeError:  # orjson.JSONEncodeError
+        return _json_text(state)
+    # skops writes a None as the string "null"; any other null was a value (a NaN?) in the state.
+    if text.count(b"null") != text.count(b'"null"'):
+        return _json_text(state)
+    return text
+
+
+def _json_text(state: dict[str, Any]) -> bytes:
+    return json.dumps(state, check_circular=False).encode()  # skops numbers shared objects: no cycles
+
+
 # Every skops node starts with its class and module, in that order: read off the JSON text
-# in one pass (a third of the walk's time); any other shape falls back to the walk.
-_NODE_TYPE = re.compile(r'"__class__": "([^"\\]*)", "__module__": "([^"\\]*)"')
+# in one pass (a third of the walk's time); any other shape falls back to the walk. The
+# first pattern is orjson's text, the second json's.
+_NODE_TYPES = (re.compile(rb'"__class__":"([^"\\]*)","__module__":"([^"\\]*)"'),
+               re.compile(rb'"__class__": "([^"\\]*)", "__module__": "([^"\\]*)"'))
 
 
-def _types_in(schema: str, state: Any) -> set[str]:
-    pairs = _NODE_TYPE.findall(schema)
-    if len(pairs) != schema.count('"__class__": '):
-        return _types_named(state)
-    return {f"{module}.{name}" for name, module in set(pairs)}
+def _types_in(schema: bytes, state: Any) -> set[str]:
+    nodes = schema.count(b'"__class__":')
+    for pattern in _NODE_TYPES:
+        pairs = pattern.findall(schema)
+        if len(pairs) == nodes:
+            return {f"{module.decode()}.{name.decode()}" for name, module in set(pairs)}
+    return _types_named(state)
 
 
 def _types_named(node: Any, found: set[str] | None = None) -> set[str]:
