@@ -84,7 +84,8 @@ class BatchHandle:
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"batch {self.batch_id} not done after {timeout}s: "
                                        f"{status.counts}")
-                finished.pause(poll, gap)
+                going = {m for m in self._record["models"] if m not in settled} if self._record else None
+                finished.pause(poll, gap, going)
 
 
 # After a model finishes, the next poll waits at least this long: a batch whose models finish
@@ -122,20 +123,32 @@ class _Finished:
                 self.pubsub.close()
             self.pubsub = None
 
-    def pause(self, poll: float, gap: float = FINISHED_GAP) -> None:
-        """Return once a model finished (but not before `gap`), or after `poll`."""
+    def pause(self, poll: float, gap: float = FINISHED_GAP, waiting: set[str] | None = None) -> None:
+        """Return once a model finished (but not before `gap`), or after `poll`; at once when
+        every model in `waiting` has finished (the last model of a batch is not seen a gap late)."""
         started = time.monotonic()
         if self.pubsub is None:
             time.sleep(poll)
             return
+        heard: set[str] = set()
         try:
             while (left := poll - (time.monotonic() - started)) > 0:
-                if self.pubsub.get_message(timeout=left) is not None:
+                if self._heard(heard, left):
                     break
-            time.sleep(max(0.0, gap - (time.monotonic() - started)))
-            for _ in range(10_000):  # the notices of this gap: one poll reads them all
-                if self.pubsub.get_message(timeout=0) is None:
+            # The notices of this gap: one poll reads them all.
+            while not (waiting is not None and waiting <= heard):
+                left = gap - (time.monotonic() - started)
+                if not self._heard(heard, max(left, 0.0)) and left <= 0:
                     break
         except redis.exceptions.RedisError:
             self.close()
             time.sleep(max(0.0, poll - (time.monotonic() - started)))
+
+    def _heard(self, heard: set[str], timeout: float) -> bool:
+        """Wait up to `timeout` for one notice; its model goes into `heard`."""
+        message = self.pubsub.get_message(timeout=timeout)
+        if message is None:
+            return False
+        data = message["data"]
+        heard.add(data.decode() if isinstance(data, bytes) else str(data))
+        return True

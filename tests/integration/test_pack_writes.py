@@ -104,6 +104,20 @@ def test_a_model_reaching_a_final_state_wakes_a_waiting_handle_at_once(runtime: 
     assert finished.pubsub is None
 
 
+def test_the_last_waiting_models_notice_ends_the_gap_between_polls(runtime: Runtime, uniq: str) -> None:
+    batch_id = f"gap-{uniq}"
+    with _Finished(runtime.redis, batch_id) as finished:
+        runtime.tracker.set_model_state(batch_id, "m-a", status="promoted")
+        started = time.monotonic()
+        finished.pause(poll=60, gap=1.0, waiting={"m-a", "m-b"})  # m-b goes on: the gap is kept
+        assert time.monotonic() - started >= 1.0
+        for model in ("m-a", "m-b"):
+            runtime.tracker.set_model_state(batch_id, model, status="promoted")
+        started = time.monotonic()
+        finished.pause(poll=60, gap=60, waiting={"m-a", "m-b"})  # both finished: poll now
+        assert time.monotonic() - started < 30
+
+
 def test_a_wait_reads_settled_models_once_and_notices_one_reset_before_calling_the_batch_done(
         runtime: Runtime, uniq: str) -> None:
     batch_id = f"settled-{uniq}"
