@@ -15,9 +15,15 @@ from workers.settings import STAGES
 STORES = 45
 
 
-def write_batch(rt: Runtime, batch_id: str, n: int, seed: int = 0) -> dict[str, dict[str, Any]]:
+def took_fields(durations: list[float]) -> dict[str, float]:
+    return {f"took_{stage}": seconds for stage, seconds in zip(STAGES, durations, strict=True)}
+
+
+def write_batch(rt: Runtime, batch_id: str, n: int, seed: int = 0,
+                took: bool = True) -> dict[str, dict[str, Any]]:
     """Half classification (accuracy), half regression (mae), tagged store=sNN and family;
-    returns each model's spec, metrics and compute seconds (what the leaderboard must show)."""
+    returns each model's spec, metrics and compute seconds (what the leaderboard must show).
+    `took=False`: states without their stages' times, as workers before them wrote."""
     rnd, created = random.Random(seed), time.time() - 600
     models: dict[str, dict[str, Any]] = {}
     for i in range(n):
@@ -48,7 +54,8 @@ def write_batch(rt: Runtime, batch_id: str, n: int, seed: int = 0) -> dict[str, 
             started += seconds
         rt.tracker.state(writes, batch_id, name, status="deployed", stage="deploy", version=1,
                          promoted=1, reason="gate passed", metrics=m["metrics"], error="",
-                         done_deploy=started + 1.0, worker="w1")
+                         done_deploy=started + 1.0, worker="w1",
+                         **(took_fields(m["durations"]) if took else {}))
         writes.execute()
         m["compute"] = sum(m["durations"])
     return models

@@ -38,7 +38,7 @@ class Entry:
     worker: str
     tags: dict[str, str]
     metrics: dict[str, float]
-    compute_seconds: float  # the model's own stage runs, summed (cache hits cost almost nothing)
+    compute_seconds: float  # the model's stages, each its last finished run (cache hits cost almost nothing)
     done_seconds: float | None  # from submit to the model's end (its place in the queue)
     queue_seconds: float | None  # done - compute: the time it waited for a worker
     reason: str = ""  # why a registered model was not promoted (its gate's decision)
@@ -59,17 +59,23 @@ class Section:
 
 
 def entries(runtime: Runtime, batch_id: str, metric: str | None = None,
-            tags: dict[str, str] | None = None) -> tuple[BatchStatus, list[Entry]]:
+            tags: dict[str, str] | None = None, status: BatchStatus | None = None,
+            ) -> tuple[BatchStatus, list[Entry]]:
     """Every model of the batch (with all the tags in `tags`) as an Entry; KeyError if no batch.
 
-    Reads the batch record, the model states, the specs and the run records: a few
-    pipelined round trips whatever the number of models.
+    Reads the batch record and the model states (unless `status` holds them) and the
+    specs: a few pipelined round trips whatever the number of models.
     """
-    status = batch_status(runtime, batch_id)
+    status = status or batch_status(runtime, batch_id)
     specs = runtime.tracker.model_specs(batch_id)
-    compute: dict[str, float] = defaultdict(float)
-    for run in runtime.tracker.runs(batch_id=batch_id, limit=10**9):
-        compute[run["model"]] += float(run.get("duration") or 0.0)
+    compute = {row.name: row.compute for row in status.rows if row.compute is not None}
+    if len(compute) < len(status.rows):
+        # A model that finished no stage, or a batch from before the states held their
+        # stages' times: its run records (all of the batch's: 0.6 s for 3,000 models).
+        runs: dict[str, float] = defaultdict(float)
+        for run in runtime.tracker.runs(batch_id=batch_id, limit=10**9):
+            runs[run["model"]] += float(run.get("duration") or 0.0)
+        compute = {row.name: compute.get(row.name, runs[row.name]) for row in status.rows}
     wanted = tags or {}
     out = []
     for row in status.rows:

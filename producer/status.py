@@ -33,6 +33,9 @@ class ModelRow:
     metrics: dict[str, float] = field(default_factory=dict)
     # What the sweeper did to bring the model back (workers/recovery.py), if anything.
     recovered: str = ""
+    # Seconds its stages took, each its last finished run (None: no stage finished, or a
+    # model recorded before workers wrote `took_<stage>`).
+    compute: float | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,12 @@ def _row(name: str, state: dict[str, str], metric: str | None, created: float) -
         promoted=state.get("promoted") == "1", reason=state.get("reason", ""),
         error=state.get("error", ""), worker=state.get("worker", ""),
         seconds=float(end) - created if end else None, metrics=metrics,
-        recovered=state.get("recovered", ""))
+        recovered=state.get("recovered", ""), compute=_took(state))
+
+
+def _took(state: dict[str, str]) -> float | None:
+    took = [float(state[f"took_{s}"]) for s in STAGES if state.get(f"took_{s}")]
+    return sum(took) if took else None
 
 
 def ranked(rows: list[ModelRow]) -> list[ModelRow]:

@@ -480,7 +480,9 @@ class StageTask(Task):  # type: ignore[misc]
         # (this task's own if no chain follows: then this task carries the model on itself).
         later = self.request.chain or []
         rt.tracker.state(writes, job.batch_id, job.model.name, **{
-            f"done_{stage}": finished, "handoff": f"{stage}/{self.request.id}",
+            # took_: the leaderboard's compute time, without reading the batch's run records.
+            f"done_{stage}": finished, f"took_{stage}": round(finished - started, 6),
+            "handoff": f"{stage}/{self.request.id}",
             "pending": later[-1].get("options", {}).get("task_id") if later else self.request.id})
         handed_on(writes, job.batch_id, job.model.name, stage, finished)
         return value, run_id

@@ -164,7 +164,8 @@ def watch(handle: BatchHandle, timeout: float | None, local: LocalWorkers | None
     # A big batch shows its best WATCH_TOP a task (a 450-row table took the CLI 0.4 s to
     # draw, on a machine its workers share); `leaderboard` shows them all.
     top = WATCH_TOP if len(status.rows) > WATCH_ALL else None
-    for part in leaderboard.sections(leaderboard.entries(handle.runtime, handle.batch_id)[1], top=top):
+    entries = leaderboard.entries(handle.runtime, handle.batch_id, status=status)[1]
+    for part in leaderboard.sections(entries, top=top):
         console.print(section_table(handle.batch_id, summary, part, None))
     if top is not None:
         console.print(f"every model: modelfleet leaderboard {handle.batch_id}", markup=False)

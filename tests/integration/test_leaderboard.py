@@ -50,6 +50,16 @@ def test_leaderboard_ranks_each_task_in_its_direction_with_compute_time(
         assert row["queue_seconds"] == pytest.approx(row["done_seconds"] - row["compute_seconds"])
 
 
+def test_a_batch_whose_states_lack_their_stages_times_takes_compute_from_its_runs(
+        runtime: Runtime, settings: Settings, tmp_path: Path) -> None:
+    batch_id = f"older-{id(runtime):x}"
+    models = write_batch(runtime, batch_id, 20, seed=1, took=False)  # as workers before `took_` wrote
+    board = cli_json(["leaderboard", batch_id, "--json"], settings, tmp_path)
+    rows = [row for section in board["sections"] for row in section["rows"]]
+    assert len(rows) == 20
+    assert all(row["compute_seconds"] == pytest.approx(models[row["name"]]["compute"]) for row in rows)
+
+
 @pytest.mark.slow
 def test_best_per_top_group_by_and_csv(fleet: tuple[str, dict[str, dict[str, Any]]], settings: Settings,
                                        tmp_path: Path) -> None:

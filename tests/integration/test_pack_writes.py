@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 
+from producer import leaderboard
 from producer.handle import BatchHandle, _Finished
 from tests.conftest import load, run_batch
 from workers.runtime import Runtime
@@ -90,6 +91,12 @@ def test_a_fused_packs_members_with_one_preprocess_step_compute_it_once_without_
     tasks = {r["task_id"] for r in runs}
     assert len(tasks) < 32
     assert all({r["stage"] for r in runs if r["task_id"] == t} == set(STAGES) for t in tasks)
+    # Each model's state holds its stages' times: the leaderboard's compute, read without the runs.
+    _, board = leaderboard.entries(runtime, handle.batch_id)
+    assert len(board) == 32
+    for entry in board:
+        mine = [r["duration"] for r in runs if r["model"] == entry.name]
+        assert len(mine) == 4 and entry.compute_seconds == pytest.approx(sum(mine), abs=1e-5)
 
 
 def test_a_model_reaching_a_final_state_wakes_a_waiting_handle_at_once(runtime: Runtime, uniq: str) -> None:
