@@ -148,7 +148,7 @@ def watch(handle: BatchHandle, timeout: float | None, local: LocalWorkers | None
     """Progress bar per stage until the batch is done, then the leaderboard.
 
     With `local` workers, raises WorkersGone once all of them have exited."""
-    total = len(handle.status().rows)
+    total = len(handle.progress().rows)  # a few fields a model: the bars need only the count
     with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         bars = {s: progress.add_task(s, total=total) for s in STAGES}
